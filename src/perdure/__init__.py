@@ -1,0 +1,1 @@
+"""perdure: lightweight, transactional event processing for Python."""

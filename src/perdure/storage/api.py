@@ -1,0 +1,176 @@
+"""Storage ports: the records perdure persists and the narrow per-table interfaces over them.
+
+The engine reads and writes through one `Transaction` per batch of commands; a backend commits
+the whole batch atomically (one fsync for many commands — group commit). Readers used by tools,
+tests and the admin API go through `Reader`, which only ever sees committed data.
+
+Every backend (`memory`, `sqlite`, later `postgres`) passes the same conformance suite
+(`tests/storage/test_conformance.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+
+class Status(enum.StrEnum):
+    """Where an invocation is in its lifecycle."""
+
+    SCHEDULED = "scheduled"  # delayed: waits for its invoke timer
+    PENDING = "pending"  # in its key's inbox, behind another exclusive invocation
+    RUNNING = "running"  # an attempt is (or should be) executing
+    SUSPENDED = "suspended"  # waits for a notification, nothing in memory
+    BACKING_OFF = "backing-off"  # last attempt failed, waits for its retry timer
+    PAUSED = "paused"  # retries exhausted (or paused by an operator); resume to continue
+    COMPLETED = "completed"  # has a result: a value or a terminal failure
+
+
+class Failure(msgspec.Struct, frozen=True):
+    code: int
+    message: str
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The result of a completed invocation: exactly one of `value` or `failure` is set."""
+
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Where to route a call's result: the calling invocation and its completion id."""
+
+    invocation_id: str
+    completion_id: int
+
+
+class Invocation(msgspec.Struct, kw_only=True):
+    """The status record of one invocation (the journal is stored separately)."""
+
+    id: str
+    service: str
+    handler: str
+    key: str | None = None
+    exclusive: bool = False  # holds its key's lock while it runs (exclusive/workflow-run handlers)
+    status: Status = Status.RUNNING
+    created_at: int = 0  # ms since epoch
+    modified_at: int = 0
+    execute_at: int | None = None  # for scheduled (delayed) invocations
+    idempotency_key: str | None = None
+    caller: Caller | None = None
+    attempt: int = 0  # attempts started so far; the current attempt's epoch
+    failures: int = 0  # failed attempts counted by the retry policy
+    last_failure: Failure | None = None
+    next_retry_at: int | None = None
+    journal_length: int = 0  # entries stored (commands + notifications)
+    command_count: int = 0
+    attempt_start_length: int = 0  # journal length when the current attempt started
+    last_progress_at: int = 0  # when the journal last grew (for ctx.run retry accounting)
+    attempts_since_progress: int = 0
+    waiting_completions: list[int] = msgspec.field(default_factory=list)
+    waiting_signals: list[int] = msgspec.field(default_factory=list)
+    outcome: Outcome | None = None
+    completed_at: int | None = None
+    retention_until: int | None = None  # completed records are kept until then
+    random_seed: int = 0
+
+
+class Timer(msgspec.Struct, frozen=True):
+    """A durable timer. `id` is unique and deterministic, so firing one twice is harmless."""
+
+    id: str
+    fire_at: int  # ms since epoch
+    kind: str  # "sleep" | "invoke" | "retry" | "cleanup"
+    invocation_id: str
+    completion_id: int = 0
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One journal entry as stored: the protocol message type and its encoded payload."""
+
+    type: int
+    payload: bytes
+
+
+class InvocationTable(Protocol):
+    def get_invocation(self, invocation_id: str) -> Invocation | None: ...
+    def put_invocation(self, invocation: Invocation) -> None: ...
+    def delete_invocation(self, invocation_id: str) -> None: ...
+    def invocations_with_status(self, status: Status) -> list[Invocation]: ...
+
+
+class JournalTable(Protocol):
+    def append_entries(self, invocation_id: str, start_index: int, entries: Sequence[Entry]) -> None:
+        """Store `entries` at indexes start_index, start_index+1, …"""
+        ...
+
+    def read_journal(self, invocation_id: str) -> list[Entry]: ...
+    def delete_journal(self, invocation_id: str) -> None: ...
+
+
+class StateTable(Protocol):
+    def get_state(self, service: str, key: str, name: bytes) -> bytes | None: ...
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
+    def set_state(self, service: str, key: str, name: bytes, value: bytes) -> None: ...
+    def clear_state(self, service: str, key: str, name: bytes) -> None: ...
+    def clear_all_state(self, service: str, key: str) -> None: ...
+
+
+class InboxTable(Protocol):
+    """Per (service, key): the invocation holding the exclusive lock and a FIFO of waiters."""
+
+    def get_lock(self, service: str, key: str) -> str | None: ...
+    def set_lock(self, service: str, key: str, invocation_id: str) -> None: ...
+    def release_lock(self, service: str, key: str) -> None: ...
+    def inbox_push(self, service: str, key: str, invocation_id: str) -> None: ...
+    def inbox_pop(self, service: str, key: str) -> str | None:
+        """Remove and return the oldest waiting invocation id, or None."""
+        ...
+
+    def inbox_remove(self, service: str, key: str, invocation_id: str) -> bool: ...
+
+
+class TimerTable(Protocol):
+    def put_timer(self, timer: Timer) -> None: ...
+    def delete_timer(self, timer_id: str) -> bool:
+        """Delete; True if it existed."""
+        ...
+
+    def get_timer(self, timer_id: str) -> Timer | None: ...
+
+
+class Transaction(InvocationTable, JournalTable, StateTable, InboxTable, TimerTable, Protocol):
+    """All write ports of one batch; committed or discarded as a whole by its store."""
+
+
+class Reader(Protocol):
+    """Read-only access to committed data (tools, tests, the admin API)."""
+
+    def get_invocation(self, invocation_id: str) -> Invocation | None: ...
+    def read_journal(self, invocation_id: str) -> list[Entry]: ...
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
+    def list_invocations(
+        self, *, status: Status | None = None, service: str | None = None, limit: int = 100
+    ) -> list[Invocation]: ...
+    def all_timers(self) -> list[Timer]:
+        """Every stored timer, ordered by fire time (used to rebuild the timer wheel at start)."""
+        ...
+
+    def count_invocations(self) -> dict[Status, int]: ...
+
+
+class Store(Protocol):
+    """A storage backend. One writer: at most one open transaction at a time."""
+
+    def begin(self) -> Transaction: ...
+    async def commit(self, txn: Transaction) -> None:
+        """Make the transaction durable. Must not block the event loop on fsync."""
+        ...
+
+    def rollback(self, txn: Transaction) -> None: ...
+    def reader(self) -> Reader: ...
+    async def close(self) -> None: ...
