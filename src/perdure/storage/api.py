@@ -105,7 +105,7 @@ class InvocationTable(Protocol):
 
 class JournalTable(Protocol):
     def append_entries(self, invocation_id: str, start_index: int, entries: Sequence[Entry]) -> None:
-        """Store `entries` at indexes start_index, start_index+1, …"""
+        """Store `entries` at indexes start_index, start_index+1, … (replacing any already there)."""
         ...
 
     def read_journal(self, invocation_id: str) -> list[Entry]: ...
@@ -155,12 +155,17 @@ class Reader(Protocol):
     def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
     def list_invocations(
         self, *, status: Status | None = None, service: str | None = None, limit: int = 100
-    ) -> list[Invocation]: ...
+    ) -> list[Invocation]:
+        """Up to `limit` invocations matching every given filter, oldest first (created_at, then id)."""
+        ...
+
     def all_timers(self) -> list[Timer]:
         """Every stored timer, ordered by fire time (used to rebuild the timer wheel at start)."""
         ...
 
-    def count_invocations(self) -> dict[Status, int]: ...
+    def count_invocations(self) -> dict[Status, int]:
+        """Invocations per status; every status is present, with 0 when none."""
+        ...
 
 
 class Store(Protocol):
