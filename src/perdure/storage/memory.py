@@ -1,0 +1,235 @@
+"""In-memory storage backend for tests: plain dicts, nothing durable, fail-stop.
+
+A transaction writes straight into the dicts, so `commit()` has nothing to do and `rollback()` is
+not supported (it raises `NotImplementedError`: a test that needs rollback uses the sqlite store).
+For the same reason a `Reader` here also sees a transaction's writes before they are committed.
+Invocations are stored msgpack-encoded, so a caller mutating a record it put or got never changes
+the stored copy behind the store's back — the same isolation the sqlite store gives.
+
+Example::
+
+    store = Store()
+    txn = store.begin()
+    txn.put_invocation(Invocation(id="inv-1", service="greeter", handler="greet"))
+    await store.commit(txn)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import msgspec
+
+from perdure.storage.api import Entry, Invocation, Reader, Status, Timer, Transaction
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE_INVOCATION = msgspec.msgpack.Decoder(Invocation).decode
+
+_Key = tuple[str, str]  # (service, key)
+
+
+class _Tables:
+    """The store's data, shared by its transactions and readers."""
+
+    def __init__(self) -> None:
+        self.invocations: dict[str, bytes] = {}  # id -> msgpack-encoded Invocation
+        self.journals: dict[str, dict[int, Entry]] = {}
+        self.state: dict[_Key, dict[bytes, bytes]] = {}
+        self.locks: dict[_Key, str] = {}
+        self.inboxes: dict[_Key, deque[str]] = {}
+        self.timers: dict[str, Timer] = {}
+
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        record = self.invocations.get(invocation_id)
+        return None if record is None else _DECODE_INVOCATION(record)
+
+    def read_journal(self, invocation_id: str) -> list[Entry]:
+        journal = self.journals.get(invocation_id)
+        return [] if journal is None else [journal[i] for i in sorted(journal)]
+
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]:
+        return dict(self.state.get((service, key), {}))
+
+    def invocations_sorted(self) -> list[Invocation]:
+        """All invocations, oldest first (created_at, then id), like the sqlite store orders them."""
+        invocations = [_DECODE_INVOCATION(r) for r in self.invocations.values()]
+        invocations.sort(key=lambda inv: (inv.created_at, inv.id))
+        return invocations
+
+
+class _Transaction:
+    """The write ports, applied directly to the tables."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    # InvocationTable
+
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        return self._t.get_invocation(invocation_id)
+
+    def put_invocation(self, invocation: Invocation) -> None:
+        self._t.invocations[invocation.id] = _ENCODE(invocation)
+
+    def delete_invocation(self, invocation_id: str) -> None:
+        self._t.invocations.pop(invocation_id, None)
+
+    def invocations_with_status(self, status: Status) -> list[Invocation]:
+        return [inv for inv in self._t.invocations_sorted() if inv.status == status]
+
+    # JournalTable
+
+    def append_entries(self, invocation_id: str, start_index: int, entries: Sequence[Entry]) -> None:
+        journal = self._t.journals.setdefault(invocation_id, {})
+        for i, entry in enumerate(entries, start_index):
+            journal[i] = entry
+
+    def read_journal(self, invocation_id: str) -> list[Entry]:
+        return self._t.read_journal(invocation_id)
+
+    def delete_journal(self, invocation_id: str) -> None:
+        self._t.journals.pop(invocation_id, None)
+
+    # StateTable
+
+    def get_state(self, service: str, key: str, name: bytes) -> bytes | None:
+        values = self._t.state.get((service, key))
+        return None if values is None else values.get(name)
+
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]:
+        return self._t.get_all_state(service, key)
+
+    def set_state(self, service: str, key: str, name: bytes, value: bytes) -> None:
+        self._t.state.setdefault((service, key), {})[name] = value
+
+    def clear_state(self, service: str, key: str, name: bytes) -> None:
+        values = self._t.state.get((service, key))
+        if values is not None:
+            values.pop(name, None)
+            if not values:
+                del self._t.state[service, key]
+
+    def clear_all_state(self, service: str, key: str) -> None:
+        self._t.state.pop((service, key), None)
+
+    # InboxTable
+
+    def get_lock(self, service: str, key: str) -> str | None:
+        return self._t.locks.get((service, key))
+
+    def set_lock(self, service: str, key: str, invocation_id: str) -> None:
+        self._t.locks[service, key] = invocation_id
+
+    def release_lock(self, service: str, key: str) -> None:
+        self._t.locks.pop((service, key), None)
+
+    def inbox_push(self, service: str, key: str, invocation_id: str) -> None:
+        inbox = self._t.inboxes.get((service, key))
+        if inbox is None:
+            inbox = self._t.inboxes[service, key] = deque()
+        inbox.append(invocation_id)
+
+    def inbox_pop(self, service: str, key: str) -> str | None:
+        inbox = self._t.inboxes.get((service, key))
+        if inbox is None:
+            return None
+        invocation_id = inbox.popleft()
+        if not inbox:  # drop empty queues so idle keys cost nothing
+            del self._t.inboxes[service, key]
+        return invocation_id
+
+    def inbox_remove(self, service: str, key: str, invocation_id: str) -> bool:
+        inbox = self._t.inboxes.get((service, key))
+        if inbox is None or invocation_id not in inbox:
+            return False
+        inbox.remove(invocation_id)
+        if not inbox:
+            del self._t.inboxes[service, key]
+        return True
+
+    # TimerTable
+
+    def put_timer(self, timer: Timer) -> None:
+        self._t.timers[timer.id] = timer
+
+    def delete_timer(self, timer_id: str) -> bool:
+        return self._t.timers.pop(timer_id, None) is not None
+
+    def get_timer(self, timer_id: str) -> Timer | None:
+        return self._t.timers.get(timer_id)
+
+
+class _Reader:
+    """Reads over the same tables (uncommitted writes included: see the module docstring)."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        return self._t.get_invocation(invocation_id)
+
+    def read_journal(self, invocation_id: str) -> list[Entry]:
+        return self._t.read_journal(invocation_id)
+
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]:
+        return self._t.get_all_state(service, key)
+
+    def list_invocations(
+        self, *, status: Status | None = None, service: str | None = None, limit: int = 100
+    ) -> list[Invocation]:
+        return [
+            inv
+            for inv in self._t.invocations_sorted()
+            if (status is None or inv.status == status) and (service is None or inv.service == service)
+        ][:limit]
+
+    def all_timers(self) -> list[Timer]:
+        return sorted(self._t.timers.values(), key=lambda t: (t.fire_at, t.id))
+
+    def count_invocations(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for inv in self._t.invocations_sorted():
+            counts[inv.status] += 1
+        return counts
+
+
+class Store:
+    """A dict-backed store for tests; nothing survives the process and rollback is unsupported."""
+
+    def __init__(self) -> None:
+        self._tables = _Tables()
+        self._current: _Transaction | None = None
+
+    def begin(self) -> Transaction:
+        if self._current is not None:
+            raise RuntimeError("a transaction is still open; commit it before begin()")
+        txn = self._current = _Transaction(self._tables)
+        return txn
+
+    async def commit(self, txn: Transaction) -> None:
+        self._check_current(txn)
+        self._current = None
+
+    def rollback(self, txn: Transaction) -> None:
+        self._check_current(txn)
+        # Writes already landed in the dicts and there is no undo log: the store is now
+        # inconsistent, so leave the transaction open and every later begin() fails (fail-stop).
+        raise NotImplementedError(
+            "the memory store cannot roll back (its writes are applied immediately); it is for tests"
+            " and fail-stop — use the sqlite store to exercise rollback"
+        )
+
+    def reader(self) -> Reader:
+        return _Reader(self._tables)
+
+    async def close(self) -> None:
+        self._current = None
+
+    def _check_current(self, txn: Transaction) -> None:
+        if txn is not self._current:
+            raise RuntimeError("not this store's open transaction (already committed?)")
