@@ -1,1 +1,42 @@
 """Storage backends behind the ports of `perdure.storage.api`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from perdure.storage import memory, sqlite
+from perdure.storage.api import Store
+
+__all__ = ["open_store"]
+
+_ACCEPTED = (
+    "accepted store URLs: 'memory:', 'sqlite:///relative/path.db', 'sqlite:////absolute/path.db',"
+    " optionally with '?synchronous=FULL|NORMAL|OFF' on sqlite URLs"
+)
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names, creating a sqlite file's parent directories.
+
+    Example: ``open_store("sqlite:///data/perdure.db?synchronous=NORMAL")``.
+    """
+    if url in ("memory:", "memory://"):
+        return memory.Store()
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or not url.startswith("sqlite:///") or parts.fragment:
+        raise ValueError(f"bad store URL {url!r}; {_ACCEPTED}")
+    # As in SQLAlchemy: what follows 'sqlite:///' is the path, so a fourth slash makes it absolute.
+    path = parts.path[1:]
+    if not path or path.endswith("/"):
+        raise ValueError(f"bad store URL {url!r}: no database file; {_ACCEPTED}")
+    options: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+        if name != "synchronous" or len(values) != 1:
+            raise ValueError(f"bad store URL {url!r}: unknown or repeated option {name!r}; {_ACCEPTED}")
+        options[name] = values[0]
+    synchronous = options.get("synchronous", "FULL")
+    if synchronous.upper() not in sqlite.SYNCHRONOUS_MODES:
+        raise ValueError(f"bad store URL {url!r}: synchronous={synchronous!r}; {_ACCEPTED}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return sqlite.Store(path, synchronous=synchronous)
