@@ -61,7 +61,7 @@ class Invocation(msgspec.Struct, kw_only=True):
     modified_at: int = 0
     execute_at: int | None = None  # for scheduled (delayed) invocations
     idempotency_key: str | None = None
-    caller: Caller | None = None
+    callers: list[Caller] = msgspec.field(default_factory=list)  # where to send the result
     attempt: int = 0  # attempts started so far; the current attempt's epoch
     failures: int = 0  # failed attempts counted by the retry policy
     last_failure: Failure | None = None
@@ -73,6 +73,7 @@ class Invocation(msgspec.Struct, kw_only=True):
     attempts_since_progress: int = 0
     waiting_completions: list[int] = msgspec.field(default_factory=list)
     waiting_signals: list[int] = msgspec.field(default_factory=list)
+    notified: list[int] = msgspec.field(default_factory=list)  # handles completed during this attempt
     outcome: Outcome | None = None
     completed_at: int | None = None
     retention_until: int | None = None  # completed records are kept until then
