@@ -1,0 +1,62 @@
+"""What the engine asks the runtime to do once the batch that produced it is durable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.storage.api import Outcome, Timer
+
+
+@dataclass(frozen=True, slots=True)
+class StartAttempt:
+    """Run a new attempt: `start` is the StartMessage, `journal` the entries to replay."""
+
+    invocation_id: str
+    attempt: int
+    service: str
+    handler: str
+    start: Any
+    journal: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Deliver notifications (results) to the attempt that is running now."""
+
+    invocation_id: str
+    attempt: int
+    messages: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """An invocation has its final result (answer whoever waits for it)."""
+
+    invocation_id: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An `Invoke` was durably accepted; `previously` when the id already existed."""
+
+    invocation_id: str
+    previously: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A command was refused (unknown invocation, wrong state); `reason` says why."""
+
+    invocation_id: str
+    reason: str
+
+
+Action = StartAttempt | Notify | ScheduleTimer | Completed | Accepted | Rejected

@@ -1,0 +1,55 @@
+"""What the engine is asked to do: every change of state enters as one of these commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from perdure.storage.api import Caller, Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Create an invocation (from code, HTTP, Kafka or a timer). Idempotent by `invocation_id`."""
+
+    invocation_id: str
+    service: str
+    handler: str
+    key: str | None
+    input: bytes
+    headers: Sequence[tuple[str, str]] = ()
+    idempotency_key: str | None = None
+    caller: Caller | None = None
+    execute_at: int | None = None  # ms since epoch; None or past = now
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutput:
+    """Messages an attempt produced (commands, run proposals, End/Suspension/Error)."""
+
+    invocation_id: str
+    attempt: int
+    messages: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FireTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Resume a paused invocation (an operator's decision); its retry count starts over."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """Sent once at start: restart every invocation whose attempt was running at the crash."""
+
+    reason: str = field(default="start")
+
+
+Command = Invoke | AttemptOutput | FireTimer | Resume | Recover

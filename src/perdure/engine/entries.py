@@ -1,0 +1,231 @@
+"""Applying what a running attempt sends: journal each command and carry out its effect.
+
+Commands are appended in the order received; state changes, timers and child invocations are
+written in the same transaction, so the journal and its effects are never out of step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from perdure.engine import lifecycle
+from perdure.engine.commands import AttemptOutput, Invoke
+from perdure.engine.step import Step
+from perdure.protocol import ids
+from perdure.protocol import messages as pm
+from perdure.protocol.codec import message_type
+from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Timer
+
+
+class _InvalidCommand(Exception):
+    """The attempt sent a command its handler may not use; the attempt fails (and retries)."""
+
+
+def apply_output(step: Step, cmd: AttemptOutput) -> None:
+    inv = step.load(cmd.invocation_id)
+    if inv is None or inv.status is not Status.RUNNING or inv.attempt != cmd.attempt:
+        return  # a stale attempt: its invocation has moved on
+    for message in cmd.messages:
+        code = message_type(message)
+        if pm.is_command(code):
+            try:
+                _command(step, inv, code, message)
+            except _InvalidCommand as e:
+                lifecycle.fail_attempt(step, inv, Failure(code=pm.PROTOCOL_VIOLATION, message=str(e)))
+                return
+        else:
+            handler = _CONTROL.get(code)
+            if handler is None:
+                name = pm.NAME_OF.get(code, hex(code))
+                lifecycle.fail_attempt(step, inv, Failure(pm.PROTOCOL_VIOLATION, f"unexpected message {name}"))
+                return
+            handler(step, inv, message)
+        if inv.status is not Status.RUNNING or inv.attempt != cmd.attempt:
+            return  # the attempt ended (End, Suspension, Error)
+
+
+def _command(step: Step, inv: Invocation, code: int, message: Any) -> None:
+    effect = _EFFECTS.get(code)
+    if effect is None and code < pm.CUSTOM_MIN and code not in _JOURNAL_ONLY:
+        raise _InvalidCommand(f"{pm.NAME_OF.get(code, hex(code))} is not supported by this engine yet")
+    inv.command_count += 1
+    step.append(inv, message)
+    if effect is not None:
+        effect(step, inv, message)
+
+
+# ---- effects of commands
+
+
+def _writable(step: Step, inv: Invocation) -> tuple[str, str]:
+    info = step.registry.get(inv.service, inv.handler)
+    if info is None or not info.writes_state or inv.key is None:
+        raise _InvalidCommand(f"{inv.service}/{inv.handler} may not write state (only exclusive object handlers can)")
+    return inv.service, inv.key
+
+
+def _readable(step: Step, inv: Invocation) -> tuple[str, str]:
+    if inv.key is None:
+        raise _InvalidCommand(f"{inv.service}/{inv.handler} has no key, so no state")
+    return inv.service, inv.key
+
+
+def _set_state(step: Step, inv: Invocation, m: Any) -> None:
+    step.txn.set_state(*_writable(step, inv), m.key, m.value.content)
+
+
+def _clear_state(step: Step, inv: Invocation, m: Any) -> None:
+    step.txn.clear_state(*_writable(step, inv), m.key)
+
+
+def _clear_all_state(step: Step, inv: Invocation, m: Any) -> None:
+    step.txn.clear_all_state(*_writable(step, inv))
+
+
+def _get_lazy_state(step: Step, inv: Invocation, m: Any) -> None:
+    value = step.txn.get_state(*_readable(step, inv), m.key)
+    result = pm.GetLazyStateCompletion(completion_id=m.result_completion_id)
+    if value is None:
+        result.void.SetInParent()
+    else:
+        result.value.content = value
+    lifecycle.notify(step, inv, result, m.result_completion_id)
+
+
+def _get_lazy_state_keys(step: Step, inv: Invocation, m: Any) -> None:
+    keys = sorted(step.txn.get_all_state(*_readable(step, inv)))
+    result = pm.GetLazyStateKeysCompletion(completion_id=m.result_completion_id, state_keys=pm.StateKeys(keys=keys))
+    lifecycle.notify(step, inv, result, m.result_completion_id)
+
+
+def _sleep(step: Step, inv: Invocation, m: Any) -> None:
+    timer = Timer(
+        id=f"{inv.id}/sleep/{m.result_completion_id}",
+        fire_at=m.wake_up_time,
+        kind="sleep",
+        invocation_id=inv.id,
+        completion_id=m.result_completion_id,
+    )
+    lifecycle._timer(step, timer)
+
+
+def _child(step: Step, inv: Invocation, m: Any, caller: Caller | None, execute_at: int | None) -> None:
+    key = m.key if step.registry.get(m.service_name, m.handler_name) is None or _keyed(step, m) else None
+    idempotency_key = m.idempotency_key if m.HasField("idempotency_key") else None
+    if idempotency_key is not None:
+        if not idempotency_key:
+            raise _InvalidCommand("an idempotency key must not be empty")
+        child_id = ids.idempotent_id(m.service_name, m.handler_name, key, idempotency_key)
+    else:
+        child_id = ids.child_id(inv.id, inv.command_count - 1, m.service_name, key)
+    idx = m.invocation_id_notification_idx
+    lifecycle.notify(step, inv, pm.CallInvocationIdCompletion(completion_id=idx, invocation_id=child_id), idx)
+    lifecycle.invoke(
+        step,
+        Invoke(
+            invocation_id=child_id,
+            service=m.service_name,
+            handler=m.handler_name,
+            key=key,
+            input=m.parameter,
+            headers=[(h.key, h.value) for h in m.headers],
+            idempotency_key=idempotency_key,
+            caller=caller,
+            execute_at=execute_at,
+        ),
+    )
+
+
+def _keyed(step: Step, m: Any) -> bool:
+    info = step.registry.get(m.service_name, m.handler_name)
+    return info is not None and info.keyed
+
+
+def _call(step: Step, inv: Invocation, m: Any) -> None:
+    _child(step, inv, m, Caller(inv.id, m.result_completion_id), None)
+
+
+def _one_way_call(step: Step, inv: Invocation, m: Any) -> None:
+    _child(step, inv, m, None, m.invoke_time or None)
+
+
+def _output(step: Step, inv: Invocation, m: Any) -> None:
+    """Remember the result; the invocation completes with it at End."""
+    if m.WhichOneof("result") == "failure":
+        inv.outcome = Outcome(failure=Failure(code=m.failure.code, message=m.failure.message))
+    else:
+        inv.outcome = Outcome(value=m.value.content)
+
+
+_EFFECTS: dict[int, Callable[[Step, Invocation, Any], None]] = {
+    pm.TYPE_OF[pm.OutputCommand]: _output,
+    pm.TYPE_OF[pm.SetStateCommand]: _set_state,
+    pm.TYPE_OF[pm.ClearStateCommand]: _clear_state,
+    pm.TYPE_OF[pm.ClearAllStateCommand]: _clear_all_state,
+    pm.TYPE_OF[pm.GetLazyStateCommand]: _get_lazy_state,
+    pm.TYPE_OF[pm.GetLazyStateKeysCommand]: _get_lazy_state_keys,
+    pm.TYPE_OF[pm.SleepCommand]: _sleep,
+    pm.TYPE_OF[pm.CallCommand]: _call,
+    pm.TYPE_OF[pm.OneWayCallCommand]: _one_way_call,
+}
+
+_JOURNAL_ONLY = {
+    pm.TYPE_OF[pm.InputCommand],
+    pm.TYPE_OF[pm.RunCommand],
+    pm.TYPE_OF[pm.GetEagerStateCommand],
+    pm.TYPE_OF[pm.GetEagerStateKeysCommand],
+}
+
+
+# ---- control messages
+
+
+def _propose_run(step: Step, inv: Invocation, m: Any) -> None:
+    cid = m.result_completion_id
+    result = pm.RunCompletion(completion_id=cid)
+    if m.WhichOneof("result") == "failure":
+        result.failure.CopyFrom(m.failure)
+    else:
+        result.value.content = m.value
+    lifecycle.notify(step, inv, result, cid)
+
+
+def _end(step: Step, inv: Invocation, m: Any) -> None:
+    lifecycle.complete(step, inv, inv.outcome or Outcome(value=b""))
+
+
+def _suspension(step: Step, inv: Invocation, m: Any) -> None:
+    completions, signals = list(m.waiting_completions), list(m.waiting_signals)
+    if m.HasField("awaiting_on"):
+        _flatten(m.awaiting_on, completions, signals)
+    if not completions and not signals:
+        lifecycle.fail_attempt(step, inv, Failure(pm.PROTOCOL_VIOLATION, "suspended waiting on nothing"))
+        return
+    lifecycle.suspend(step, inv, sorted(set(completions)), sorted(set(signals)))
+
+
+def _flatten(future: Any, completions: list[int], signals: list[int]) -> None:
+    """Resume on any leaf: the SDK suspends again if that was not enough."""
+    completions.extend(future.waiting_completions)
+    signals.extend(future.waiting_signals)
+    for nested in future.nested_futures:
+        _flatten(nested, completions, signals)
+
+
+def _error(step: Step, inv: Invocation, m: Any) -> None:
+    delay = m.next_retry_delay if m.HasField("next_retry_delay") else None
+    lifecycle.fail_attempt(step, inv, Failure(code=m.code or 500, message=m.message), delay)
+
+
+def _ignore(step: Step, inv: Invocation, m: Any) -> None:
+    pass
+
+
+_CONTROL: dict[int, Callable[[Step, Invocation, Any], None]] = {
+    pm.TYPE_OF[pm.ProposeRunCompletionMessage]: _propose_run,
+    pm.TYPE_OF[pm.EndMessage]: _end,
+    pm.TYPE_OF[pm.SuspensionMessage]: _suspension,
+    pm.TYPE_OF[pm.ErrorMessage]: _error,
+    pm.TYPE_OF[pm.AwaitingOnMessage]: _ignore,
+}

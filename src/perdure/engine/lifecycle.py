@@ -1,0 +1,259 @@
+"""The invocation lifecycle: accepted → (scheduled) → pending in its key's inbox → running →
+suspended / backing-off → completed or paused.
+
+Exclusive invocations (object handlers, workflow runs) take their key's lock; the others queue
+behind it in arrival order and start, one by one, as each holder completes. A holder keeps the
+lock while it sleeps, backs off or is paused — that is the queue-per-key contract — but it never
+holds any other key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from perdure.engine.actions import Accepted, Completed, Notify, Rejected, ScheduleTimer, StartAttempt
+from perdure.engine.commands import Invoke
+from perdure.engine.step import Step
+from perdure.protocol import ids
+from perdure.protocol import messages as pm
+from perdure.storage.api import Failure, Invocation, Outcome, Status, Timer
+
+
+def _seed(invocation_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(invocation_id.encode(), digest_size=8).digest(), "big")
+
+
+def invoke(step: Step, cmd: Invoke) -> None:
+    existing = step.load(cmd.invocation_id)
+    if existing is not None:
+        _attach(step, existing, cmd)
+        return
+    inv = Invocation(
+        id=cmd.invocation_id,
+        service=cmd.service,
+        handler=cmd.handler,
+        key=cmd.key,
+        created_at=step.now,
+        modified_at=step.now,
+        idempotency_key=cmd.idempotency_key,
+        callers=[cmd.caller] if cmd.caller is not None else [],
+        random_seed=_seed(cmd.invocation_id),
+        last_progress_at=step.now,
+    )
+    step.track(inv)
+    input_entry = pm.InputCommand(
+        headers=[pm.Header(key=k, value=v) for k, v in cmd.headers], value=pm.Value(content=cmd.input)
+    )
+    step.append(inv, input_entry)
+    inv.command_count = 1
+    step.actions.append(Accepted(inv.id, previously=False))
+    info = step.registry.get(cmd.service, cmd.handler)
+    if info is None:
+        complete(step, inv, _failed(404, f"no handler {cmd.service}/{cmd.handler} is registered"))
+        return
+    if info.keyed and cmd.key is None:
+        complete(step, inv, _failed(400, f"{cmd.service}/{cmd.handler} is keyed: a key is required"))
+        return
+    inv.exclusive = info.exclusive
+    if cmd.execute_at is not None and cmd.execute_at > step.now:
+        inv.status = Status.SCHEDULED
+        inv.execute_at = cmd.execute_at
+        _timer(step, Timer(id=f"{inv.id}/invoke", fire_at=cmd.execute_at, kind="invoke", invocation_id=inv.id))
+        return
+    enqueue(step, inv, [input_entry])
+
+
+def _attach(step: Step, inv: Invocation, cmd: Invoke) -> None:
+    """A repeated Invoke (idempotency key, retried send): join the existing invocation."""
+    step.actions.append(Accepted(inv.id, previously=True))
+    caller = cmd.caller
+    if inv.status is Status.COMPLETED and inv.outcome is not None:
+        step.actions.append(Completed(inv.id, inv.outcome))
+        if caller is not None:
+            parent = step.load(caller.invocation_id)
+            if parent is not None:
+                notify(step, parent, _call_result(caller.completion_id, inv.outcome), caller.completion_id)
+    elif caller is not None and caller not in inv.callers:
+        inv.callers.append(caller)
+
+
+def enqueue(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None:
+    """Start now, or queue behind the invocation holding the key."""
+    if inv.exclusive and inv.key is not None:
+        txn = step.txn
+        if txn.get_lock(inv.service, inv.key) is not None:
+            inv.status = Status.PENDING
+            txn.inbox_push(inv.service, inv.key, inv.id)
+            return
+        txn.set_lock(inv.service, inv.key, inv.id)
+    start(step, inv, journal)
+
+
+def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None:
+    """Begin a new attempt: bump the epoch and hand the invoker the journal to replay."""
+    inv.status = Status.RUNNING
+    inv.attempt += 1
+    inv.attempt_start_length = inv.journal_length
+    inv.notified = []
+    inv.waiting_completions = []
+    inv.waiting_signals = []
+    inv.next_retry_at = None
+    if journal is None:
+        journal = step.read_journal(inv)
+    start_message = pm.StartMessage(
+        id=ids.to_bytes(inv.id),
+        debug_id=inv.id,
+        known_entries=len(journal),
+        key=inv.key or "",
+        retry_count_since_last_stored_entry=inv.attempts_since_progress,
+        duration_since_last_stored_entry=max(0, step.now - inv.last_progress_at),
+        random_seed=inv.random_seed,
+    )
+    if inv.key is not None:
+        state = step.txn.get_all_state(inv.service, inv.key)
+        start_message.state_map.extend(pm.StateEntry(key=k, value=v) for k, v in state.items())
+        start_message.partial_state = False
+    else:
+        start_message.partial_state = True
+    step.actions.append(StartAttempt(inv.id, inv.attempt, inv.service, inv.handler, start_message, journal))
+
+
+def notify(step: Step, inv: Invocation, message: Any, handle: int) -> None:
+    """Append a result to `inv`'s journal and wake it if it waits for it.
+
+    `handle` is the completion id, or minus the signal index.
+    """
+    if inv.status is Status.COMPLETED:
+        return
+    step.append(inv, message)
+    if inv.status is Status.RUNNING:
+        inv.notified.append(handle)
+        step.actions.append(Notify(inv.id, inv.attempt, [message]))
+    elif inv.status is Status.SUSPENDED and _waits_for(inv, handle):
+        start(step, inv)
+
+
+def _waits_for(inv: Invocation, handle: int) -> bool:
+    if handle > 0:
+        return handle in inv.waiting_completions
+    return -handle in inv.waiting_signals
+
+
+def suspend(step: Step, inv: Invocation, completions: list[int], signals: list[int]) -> None:
+    inv.status = Status.SUSPENDED
+    inv.waiting_completions = completions
+    inv.waiting_signals = signals
+    # A result may have been journaled while the attempt was deciding to suspend.
+    if any(_waits_for(inv, h) for h in inv.notified):
+        start(step, inv)
+
+
+def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
+    inv.status = Status.COMPLETED
+    inv.outcome = outcome
+    inv.completed_at = step.now
+    inv.waiting_completions = []
+    inv.waiting_signals = []
+    info = step.registry.get(inv.service, inv.handler)
+    if info is not None:
+        retention = info.idempotency_retention_ms if inv.idempotency_key else info.journal_retention_ms
+        inv.retention_until = step.now + retention
+    for caller in inv.callers:
+        parent = step.load(caller.invocation_id)
+        if parent is not None:
+            notify(step, parent, _call_result(caller.completion_id, outcome), caller.completion_id)
+    step.actions.append(Completed(inv.id, outcome))
+    if inv.exclusive and inv.key is not None:
+        release_key(step, inv.service, inv.key, inv.id)
+
+
+def release_key(step: Step, service: str, key: str, holder: str) -> None:
+    """The holder is done: start the next queued invocation of the key, or free the lock."""
+    txn = step.txn
+    if txn.get_lock(service, key) != holder:
+        return
+    while (next_id := txn.inbox_pop(service, key)) is not None:
+        nxt = step.load(next_id)
+        if nxt is not None and nxt.status is Status.PENDING:
+            txn.set_lock(service, key, next_id)
+            start(step, nxt)
+            return
+    txn.release_lock(service, key)
+
+
+def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay: int | None = None) -> None:
+    """The attempt failed (not terminally): back off and retry, or pause/kill when exhausted."""
+    inv.last_failure = failure
+    inv.failures += 1
+    inv.attempts_since_progress += 1
+    info = step.registry.get(inv.service, inv.handler)
+    if info is None:
+        complete(step, inv, _failed(404, f"no handler {inv.service}/{inv.handler} is registered"))
+        return
+    policy = info.retry_policy
+    if policy.exhausted(inv.failures):
+        if policy.on_max_attempts == "kill":
+            message = f"gave up after {inv.failures} attempts; last error: {failure.message}"
+            complete(step, inv, _failed(failure.code or 500, message))
+        else:
+            inv.status = Status.PAUSED
+        return
+    delay = next_retry_delay if next_retry_delay is not None else policy.delay_ms(inv.failures)
+    inv.status = Status.BACKING_OFF
+    inv.next_retry_at = step.now + delay
+    _timer(
+        step, Timer(id=f"{inv.id}/retry/{inv.attempt}", fire_at=inv.next_retry_at, kind="retry", invocation_id=inv.id)
+    )
+
+
+def fire_timer(step: Step, timer: Timer) -> None:
+    if not step.txn.delete_timer(timer.id):
+        return  # already fired, or its invocation is gone
+    inv = step.load(timer.invocation_id)
+    if inv is None:
+        return
+    if timer.kind == "sleep":
+        notify(step, inv, pm.SleepCompletion(completion_id=timer.completion_id, void=pm.Void()), timer.completion_id)
+    elif timer.kind == "invoke" and inv.status is Status.SCHEDULED:
+        inv.execute_at = None
+        enqueue(step, inv)
+    elif timer.kind == "retry" and inv.status is Status.BACKING_OFF:
+        start(step, inv)
+
+
+def resume(step: Step, invocation_id: str) -> None:
+    inv = step.load(invocation_id)
+    if inv is None:
+        step.actions.append(Rejected(invocation_id, "no such invocation"))
+        return
+    if inv.status is not Status.PAUSED:
+        step.actions.append(Rejected(invocation_id, f"invocation is {inv.status.value}, not paused"))
+        return
+    inv.failures = 0
+    start(step, inv)
+
+
+def recover(step: Step) -> None:
+    """Attempts that were running when the process stopped start again (a new epoch)."""
+    for inv in step.txn.invocations_with_status(Status.RUNNING):
+        cached = step.load(inv.id)
+        start(step, cached if cached is not None else inv)
+
+
+def _timer(step: Step, timer: Timer) -> None:
+    step.txn.put_timer(timer)
+    step.actions.append(ScheduleTimer(timer))
+
+
+def _failed(code: int, message: str) -> Outcome:
+    return Outcome(failure=Failure(code=code, message=message))
+
+
+def _call_result(completion_id: int, outcome: Outcome) -> Any:
+    if outcome.failure is not None:
+        return pm.CallCompletion(
+            completion_id=completion_id,
+            failure=pm.Failure(code=outcome.failure.code, message=outcome.failure.message),
+        )
+    return pm.CallCompletion(completion_id=completion_id, value=pm.Value(content=outcome.value or b""))

@@ -1,0 +1,38 @@
+"""What the engine knows of services: names, kinds and the policies that govern their invocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perdure.retry import DEFAULT, RetryPolicy
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    name: str
+    keyed: bool  # addressed by key (objects, workflows)
+    exclusive: bool  # takes its key's lock: one at a time per key, in arrival order
+    retry_policy: RetryPolicy = DEFAULT
+    inactivity_timeout_ms: int = 60_000
+    idempotency_retention_ms: int = DAY_MS
+    journal_retention_ms: int = DAY_MS
+
+    @property
+    def writes_state(self) -> bool:
+        return self.keyed and self.exclusive
+
+
+@dataclass
+class Registry:
+    """service name -> handler name -> HandlerInfo."""
+
+    services: dict[str, dict[str, HandlerInfo]] = field(default_factory=dict)
+
+    def add(self, service: str, handler: HandlerInfo) -> None:
+        self.services.setdefault(service, {})[handler.name] = handler
+
+    def get(self, service: str, handler: str) -> HandlerInfo | None:
+        handlers = self.services.get(service)
+        return None if handlers is None else handlers.get(handler)

@@ -1,0 +1,41 @@
+"""The deterministic core: `apply(txn, command) -> actions`.
+
+It only reads and writes the transaction and returns what the runtime should do once the
+transaction is durable. No I/O, no wall clock: the time comes from the injected `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from perdure.engine import lifecycle
+from perdure.engine.actions import Action
+from perdure.engine.commands import AttemptOutput, Command, FireTimer, Invoke, Recover, Resume
+from perdure.engine.entries import apply_output
+from perdure.engine.registry import Registry
+from perdure.engine.step import Step
+from perdure.storage.api import Transaction
+
+
+class StateMachine:
+    """Applies commands of one partition, in order. Single writer: no locks."""
+
+    def __init__(self, registry: Registry, now: Callable[[], int]) -> None:
+        self.registry = registry
+        self._now = now
+
+    def apply(self, txn: Transaction, command: Command) -> list[Action]:
+        step = Step(txn, self._now(), self.registry)
+        match command:
+            case AttemptOutput():
+                apply_output(step, command)
+            case Invoke():
+                lifecycle.invoke(step, command)
+            case FireTimer():
+                lifecycle.fire_timer(step, command.timer)
+            case Resume():
+                lifecycle.resume(step, command.invocation_id)
+            case Recover():
+                lifecycle.recover(step)
+        step.flush()
+        return step.actions

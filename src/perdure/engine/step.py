@@ -1,0 +1,74 @@
+"""The context of applying one command: the transaction, the time, and the actions produced.
+
+Invocations loaded during a step are cached so every function sees the same object, and
+journal entries are staged; `flush()` writes both at the end of the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from perdure.engine.actions import Action
+from perdure.engine.registry import Registry
+from perdure.protocol import messages as pm
+from perdure.protocol.codec import RawMessage, message_type
+from perdure.storage.api import Entry, Invocation, Transaction
+
+
+@dataclass
+class Step:
+    txn: Transaction
+    now: int
+    registry: Registry
+    actions: list[Action] = field(default_factory=list)
+    _loaded: dict[str, Invocation] = field(default_factory=dict)
+    _staged: dict[str, tuple[int, list[Entry]]] = field(default_factory=dict)
+
+    def load(self, invocation_id: str) -> Invocation | None:
+        inv = self._loaded.get(invocation_id)
+        if inv is None:
+            inv = self.txn.get_invocation(invocation_id)
+            if inv is not None:
+                self._loaded[invocation_id] = inv
+        return inv
+
+    def track(self, inv: Invocation) -> None:
+        """Remember a new invocation so `flush()` stores it."""
+        self._loaded[inv.id] = inv
+
+    def append(self, inv: Invocation, *messages: Any) -> None:
+        """Stage entries at the end of `inv`'s journal."""
+        start, entries = self._staged.setdefault(inv.id, (inv.journal_length, []))
+        for message in messages:
+            entries.append(Entry(message_type(message), message.SerializeToString()))
+        inv.journal_length += len(messages)
+        inv.last_progress_at = self.now
+        inv.attempts_since_progress = 0
+
+    def read_journal(self, inv: Invocation) -> list[Any]:
+        """The whole journal of `inv`, decoded, including entries staged in this step."""
+        self._write_journal(inv.id)
+        return [decode_entry(e) for e in self.txn.read_journal(inv.id)]
+
+    def _write_journal(self, invocation_id: str) -> None:
+        staged = self._staged.pop(invocation_id, None)
+        if staged is not None:
+            self.txn.append_entries(invocation_id, staged[0], staged[1])
+
+    def flush(self) -> None:
+        for invocation_id, (start, entries) in self._staged.items():
+            self.txn.append_entries(invocation_id, start, entries)
+        self._staged.clear()
+        put = self.txn.put_invocation
+        for inv in self._loaded.values():
+            inv.modified_at = self.now
+            put(inv)
+        self._loaded.clear()
+
+
+def decode_entry(entry: Entry) -> Any:
+    cls = pm.BY_TYPE.get(entry.type)
+    if cls is None:
+        return RawMessage(entry.type, entry.payload)
+    return cls.FromString(entry.payload)

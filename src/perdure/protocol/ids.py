@@ -1,0 +1,93 @@
+"""Invocation ids in Restate's form: `inv_1` + base62(u64 partition key) + base62(u128 uuid).
+
+The raw form (`StartMessage.id`) is 24 bytes: 8 of partition key, 16 of uuid. Keyed targets
+take their partition key from a hash of (service, key), so every invocation of one key lands on
+the same partition. Ids derived from content (idempotency keys, a parent's call index) are
+deterministic, which is what makes retries of the same request land on the same invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+PREFIX = "inv_1"
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+_KEY_WIDTH, _UUID_WIDTH = 11, 22
+LENGTH = len(PREFIX) + _KEY_WIDTH + _UUID_WIDTH
+
+
+def _base62(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, rem = divmod(value, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _digest(*parts: str | bytes, size: int) -> bytes:
+    h = hashlib.blake2b(digest_size=size)
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.digest()
+
+
+def partition_key(service: str, key: str | None) -> int:
+    """Keyed targets hash to a stable partition key; unkeyed ones get a random one."""
+    if key is None:
+        return int.from_bytes(os.urandom(8), "big")
+    return int.from_bytes(_digest(service, key, size=8), "big")
+
+
+def encode(partition: int, uuid: bytes) -> str:
+    return PREFIX + _base62(partition, _KEY_WIDTH) + _base62(int.from_bytes(uuid, "big"), _UUID_WIDTH)
+
+
+def to_bytes(invocation_id: str) -> bytes:
+    """The 24-byte raw form; raises ValueError for a malformed id."""
+    if len(invocation_id) != LENGTH or not invocation_id.startswith(PREFIX):
+        raise ValueError(f"malformed invocation id {invocation_id!r}: expected inv_1 followed by 33 base62 chars")
+    try:
+        digits = [_INDEX[c] for c in invocation_id[len(PREFIX) :]]
+    except KeyError as e:
+        raise ValueError(f"malformed invocation id {invocation_id!r}: bad character {e}") from None
+    partition = 0
+    for d in digits[:_KEY_WIDTH]:
+        partition = partition * 62 + d
+    uuid = 0
+    for d in digits[_KEY_WIDTH:]:
+        uuid = uuid * 62 + d
+    if partition >= 1 << 64 or uuid >= 1 << 128:
+        raise ValueError(f"malformed invocation id {invocation_id!r}: out of range")
+    return partition.to_bytes(8, "big") + uuid.to_bytes(16, "big")
+
+
+def is_valid(invocation_id: str) -> bool:
+    try:
+        to_bytes(invocation_id)
+    except ValueError:
+        return False
+    return True
+
+
+def random_id(service: str, key: str | None) -> str:
+    return encode(partition_key(service, key), os.urandom(16))
+
+
+def idempotent_id(service: str, handler: str, key: str | None, idempotency_key: str) -> str:
+    """The same request (target + idempotency key) always maps to the same invocation."""
+    uuid = _digest("idem", service, handler, key or "", idempotency_key, size=16)
+    if key is None:
+        return encode(int.from_bytes(_digest(service, handler, idempotency_key, size=8), "big"), uuid)
+    return encode(partition_key(service, key), uuid)
+
+
+def child_id(parent: str, command_index: int, service: str, key: str | None) -> str:
+    """The invocation a parent's call/send creates: fixed by (parent, command index)."""
+    uuid = _digest("child", parent, str(command_index), size=16)
+    if key is None:
+        return encode(int.from_bytes(uuid[:8], "big"), uuid)
+    return encode(partition_key(service, key), uuid)

@@ -1,0 +1,318 @@
+"""The node: the one composition root. It builds the engine's parts from configuration and
+wires them together: store → state machine → processor → (invoker, timer service, waiters).
+
+    async with perdure.Engine(app, store="sqlite:///perdure.db") as engine:
+        await engine.object_call(update_user_event, key="alice", arg=event)
+        invocation_id = await engine.object_send(emit, key="alice", delay=timedelta(seconds=1))
+
+An engine opened on an existing store resumes everything unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from perdure.engine.actions import Accepted, Action, Completed, Notify, Rejected, ScheduleTimer, StartAttempt
+from perdure.engine.commands import Invoke, Recover, Resume
+from perdure.engine.registry import HandlerInfo, Registry
+from perdure.engine.state_machine import StateMachine
+from perdure.errors import InvalidInputError, PerdureError, SerdeError, TerminalError, UnknownTargetError
+from perdure.protocol import ids
+from perdure.retry import DEFAULT
+from perdure.runtime.clock import Clock, SystemClock
+from perdure.runtime.invoker import InProcessInvoker
+from perdure.runtime.processor import Processor
+from perdure.runtime.timers import TimerService
+from perdure.sdk.service import App, Handler, handler_of
+from perdure.storage import open_store
+from perdure.storage.api import Outcome, Reader, Store
+
+T = TypeVar("T")
+
+
+def _ms(value: timedelta | float | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    return int(value * 1000)
+
+
+def registry_of(app: App) -> Registry:
+    """The engine's view of an app's services."""
+    registry = Registry()
+    for service in app.services:
+        for handler in service.handlers.values():
+            opts = handler.options
+            registry.add(
+                service.name,
+                HandlerInfo(
+                    name=handler.name,
+                    keyed=handler.keyed,
+                    exclusive=handler.exclusive,
+                    retry_policy=opts.retry_policy or DEFAULT,
+                    inactivity_timeout_ms=_ms(opts.inactivity_timeout) or 60_000,
+                    idempotency_retention_ms=_ms(opts.idempotency_retention) or 24 * 3600 * 1000,
+                    journal_retention_ms=_ms(opts.journal_retention) or 24 * 3600 * 1000,
+                ),
+            )
+    return registry
+
+
+class Engine:
+    """perdure's engine in this process: an async context manager.
+
+    `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Store`; `clock` defaults to the
+    wall clock (tests pass a `ManualClock`).
+    """
+
+    def __init__(self, app: App, store: str | Store = "memory:", *, clock: Clock | None = None) -> None:
+        self.app = app
+        self.clock: Clock = clock or SystemClock()
+        self._store_arg = store
+        self._store: Store | None = None
+        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._processor: Processor | None = None
+        self._invoker: InProcessInvoker | None = None
+        self._timers: TimerService | None = None
+
+    # ---- lifecycle
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        store = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
+        self._store = store
+        machine = StateMachine(registry_of(self.app), self.clock.now_ms)
+        processor = Processor(store, machine, self._dispatch)
+        self._processor = processor
+        self._invoker = InProcessInvoker(self.app, processor.submit, self.clock)
+        self._timers = TimerService(self.clock, processor.submit)
+        self._timers.load(store.reader().all_timers())
+        processor.start()
+        self._timers.start()
+        await processor.submit_and_wait(Recover())
+
+    async def stop(self) -> None:
+        """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
+        if self._timers is not None:
+            await self._timers.stop()
+        if self._invoker is not None:
+            await self._invoker.stop()
+        if self._processor is not None:
+            await self._processor.stop()
+        if self._store is not None:
+            await self._store.close()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.cancel()
+        self._waiters.clear()
+        self._store = self._processor = self._invoker = self._timers = None
+
+    # ---- the composition: where actions go
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        invoker, timers = self._invoker, self._timers
+        assert invoker is not None and timers is not None
+        for action in actions:
+            if type(action) is Notify:
+                invoker.notify(action)
+            elif type(action) is StartAttempt:
+                invoker.start(action)
+            elif type(action) is ScheduleTimer:
+                timers.schedule(action.timer)
+            elif type(action) is Completed:
+                for waiter in self._waiters.pop(action.invocation_id, ()):
+                    if not waiter.done():
+                        waiter.set_result(action.outcome)
+
+    @property
+    def processor(self) -> Processor:
+        if self._processor is None:
+            raise PerdureError("the engine is not started: use `async with Engine(...)`")
+        return self._processor
+
+    @property
+    def invoker(self) -> InProcessInvoker:
+        if self._invoker is None:
+            raise PerdureError("the engine is not started: use `async with Engine(...)`")
+        return self._invoker
+
+    @property
+    def timers(self) -> TimerService:
+        if self._timers is None:
+            raise PerdureError("the engine is not started: use `async with Engine(...)`")
+        return self._timers
+
+    def reader(self) -> Reader:
+        """Read-only access to committed invocations, journals and state."""
+        if self._store is None:
+            raise PerdureError("the engine is not started: use `async with Engine(...)`")
+        return self._store.reader()
+
+    # ---- starting invocations
+
+    def _target(self, service: str, handler: str, key: str | None) -> Handler:
+        h = self.app.handler(service, handler)
+        if h is None:
+            if self.app.service(service) is None:
+                raise UnknownTargetError(f"no service named {service!r}")
+            raise UnknownTargetError(f"service {service!r} has no handler {handler!r}")
+        if h.keyed and key is None:
+            raise InvalidInputError(f"{h.qualified_name} is keyed: pass key=")
+        if not h.keyed and key is not None:
+            raise InvalidInputError(f"{h.qualified_name} is a service handler: it takes no key")
+        return h
+
+    async def submit(
+        self,
+        service: str,
+        handler: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: timedelta | float | None = None,
+        wait: bool = False,
+    ) -> tuple[str, bool, asyncio.Future[Outcome] | None]:
+        """Create an invocation (validated first); returns (id, previously accepted, result waiter).
+
+        The lowest-level entry point: ingress and Kafka use it too. Returns once the invocation
+        is durably accepted.
+        """
+        h = self._target(service, handler, key)
+        try:
+            h.input_serde.decode(payload)
+        except SerdeError as e:
+            raise InvalidInputError(f"invalid input for {h.qualified_name}: {e}") from e
+        if idempotency_key is not None and not idempotency_key:
+            raise InvalidInputError("an idempotency key must not be empty")
+        if idempotency_key is not None:
+            invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
+        else:
+            invocation_id = ids.random_id(service, key)
+        waiter: asyncio.Future[Outcome] | None = None
+        if wait:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(invocation_id, []).append(waiter)
+        delay_ms = _ms(delay)
+        command = Invoke(
+            invocation_id=invocation_id,
+            service=service,
+            handler=handler,
+            key=key,
+            input=payload,
+            headers=tuple((headers or {}).items()),
+            idempotency_key=idempotency_key,
+            execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
+        )
+        actions = await self.processor.submit_and_wait(command)
+        previously = any(type(a) is Accepted and a.previously for a in actions)
+        return invocation_id, previously, waiter
+
+    async def attach(self, invocation_id: str) -> Outcome:
+        """Wait for an invocation's outcome (returns at once if it has completed)."""
+        inv = self.reader().get_invocation(invocation_id)
+        if inv is None:
+            raise UnknownTargetError(f"no invocation {invocation_id}")
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(invocation_id, []).append(waiter)
+        inv = self.reader().get_invocation(invocation_id)  # it may have completed meanwhile
+        if inv is not None and inv.outcome is not None and inv.completed_at is not None:
+            self._waiters[invocation_id].remove(waiter)
+            return inv.outcome
+        return await waiter
+
+    async def resume(self, invocation_id: str) -> None:
+        """Resume a paused invocation; raises if it is not paused."""
+        actions = await self.processor.submit_and_wait(Resume(invocation_id))
+        for action in actions:
+            if type(action) is Rejected:
+                raise PerdureError(f"cannot resume {invocation_id}: {action.reason}")
+
+    async def _call(
+        self, h: Handler, key: str | None, arg: Any, idempotency_key: str | None, headers: Mapping[str, str] | None
+    ) -> Any:
+        payload = h.input_serde.encode(arg)
+        _, _, waiter = await self.submit(
+            h.service.name, h.name, payload, key=key, idempotency_key=idempotency_key, headers=headers, wait=True
+        )
+        assert waiter is not None
+        outcome = await waiter
+        if outcome.failure is not None:
+            raise TerminalError(outcome.failure.message, outcome.failure.code)
+        return h.output_serde.decode(outcome.value or b"")
+
+    async def object_call(
+        self, handler: Callable[..., Awaitable[T]], key: str, arg: Any = None, *,
+        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """Call an object handler and wait for its output (raises `TerminalError` on failure)."""
+        result: T = await self._call(handler_of(handler), key, arg, idempotency_key, headers)
+        return result
+
+    async def service_call(
+        self, handler: Callable[..., Awaitable[T]], arg: Any = None, *,
+        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+    ) -> T:
+        result: T = await self._call(handler_of(handler), None, arg, idempotency_key, headers)
+        return result
+
+    async def object_send(
+        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *,
+        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send without waiting; returns the invocation id once it is durably accepted."""
+        h = handler_of(handler)
+        invocation_id, _, _ = await self.submit(
+            h.service.name, h.name, h.input_serde.encode(arg), key=key, delay=delay,
+            idempotency_key=idempotency_key, headers=headers,
+        )
+        return invocation_id
+
+    async def service_send(
+        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *,
+        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        h = handler_of(handler)
+        invocation_id, _, _ = await self.submit(
+            h.service.name, h.name, h.input_serde.encode(arg), delay=delay,
+            idempotency_key=idempotency_key, headers=headers,
+        )
+        return invocation_id
+
+    async def generic_call(
+        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
+        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Call by name with raw bytes in and out."""
+        _, _, waiter = await self.submit(
+            service, handler, arg, key=key, idempotency_key=idempotency_key, headers=headers, wait=True
+        )
+        assert waiter is not None
+        outcome = await waiter
+        if outcome.failure is not None:
+            raise TerminalError(outcome.failure.message, outcome.failure.code)
+        return outcome.value or b""
+
+    async def generic_send(
+        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
+        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        invocation_id, _, _ = await self.submit(
+            service, handler, arg, key=key, delay=delay, idempotency_key=idempotency_key, headers=headers
+        )
+        return invocation_id

@@ -1,0 +1,169 @@
+"""The partition processor: applies commands in batches and commits each batch once.
+
+Group commit: while one batch is being made durable (fsync off the event loop), new commands
+queue up; the next batch takes all of them, up to `max_batch`. Actions are released only after
+the commit that produced them returned — nothing is visible before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from perdure.engine.actions import Action
+from perdure.engine.commands import Command
+from perdure.engine.state_machine import StateMachine
+from perdure.storage.api import Store
+
+log = logging.getLogger("perdure.processor")
+
+_Waiter = asyncio.Future[list[Action]] | None
+
+
+@dataclass
+class Stats:
+    """Counters for metrics and benchmarks."""
+
+    commands: int = 0
+    batches: int = 0
+    commit_seconds: float = 0.0
+    max_batch: int = 0
+    failed_commands: int = 0
+
+
+class ProcessorStopped(RuntimeError):
+    """The processor is not running (stopped, or failed: see the log for the cause)."""
+
+
+class Processor:
+    def __init__(
+        self,
+        store: Store,
+        machine: StateMachine,
+        dispatch: Callable[[list[Action]], None],
+        *,
+        max_batch: int = 2048,
+    ) -> None:
+        self._store = store
+        self._machine = machine
+        self._dispatch = dispatch
+        self._max_batch = max_batch
+        self._queue: deque[tuple[Command, _Waiter]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+        self.stats = Stats()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, command: Command) -> None:
+        """Queue a command; its effects happen after it is committed."""
+        if self.failure is not None:
+            raise ProcessorStopped(f"the engine stopped after a storage failure: {self.failure}")
+        self._queue.append((command, None))
+        self._wakeup.set()
+
+    async def submit_and_wait(self, command: Command) -> list[Action]:
+        """Queue a command and wait until it is durable; returns the actions it produced."""
+        if self.failure is not None:
+            raise ProcessorStopped(f"the engine stopped after a storage failure: {self.failure}")
+        waiter: asyncio.Future[list[Action]] = asyncio.get_running_loop().create_future()
+        self._queue.append((command, waiter))
+        self._wakeup.set()
+        return await waiter
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="perdure-processor")
+
+    async def stop(self) -> None:
+        """Finish the commands already queued, then stop."""
+        if self._task is None:
+            return
+        self._queue.append((_STOP, None))  # type: ignore[arg-type]
+        self._wakeup.set()
+        try:
+            await self._task
+        finally:
+            self._task = None
+
+    async def _run(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                if not queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+                stop = any(cmd is _STOP for cmd, _ in batch)
+                batch = [(cmd, w) for cmd, w in batch if cmd is not _STOP]
+                if batch:
+                    await self._process(batch)
+                if stop:
+                    return
+        except BaseException as e:
+            if not isinstance(e, asyncio.CancelledError):
+                log.exception("partition processor failed; the engine stops accepting work")
+            self.failure = e
+            for _, waiter in queue:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(ProcessorStopped(f"the engine stopped: {e!r}"))
+            raise
+
+    async def _process(self, batch: list[tuple[Command, _Waiter]]) -> None:
+        txn = self._store.begin()
+        results: list[list[Action]] = []
+        try:
+            for command, _ in batch:
+                results.append(self._machine.apply(txn, command))
+        except Exception:
+            # An engine bug on one command must not take the others down: redo them one by one.
+            self._store.rollback(txn)
+            for item in batch:
+                await self._process_one(item)
+            return
+        started = time.perf_counter()
+        await self._store.commit(txn)
+        self._record(len(batch), time.perf_counter() - started)
+        self._release(batch, results)
+
+    async def _process_one(self, item: tuple[Command, _Waiter]) -> None:
+        command, waiter = item
+        txn = self._store.begin()
+        try:
+            actions = self._machine.apply(txn, command)
+        except Exception as e:
+            self._store.rollback(txn)
+            self.stats.failed_commands += 1
+            log.exception("engine failed to apply %r; the command was dropped", command)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(e)
+            return
+        started = time.perf_counter()
+        await self._store.commit(txn)
+        self._record(1, time.perf_counter() - started)
+        self._release([item], [actions])
+
+    def _record(self, size: int, seconds: float) -> None:
+        stats = self.stats
+        stats.commands += size
+        stats.batches += 1
+        stats.commit_seconds += seconds
+        stats.max_batch = max(stats.max_batch, size)
+
+    def _release(self, batch: list[tuple[Command, _Waiter]], results: list[list[Action]]) -> None:
+        for (_, waiter), actions in zip(batch, results, strict=True):
+            try:
+                self._dispatch(actions)
+            except Exception:
+                log.exception("dispatching actions failed")
+            if waiter is not None and not waiter.done():
+                waiter.set_result(actions)
+
+
+_STOP = object()
