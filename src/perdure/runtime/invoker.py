@@ -48,6 +48,11 @@ class InProcessInvoker:
         """Attempts held in memory now."""
         return len(self._running)
 
+    @property
+    def all_blocked(self) -> bool:
+        """True when every attempt in memory waits for a result (none is computing)."""
+        return all(attempt.blocked_on for _, attempt in self._running.values())
+
     def start(self, action: StartAttempt) -> None:
         handler = self._app.handler(action.service, action.handler)
         invocation_id, number = action.invocation_id, action.attempt

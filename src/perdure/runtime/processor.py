@@ -57,10 +57,16 @@ class Processor:
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self.stats = Stats()
+        self._busy = False
 
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being applied or committed."""
+        return not self._queue and not self._busy
 
     def submit(self, command: Command) -> None:
         """Queue a command; its effects happen after it is committed."""
@@ -103,7 +109,11 @@ class Processor:
                 stop = any(cmd is _STOP for cmd, _ in batch)
                 batch = [(cmd, w) for cmd, w in batch if cmd is not _STOP]
                 if batch:
-                    await self._process(batch)
+                    self._busy = True
+                    try:
+                        await self._process(batch)
+                    finally:
+                        self._busy = False
                 if stop:
                     return
         except BaseException as e:
