@@ -82,6 +82,8 @@ class InProcessInvoker:
     async def _run(self, invocation_id: str, number: int, attempt: Attempt) -> None:
         try:
             await attempt.execute()
+        except asyncio.CancelledError:
+            pass  # the engine is stopping; the attempt resumes from its journal next time
         except BaseException:
             log.exception("attempt %s #%d crashed", invocation_id, number)
         finally:

@@ -55,6 +55,10 @@ def _failure(notification: Any) -> TerminalError | None:
     return None
 
 
+def _none(notification: Any) -> None:
+    return None
+
+
 class RunFailed(Exception):
     """A `ctx.run` step raised; the attempt fails and is retried after `next_retry_delay`."""
 
@@ -161,6 +165,7 @@ class Attempt:
         self._waiting: Sequence[int] = ()
         self._wait_all = False
         self._input_closed = False
+        self._aborted = False
         self.wait_seq = 0  # bumps on every new blocking wait (lets transports time inactivity)
         self._random: _random.Random | None = None
         self._request: Request | None = None
@@ -216,7 +221,9 @@ class Attempt:
     def abort(self) -> None:
         """Stop without reporting anything (the runtime has already decided the outcome)."""
         self._input_closed = True
+        self._aborted = True
         self.vm.finished = True
+        self.vm.take_output()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(Suspended())
 
@@ -229,7 +236,7 @@ class Attempt:
 
     def _flush(self) -> None:
         out = self.vm.take_output()
-        if out:
+        if out and not self._aborted:
             self._send(out)
 
     def _satisfied(self) -> bool:
@@ -240,6 +247,11 @@ class Attempt:
 
     async def wait(self, handles: Sequence[int], *, wait_all: bool = False) -> None:
         """Block until any (or all) of `handles` have results."""
+        if self._waiter is not None:
+            raise RuntimeError(
+                "a handler can await one durable result at a time: combine them with "
+                "perdure.gather() or perdure.select(), not asyncio.gather()"
+            )
         self._waiting, self._wait_all = handles, wait_all
         if self._satisfied():
             return
@@ -315,9 +327,9 @@ class Attempt:
         await self.wait([handle])
         return self._decoder(result_serde)(vm.result(handle))
 
-    async def sleep(self, delay: timedelta | float, *, name: str = "") -> None:
+    def sleep(self, delay: timedelta | float, *, name: str = "") -> DurableFuture:
         handle = self.vm.sys_sleep(self._now_ms() + _delay_ms(delay), name)
-        await self.wait([handle])
+        return DurableFuture(self, handle, _none)
 
     def _call(
         self, service: str, handler: str, key: str | None, parameter: bytes, decode: Callable[[Any], Any],

@@ -72,8 +72,11 @@ class Context(Protocol):
         """
         ...
 
-    async def sleep(self, delay: timedelta | float, *, name: str = "") -> None:
-        """Durable sleep (seconds or timedelta); survives restarts; may suspend the handler."""
+    def sleep(self, delay: timedelta | float, *, name: str = "") -> DurableAwaitable[None]:
+        """Durable sleep (seconds or timedelta): await it, or race it with `select`.
+
+        The timer survives restarts; a long sleep suspends the handler (nothing stays in memory).
+        """
         ...
 
     def service_call(
