@@ -65,7 +65,9 @@ app = perdure.App([profile])
 async def demo(db: Path) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     async with perdure.Engine(app, store=f"sqlite:///{db}") as engine:
-        await engine.object_call(user_event, key="alice", arg=UserProfile("alice", "Alice", "alice@example.com"))
+        await engine.object_call(
+            user_event, key="alice", arg=UserProfile("alice", "Alice", "alice@example.com")
+        )
         await engine.object_call(feature_event, key="alice", arg="dark-mode")
         await engine.object_call(feature_event, key="alice", arg="beta-search")
         print("stored, before emit:", engine.reader().get_all_state("profile", "alice"))

@@ -75,15 +75,21 @@ def verify_event(event: UserUpdate) -> UserUpdate:
     return event
 
 
+#: How long to wait before asking the profile system again (the seed's 5 s).
+RETRY_AFTER = timedelta(seconds=5)
+
+
 @user_updates.handler("updateUserEvent")
 async def update_user_event(ctx: ObjectContext, event: UserUpdate) -> str:
     event = verify_event(event)
     user_id = await ctx.run("update profile", systems.update_profile, args=(event.profile,))
     while user_id == NOT_READY:
-        await ctx.sleep(timedelta(seconds=5))
+        await ctx.sleep(RETRY_AFTER)
         user_id = await ctx.run("update profile", systems.update_profile, args=(event.profile,))
     role_id = await ctx.run("set permissions", systems.set_permissions, args=(user_id, event.permissions))
-    await ctx.run("provision resources", systems.provision_resources, args=(user_id, role_id, event.resources))
+    await ctx.run(
+        "provision resources", systems.provision_resources, args=(user_id, role_id, event.resources)
+    )
     ctx.set("role", role_id)
     return role_id
 
@@ -94,18 +100,26 @@ app = perdure.App([user_updates])
 
 
 async def demo(users: int, db: Path) -> None:
-    systems.not_ready_times = 1  # every profile is "not ready" once: each user sleeps 5 s once
+    systems.not_ready_times = 1  # every profile is "not ready" once: each user sleeps once
     db.parent.mkdir(parents=True, exist_ok=True)
     async with perdure.Engine(app, store=f"sqlite:///{db}") as engine:
         started = time.perf_counter()
         names = [f"user{i:02d}" for i in range(users)]
         updates = [
-            UserUpdate(profile={"name": name}, permissions=["read", "write"][: 1 + i % 2], resources=[f"disk-{i}"])
+            UserUpdate(
+                profile={"name": name}, permissions=["read", "write"][: 1 + i % 2], resources=[f"disk-{i}"]
+            )
             for i, name in enumerate(names)
         ]
-        print(f"processing {users} user updates (each profile is 'not ready' once: a durable 5 s sleep)...")
+        wait = RETRY_AFTER.total_seconds()
+        print(
+            f"processing {users} user updates (each profile is 'not ready' once: a {wait:g} s durable sleep)"
+        )
         roles = await asyncio.gather(
-            *(engine.object_call(update_user_event, key=name, arg=u) for name, u in zip(names, updates, strict=True))
+            *(
+                engine.object_call(update_user_event, key=name, arg=u)
+                for name, u in zip(names, updates, strict=True)
+            )
         )
         elapsed = time.perf_counter() - started
         print(f"{'user':<10} {'role':<24} {'state':<30}")
@@ -119,7 +133,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--db", type=Path, default=Path(".perdure/user_updates.db"))
+    parser.add_argument(
+        "--sleep", type=float, default=5.0, help="seconds to wait when a profile is not ready"
+    )
     args = parser.parse_args()
+    global RETRY_AFTER
+    RETRY_AFTER = timedelta(seconds=args.sleep)
     asyncio.run(demo(args.users, args.db))
 
 

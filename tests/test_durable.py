@@ -10,7 +10,15 @@ from datetime import timedelta
 import pytest
 
 import perdure
-from perdure import Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject
+from perdure import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    RetryPolicy,
+    Service,
+    TerminalError,
+    VirtualObject,
+)
 from perdure.storage.api import Status
 from perdure.testing import Harness
 
@@ -151,7 +159,9 @@ async def bounded_step(ctx: Context) -> str:
         raise ValueError("nope")
 
     try:
-        return await ctx.run("boom", boom, retry=RetryPolicy(initial_interval=timedelta(seconds=1), max_attempts=3))
+        return await ctx.run(
+            "boom", boom, retry=RetryPolicy(initial_interval=timedelta(seconds=1), max_attempts=3)
+        )
     except TerminalError as e:
         return f"gave up: {e.message}"
 
@@ -196,7 +206,9 @@ async def test_diverging_handler_fails_with_journal_mismatch() -> None:
         assert failure is not None and failure.code == 570
         assert "changing/evolves" in failure.message
         assert "entry 1" in failure.message
-        assert "RunCommand(name='first')" in failure.message and "RunCommand(name='second')" in failure.message
+        assert (
+            "RunCommand(name='first')" in failure.message and "RunCommand(name='second')" in failure.message
+        )
 
 
 # ---- suspension keeps memory bounded ----------------------------------------------------------

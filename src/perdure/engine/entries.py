@@ -38,7 +38,9 @@ def apply_output(step: Step, cmd: AttemptOutput) -> None:
             handler = _CONTROL.get(code)
             if handler is None:
                 name = pm.NAME_OF.get(code, hex(code))
-                lifecycle.fail_attempt(step, inv, Failure(pm.PROTOCOL_VIOLATION, f"unexpected message {name}"))
+                lifecycle.fail_attempt(
+                    step, inv, Failure(pm.PROTOCOL_VIOLATION, f"unexpected message {name}")
+                )
                 return
             handler(step, inv, message)
         if inv.status is not Status.RUNNING or inv.attempt != cmd.attempt:
@@ -61,7 +63,9 @@ def _command(step: Step, inv: Invocation, code: int, message: Any) -> None:
 def _writable(step: Step, inv: Invocation) -> tuple[str, str]:
     info = step.registry.get(inv.service, inv.handler)
     if info is None or not info.writes_state or inv.key is None:
-        raise _InvalidCommand(f"{inv.service}/{inv.handler} may not write state (only exclusive object handlers can)")
+        raise _InvalidCommand(
+            f"{inv.service}/{inv.handler} may not write state (only exclusive object handlers can)"
+        )
     return inv.service, inv.key
 
 
@@ -95,7 +99,9 @@ def _get_lazy_state(step: Step, inv: Invocation, m: Any) -> None:
 
 def _get_lazy_state_keys(step: Step, inv: Invocation, m: Any) -> None:
     keys = sorted(step.txn.get_all_state(*_readable(step, inv)))
-    result = pm.GetLazyStateKeysCompletion(completion_id=m.result_completion_id, state_keys=pm.StateKeys(keys=keys))
+    result = pm.GetLazyStateKeysCompletion(
+        completion_id=m.result_completion_id, state_keys=pm.StateKeys(keys=keys)
+    )
     lifecycle.notify(step, inv, result, m.result_completion_id)
 
 

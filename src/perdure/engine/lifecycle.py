@@ -59,7 +59,9 @@ def invoke(step: Step, cmd: Invoke) -> None:
     if cmd.execute_at is not None and cmd.execute_at > step.now:
         inv.status = Status.SCHEDULED
         inv.execute_at = cmd.execute_at
-        _timer(step, Timer(id=f"{inv.id}/invoke", fire_at=cmd.execute_at, kind="invoke", invocation_id=inv.id))
+        _timer(
+            step, Timer(id=f"{inv.id}/invoke", fire_at=cmd.execute_at, kind="invoke", invocation_id=inv.id)
+        )
         return
     enqueue(step, inv, [input_entry])
 
@@ -203,7 +205,10 @@ def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay
     inv.status = Status.BACKING_OFF
     inv.next_retry_at = step.now + delay
     _timer(
-        step, Timer(id=f"{inv.id}/retry/{inv.attempt}", fire_at=inv.next_retry_at, kind="retry", invocation_id=inv.id)
+        step,
+        Timer(
+            id=f"{inv.id}/retry/{inv.attempt}", fire_at=inv.next_retry_at, kind="retry", invocation_id=inv.id
+        ),
     )
 
 
@@ -214,7 +219,12 @@ def fire_timer(step: Step, timer: Timer) -> None:
     if inv is None:
         return
     if timer.kind == "sleep":
-        notify(step, inv, pm.SleepCompletion(completion_id=timer.completion_id, void=pm.Void()), timer.completion_id)
+        notify(
+            step,
+            inv,
+            pm.SleepCompletion(completion_id=timer.completion_id, void=pm.Void()),
+            timer.completion_id,
+        )
     elif timer.kind == "invoke" and inv.status is Status.SCHEDULED:
         inv.execute_at = None
         enqueue(step, inv)

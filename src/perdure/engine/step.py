@@ -39,7 +39,7 @@ class Step:
 
     def append(self, inv: Invocation, *messages: Any) -> None:
         """Stage entries at the end of `inv`'s journal."""
-        start, entries = self._staged.setdefault(inv.id, (inv.journal_length, []))
+        _, entries = self._staged.setdefault(inv.id, (inv.journal_length, []))
         for message in messages:
             entries.append(Entry(message_type(message), message.SerializeToString()))
         inv.journal_length += len(messages)

@@ -22,7 +22,7 @@ class ProtocolError(Exception):
 
 
 def encode_frame(message: Any, *, flags: int = 0) -> bytes:
-    payload = message.SerializeToString()
+    payload: bytes = message.SerializeToString()
     return HEADER.pack(pm.type_of(message), flags, len(payload)) + payload
 
 
@@ -43,7 +43,7 @@ def decode_payload(type_code: int, payload: bytes) -> Any:
 class RawMessage:
     """An SDK-defined custom command (0xFC00+): stored and replayed verbatim."""
 
-    __slots__ = ("type_code", "payload")
+    __slots__ = ("payload", "type_code")
 
     def __init__(self, type_code: int, payload: bytes) -> None:
         self.type_code = type_code

@@ -49,7 +49,9 @@ def encode(partition: int, uuid: bytes) -> str:
 def to_bytes(invocation_id: str) -> bytes:
     """The 24-byte raw form; raises ValueError for a malformed id."""
     if len(invocation_id) != LENGTH or not invocation_id.startswith(PREFIX):
-        raise ValueError(f"malformed invocation id {invocation_id!r}: expected inv_1 followed by 33 base62 chars")
+        raise ValueError(
+            f"malformed invocation id {invocation_id!r}: expected inv_1 followed by 33 base62 chars"
+        )
     try:
         digits = [_INDEX[c] for c in invocation_id[len(PREFIX) :]]
     except KeyError as e:

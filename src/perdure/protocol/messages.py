@@ -64,110 +64,248 @@ _FAILURE = ("failure", 6, "Failure")
 # (type code, message name, fields)
 _FRAMES: list[tuple[int, str, list[_Field]]] = [
     # --- control frames
-    (0x0000, "StartMessage", [
-        ("id", 1, "bytes"), ("debug_id", 2, "string"), ("known_entries", 3, "uint32"),
-        ("state_map", 4, "*StateEntry"), ("partial_state", 5, "bool"), ("key", 6, "string"),
-        ("retry_count_since_last_stored_entry", 7, "uint32"),
-        ("duration_since_last_stored_entry", 8, "uint64"), ("random_seed", 9, "uint64"),
-    ]),
+    (
+        0x0000,
+        "StartMessage",
+        [
+            ("id", 1, "bytes"),
+            ("debug_id", 2, "string"),
+            ("known_entries", 3, "uint32"),
+            ("state_map", 4, "*StateEntry"),
+            ("partial_state", 5, "bool"),
+            ("key", 6, "string"),
+            ("retry_count_since_last_stored_entry", 7, "uint32"),
+            ("duration_since_last_stored_entry", 8, "uint64"),
+            ("random_seed", 9, "uint64"),
+        ],
+    ),
     # Fields 1-3 are the V5/V6 flat lists; field 4 is V7's future tree. We read both.
-    (0x0001, "SuspensionMessage", [
-        ("waiting_completions", 1, "*uint32"), ("waiting_signals", 2, "*uint32"),
-        ("waiting_named_signals", 3, "*string"), ("awaiting_on", 4, "Future"),
-    ]),
-    (0x0002, "ErrorMessage", [
-        ("code", 1, "uint32"), ("message", 2, "string"), ("stacktrace", 3, "string"),
-        ("related_command_index", 4, "?uint32"), ("related_command_name", 5, "?string"),
-        ("related_command_type", 6, "?uint32"), ("next_retry_delay", 8, "?uint64"),
-    ]),
+    (
+        0x0001,
+        "SuspensionMessage",
+        [
+            ("waiting_completions", 1, "*uint32"),
+            ("waiting_signals", 2, "*uint32"),
+            ("waiting_named_signals", 3, "*string"),
+            ("awaiting_on", 4, "Future"),
+        ],
+    ),
+    (
+        0x0002,
+        "ErrorMessage",
+        [
+            ("code", 1, "uint32"),
+            ("message", 2, "string"),
+            ("stacktrace", 3, "string"),
+            ("related_command_index", 4, "?uint32"),
+            ("related_command_name", 5, "?string"),
+            ("related_command_type", 6, "?uint32"),
+            ("next_retry_delay", 8, "?uint64"),
+        ],
+    ),
     (0x0003, "EndMessage", []),
     (0x0004, "CommandAckMessage", [("command_index", 1, "uint32")]),
-    (0x0005, "ProposeRunCompletionMessage", [
-        ("result_completion_id", 1, "uint32"),
-        ("value", 14, "bytes", "result"), ("failure", 15, "Failure", "result"),
-    ]),
+    (
+        0x0005,
+        "ProposeRunCompletionMessage",
+        [
+            ("result_completion_id", 1, "uint32"),
+            ("value", 14, "bytes", "result"),
+            ("failure", 15, "Failure", "result"),
+        ],
+    ),
     (0x0006, "AwaitingOnMessage", [("awaiting_on", 1, "Future"), ("executing_side_effects", 2, "bool")]),
     (0x0007, "ProposeRunCompletionAckMessage", [("completion_id", 1, "uint32")]),
     # --- commands
-    (0x0400, "InputCommandMessage", [("headers", 1, "*Header"), ("value", 14, "Value"), ("name", 12, "string")]),
-    (0x0401, "OutputCommandMessage", [
-        ("value", 14, "Value", "result"), ("failure", 15, "Failure", "result"), ("name", 12, "string"),
-    ]),
-    (0x0402, "GetLazyStateCommandMessage", [
-        ("key", 1, "bytes"), ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
+    (
+        0x0400,
+        "InputCommandMessage",
+        [("headers", 1, "*Header"), ("value", 14, "Value"), ("name", 12, "string")],
+    ),
+    (
+        0x0401,
+        "OutputCommandMessage",
+        [
+            ("value", 14, "Value", "result"),
+            ("failure", 15, "Failure", "result"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x0402,
+        "GetLazyStateCommandMessage",
+        [
+            ("key", 1, "bytes"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
     (0x0403, "SetStateCommandMessage", [("key", 1, "bytes"), ("value", 3, "Value"), ("name", 12, "string")]),
     (0x0404, "ClearStateCommandMessage", [("key", 1, "bytes"), ("name", 12, "string")]),
     (0x0405, "ClearAllStateCommandMessage", [("name", 12, "string")]),
-    (0x0406, "GetLazyStateKeysCommandMessage", [("result_completion_id", 11, "uint32"), ("name", 12, "string")]),
-    (0x0407, "GetEagerStateCommandMessage", [
-        ("key", 1, "bytes"), ("void", 13, "Void", "result"), ("value", 14, "Value", "result"),
-        ("name", 12, "string"),
-    ]),
+    (
+        0x0406,
+        "GetLazyStateKeysCommandMessage",
+        [("result_completion_id", 11, "uint32"), ("name", 12, "string")],
+    ),
+    (
+        0x0407,
+        "GetEagerStateCommandMessage",
+        [
+            ("key", 1, "bytes"),
+            ("void", 13, "Void", "result"),
+            ("value", 14, "Value", "result"),
+            ("name", 12, "string"),
+        ],
+    ),
     (0x0408, "GetEagerStateKeysCommandMessage", [("value", 14, "StateKeys"), ("name", 12, "string")]),
-    (0x0409, "GetPromiseCommandMessage", [
-        ("key", 1, "string"), ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x040A, "PeekPromiseCommandMessage", [
-        ("key", 1, "string"), ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x040B, "CompletePromiseCommandMessage", [
-        ("key", 1, "string"),
-        ("completion_value", 2, "Value", "completion"), ("completion_failure", 3, "Failure", "completion"),
-        ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x040C, "SleepCommandMessage", [
-        ("wake_up_time", 1, "uint64"), ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x040D, "CallCommandMessage", [
-        ("service_name", 1, "string"), ("handler_name", 2, "string"), ("parameter", 3, "bytes"),
-        ("headers", 4, "*Header"), ("key", 5, "string"), ("idempotency_key", 6, "?string"),
-        ("invocation_id_notification_idx", 10, "uint32"), ("result_completion_id", 11, "uint32"),
-        ("name", 12, "string"),
-    ]),
-    (0x040E, "OneWayCallCommandMessage", [
-        ("service_name", 1, "string"), ("handler_name", 2, "string"), ("parameter", 3, "bytes"),
-        ("invoke_time", 4, "uint64"), ("headers", 5, "*Header"), ("key", 6, "string"),
-        ("idempotency_key", 7, "?string"), ("invocation_id_notification_idx", 10, "uint32"),
-        ("name", 12, "string"),
-    ]),
-    (0x0410, "SendSignalCommandMessage", [
-        ("target_invocation_id", 1, "string"),
-        ("idx", 2, "uint32", "signal_id"), ("name", 3, "string", "signal_id"),
-        ("void", 4, "Void", "result"), ("value", 5, "Value", "result"), ("failure", 6, "Failure", "result"),
-        ("entry_name", 12, "string"),
-    ]),
+    (
+        0x0409,
+        "GetPromiseCommandMessage",
+        [
+            ("key", 1, "string"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x040A,
+        "PeekPromiseCommandMessage",
+        [
+            ("key", 1, "string"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x040B,
+        "CompletePromiseCommandMessage",
+        [
+            ("key", 1, "string"),
+            ("completion_value", 2, "Value", "completion"),
+            ("completion_failure", 3, "Failure", "completion"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x040C,
+        "SleepCommandMessage",
+        [
+            ("wake_up_time", 1, "uint64"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x040D,
+        "CallCommandMessage",
+        [
+            ("service_name", 1, "string"),
+            ("handler_name", 2, "string"),
+            ("parameter", 3, "bytes"),
+            ("headers", 4, "*Header"),
+            ("key", 5, "string"),
+            ("idempotency_key", 6, "?string"),
+            ("invocation_id_notification_idx", 10, "uint32"),
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x040E,
+        "OneWayCallCommandMessage",
+        [
+            ("service_name", 1, "string"),
+            ("handler_name", 2, "string"),
+            ("parameter", 3, "bytes"),
+            ("invoke_time", 4, "uint64"),
+            ("headers", 5, "*Header"),
+            ("key", 6, "string"),
+            ("idempotency_key", 7, "?string"),
+            ("invocation_id_notification_idx", 10, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x0410,
+        "SendSignalCommandMessage",
+        [
+            ("target_invocation_id", 1, "string"),
+            ("idx", 2, "uint32", "signal_id"),
+            ("name", 3, "string", "signal_id"),
+            ("void", 4, "Void", "result"),
+            ("value", 5, "Value", "result"),
+            ("failure", 6, "Failure", "result"),
+            ("entry_name", 12, "string"),
+        ],
+    ),
     (0x0411, "RunCommandMessage", [("result_completion_id", 11, "uint32"), ("name", 12, "string")]),
-    (0x0412, "AttachInvocationCommandMessage", [
-        *_TARGET, ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x0413, "GetInvocationOutputCommandMessage", [
-        *_TARGET, ("result_completion_id", 11, "uint32"), ("name", 12, "string"),
-    ]),
-    (0x0414, "CompleteAwakeableCommandMessage", [
-        ("awakeable_id", 1, "string"),
-        ("value", 2, "Value", "result"), ("failure", 3, "Failure", "result"), ("name", 12, "string"),
-    ]),
+    (
+        0x0412,
+        "AttachInvocationCommandMessage",
+        [
+            *_TARGET,
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x0413,
+        "GetInvocationOutputCommandMessage",
+        [
+            *_TARGET,
+            ("result_completion_id", 11, "uint32"),
+            ("name", 12, "string"),
+        ],
+    ),
+    (
+        0x0414,
+        "CompleteAwakeableCommandMessage",
+        [
+            ("awakeable_id", 1, "string"),
+            ("value", 2, "Value", "result"),
+            ("failure", 3, "Failure", "result"),
+            ("name", 12, "string"),
+        ],
+    ),
     # --- notifications
     (0x8002, "GetLazyStateCompletionNotificationMessage", _completion(_VOID, _VALUE)),
-    (0x8006, "GetLazyStateKeysCompletionNotificationMessage", [
-        ("completion_id", 1, "uint32"), ("state_keys", 17, "StateKeys"),
-    ]),
+    (
+        0x8006,
+        "GetLazyStateKeysCompletionNotificationMessage",
+        [
+            ("completion_id", 1, "uint32"),
+            ("state_keys", 17, "StateKeys"),
+        ],
+    ),
     (0x8009, "GetPromiseCompletionNotificationMessage", _completion(_VALUE, _FAILURE)),
     (0x800A, "PeekPromiseCompletionNotificationMessage", _completion(_VOID, _VALUE, _FAILURE)),
     (0x800B, "CompletePromiseCompletionNotificationMessage", _completion(_VOID, _FAILURE)),
     (0x800C, "SleepCompletionNotificationMessage", [("completion_id", 1, "uint32"), ("void", 4, "Void")]),
     (0x800D, "CallCompletionNotificationMessage", _completion(_VALUE, _FAILURE)),
-    (0x800E, "CallInvocationIdCompletionNotificationMessage", [
-        ("completion_id", 1, "uint32"), ("invocation_id", 16, "string"),
-    ]),
+    (
+        0x800E,
+        "CallInvocationIdCompletionNotificationMessage",
+        [
+            ("completion_id", 1, "uint32"),
+            ("invocation_id", 16, "string"),
+        ],
+    ),
     (0x8011, "RunCompletionNotificationMessage", _completion(_VALUE, _FAILURE)),
     (0x8012, "AttachInvocationCompletionNotificationMessage", _completion(_VALUE, _FAILURE)),
     (0x8013, "GetInvocationOutputCompletionNotificationMessage", _completion(_VOID, _VALUE, _FAILURE)),
-    (0xFBFF, "SignalNotificationMessage", [
-        ("idx", 2, "uint32", "signal_id"), ("name", 3, "string", "signal_id"),
-        ("void", 4, "Void", "result"), ("value", 5, "Value", "result"), ("failure", 6, "Failure", "result"),
-    ]),
+    (
+        0xFBFF,
+        "SignalNotificationMessage",
+        [
+            ("idx", 2, "uint32", "signal_id"),
+            ("name", 3, "string", "signal_id"),
+            ("void", 4, "Void", "result"),
+            ("value", 5, "Value", "result"),
+            ("failure", 6, "Failure", "result"),
+        ],
+    ),
 ]
 
 _SCALARS = {
@@ -208,9 +346,7 @@ def _describe(name: str, fields: list[_Field]) -> descriptor_pb2.DescriptorProto
 
 
 def _build() -> dict[str, Any]:
-    file = descriptor_pb2.FileDescriptorProto(
-        name="perdure/protocol.proto", package=PACKAGE, syntax="proto3"
-    )
+    file = descriptor_pb2.FileDescriptorProto(name="perdure/protocol.proto", package=PACKAGE, syntax="proto3")
     for name, fields in _NESTED.items():
         file.message_type.append(_describe(name, fields))
     for _, name, fields in _FRAMES:

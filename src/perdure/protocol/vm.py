@@ -79,9 +79,8 @@ def _same(code: int, recorded: Any, new: Any) -> bool:
     if fields is None:
         return bool(recorded.SerializeToString() == new.SerializeToString())
     for field in fields:
-        if field in ("idempotency_key",):
-            if recorded.HasField(field) != new.HasField(field):
-                return False
+        if field == "idempotency_key" and recorded.HasField(field) != new.HasField(field):
+            return False
         if getattr(recorded, field) != getattr(new, field):
             return False
     return True
@@ -170,7 +169,9 @@ class VM:
             {code, recorded_code} <= _GET_STATE or {code, recorded_code} <= _GET_KEYS
         )
         if not compatible or not _same(recorded_code if code != recorded_code else code, recorded, message):
-            raise JournalMismatchError(self.handler, self.command_index, describe(recorded), describe(message))
+            raise JournalMismatchError(
+                self.handler, self.command_index, describe(recorded), describe(message)
+            )
         self._replay.popleft()
         return recorded
 
@@ -205,7 +206,9 @@ class VM:
 
     def sys_sleep(self, wake_up_time: int, name: str = "") -> int:
         cid = self._completion_id()
-        recorded = self._command(pm.SleepCommand(wake_up_time=wake_up_time, result_completion_id=cid, name=name))
+        recorded = self._command(
+            pm.SleepCommand(wake_up_time=wake_up_time, result_completion_id=cid, name=name)
+        )
         self._check_id(recorded, "result_completion_id", cid)
         self._sleeps[cid] = recorded.wake_up_time
         return cid
@@ -354,7 +357,9 @@ class VM:
         self._output.append(message)
         self.finished = True
 
-    def fail(self, code: int, message: str, *, stacktrace: str = "", next_retry_delay: int | None = None) -> None:
+    def fail(
+        self, code: int, message: str, *, stacktrace: str = "", next_retry_delay: int | None = None
+    ) -> None:
         """End the attempt with a retryable error."""
         error = pm.ErrorMessage(code=code, message=message, stacktrace=stacktrace)
         error.related_command_index = self.command_index

@@ -47,7 +47,9 @@ class ManualClock:
     `idle_s` real seconds.
     """
 
-    def __init__(self, start_ms: int = 1_767_225_600_000, *, autojump: bool = False, idle_s: float = 0.005) -> None:
+    def __init__(
+        self, start_ms: int = 1_767_225_600_000, *, autojump: bool = False, idle_s: float = 0.005
+    ) -> None:
         self._now = start_ms
         self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()

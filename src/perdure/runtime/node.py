@@ -241,11 +241,22 @@ class Engine:
                 raise PerdureError(f"cannot resume {invocation_id}: {action.reason}")
 
     async def _call(
-        self, h: Handler, key: str | None, arg: Any, idempotency_key: str | None, headers: Mapping[str, str] | None
+        self,
+        h: Handler,
+        key: str | None,
+        arg: Any,
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None,
     ) -> Any:
         payload = h.input_serde.encode(arg)
         _, _, waiter = await self.submit(
-            h.service.name, h.name, payload, key=key, idempotency_key=idempotency_key, headers=headers, wait=True
+            h.service.name,
+            h.name,
+            payload,
+            key=key,
+            idempotency_key=idempotency_key,
+            headers=headers,
+            wait=True,
         )
         assert waiter is not None
         outcome = await waiter
@@ -254,48 +265,81 @@ class Engine:
         return h.output_serde.decode(outcome.value or b"")
 
     async def object_call(
-        self, handler: Callable[..., Awaitable[T]], key: str, arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        key: str,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> T:
         """Call an object handler and wait for its output (raises `TerminalError` on failure)."""
         result: T = await self._call(handler_of(handler), key, arg, idempotency_key, headers)
         return result
 
     async def service_call(
-        self, handler: Callable[..., Awaitable[T]], arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> T:
         result: T = await self._call(handler_of(handler), None, arg, idempotency_key, headers)
         return result
 
     async def object_send(
-        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Send without waiting; returns the invocation id once it is durably accepted."""
         h = handler_of(handler)
         invocation_id, _, _ = await self.submit(
-            h.service.name, h.name, h.input_serde.encode(arg), key=key, delay=delay,
-            idempotency_key=idempotency_key, headers=headers,
+            h.service.name,
+            h.name,
+            h.input_serde.encode(arg),
+            key=key,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            headers=headers,
         )
         return invocation_id
 
     async def service_send(
-        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
         h = handler_of(handler)
         invocation_id, _, _ = await self.submit(
-            h.service.name, h.name, h.input_serde.encode(arg), delay=delay,
-            idempotency_key=idempotency_key, headers=headers,
+            h.service.name,
+            h.name,
+            h.input_serde.encode(arg),
+            delay=delay,
+            idempotency_key=idempotency_key,
+            headers=headers,
         )
         return invocation_id
 
     async def generic_call(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """Call by name with raw bytes in and out."""
         _, _, waiter = await self.submit(
@@ -308,8 +352,14 @@ class Engine:
         return outcome.value or b""
 
     async def generic_send(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
         invocation_id, _, _ = await self.submit(

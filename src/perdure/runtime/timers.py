@@ -8,6 +8,7 @@ due. Firing twice is harmless: the engine deletes a timer when it fires and igno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 from collections.abc import Callable, Iterable
 
@@ -42,10 +43,8 @@ class TimerService:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def _run(self) -> None:

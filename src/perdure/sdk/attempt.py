@@ -70,7 +70,7 @@ class RunFailed(Exception):
 class DurableFuture:
     """Awaitable result of a journaled operation; `decode` maps the notification to the value."""
 
-    __slots__ = ("_attempt", "handle", "_decode")
+    __slots__ = ("_attempt", "_decode", "handle")
 
     def __init__(self, attempt: Attempt, handle: int, decode: Callable[[Any], Any]) -> None:
         self._attempt = attempt
@@ -332,49 +332,93 @@ class Attempt:
         return DurableFuture(self, handle, _none)
 
     def _call(
-        self, service: str, handler: str, key: str | None, parameter: bytes, decode: Callable[[Any], Any],
-        idempotency_key: str | None, headers: Mapping[str, str] | None,
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        decode: Callable[[Any], Any],
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None,
     ) -> CallFuture:
         id_handle, handle = self.vm.sys_call(
-            service, handler, parameter, key=key or "", headers=tuple((headers or {}).items()),
+            service,
+            handler,
+            parameter,
+            key=key or "",
+            headers=tuple((headers or {}).items()),
             idempotency_key=idempotency_key,
         )
         return CallFuture(self, id_handle, handle, decode)
 
     def _send_to(
-        self, service: str, handler: str, key: str | None, parameter: bytes,
-        delay: timedelta | float | None, idempotency_key: str | None, headers: Mapping[str, str] | None,
+        self,
+        service: str,
+        handler: str,
+        key: str | None,
+        parameter: bytes,
+        delay: timedelta | float | None,
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None,
     ) -> SendFuture:
         invoke_time = self._now_ms() + _delay_ms(delay) if delay else 0
         id_handle = self.vm.sys_send(
-            service, handler, parameter, key=key or "", headers=tuple((headers or {}).items()),
-            idempotency_key=idempotency_key, invoke_time=invoke_time,
+            service,
+            handler,
+            parameter,
+            key=key or "",
+            headers=tuple((headers or {}).items()),
+            idempotency_key=idempotency_key,
+            invoke_time=invoke_time,
         )
         return SendFuture(self, id_handle)
 
     def service_call(
-        self, handler: Callable[..., Awaitable[T]], arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallFuture:
         h = handler_of(handler)
         return self._call(
-            h.service.name, h.name, None, h.input_serde.encode(arg), self._decoder(h.output_serde),
-            idempotency_key, headers,
+            h.service.name,
+            h.name,
+            None,
+            h.input_serde.encode(arg),
+            self._decoder(h.output_serde),
+            idempotency_key,
+            headers,
         )
 
     def object_call(
-        self, handler: Callable[..., Awaitable[T]], key: str, arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        key: str,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallFuture:
         h = handler_of(handler)
         return self._call(
-            h.service.name, h.name, key, h.input_serde.encode(arg), self._decoder(h.output_serde),
-            idempotency_key, headers,
+            h.service.name,
+            h.name,
+            key,
+            h.input_serde.encode(arg),
+            self._decoder(h.output_serde),
+            idempotency_key,
+            headers,
         )
 
     def service_send(
-        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendFuture:
         h = handler_of(handler)
@@ -383,8 +427,13 @@ class Attempt:
         )
 
     def object_send(
-        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendFuture:
         h = handler_of(handler)
@@ -393,14 +442,28 @@ class Attempt:
         )
 
     def generic_call(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallFuture:
-        return self._call(service, handler, key, arg, self._decoder(serde.BytesSerde()), idempotency_key, headers)
+        return self._call(
+            service, handler, key, arg, self._decoder(serde.BytesSerde()), idempotency_key, headers
+        )
 
     def generic_send(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendFuture:
         return self._send_to(service, handler, key, arg, delay, idempotency_key, headers)

@@ -80,35 +80,65 @@ class Context(Protocol):
         ...
 
     def service_call(
-        self, handler: Callable[..., Awaitable[T]], arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallHandle[T]: ...
 
     def object_call(
-        self, handler: Callable[..., Awaitable[T]], key: str, arg: Any = None, *,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        handler: Callable[..., Awaitable[T]],
+        key: str,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallHandle[T]: ...
 
     def service_send(
-        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendHandle: ...
 
     def object_send(
-        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendHandle: ...
 
     def generic_call(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        idempotency_key: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallHandle[bytes]: ...
 
     def generic_send(
-        self, service: str, handler: str, arg: bytes = b"", *, key: str | None = None,
-        delay: timedelta | float | None = None, idempotency_key: str | None = None,
+        self,
+        service: str,
+        handler: str,
+        arg: bytes = b"",
+        *,
+        key: str | None = None,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> SendHandle: ...
 

@@ -23,7 +23,8 @@ OCTETS = "application/octet-stream"
 class Serde(Protocol):
     """Turns values into bytes and back."""
 
-    content_type: str | None
+    @property
+    def content_type(self) -> str | None: ...
 
     def encode(self, value: Any) -> bytes: ...
     def decode(self, data: bytes) -> Any: ...

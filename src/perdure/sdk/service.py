@@ -156,9 +156,7 @@ class Service(ServiceBase):
 
     kind = ServiceKind.SERVICE
 
-    def handler(
-        self, name: str | None = None, *, options: HandlerOptions | None = None
-    ) -> Callable[[F], F]:
+    def handler(self, name: str | None = None, *, options: HandlerOptions | None = None) -> Callable[[F], F]:
         """Register an `async def h(ctx: Context[, input]) -> output` handler."""
 
         def register(fn: F) -> F:
@@ -193,7 +191,7 @@ class VirtualObject(ServiceBase):
 class App:
     """The set of services one engine (or deployment) serves.
 
-        app = perdure.App([user_updates, profile])
+    app = perdure.App([user_updates, profile])
     """
 
     services: list[ServiceBase] = field(default_factory=list)

@@ -1,12 +1,12 @@
 """Test harness: the real engine, in-process, on the memory store, with a `ManualClock`.
 
-    async with Harness(perdure.App([counter])) as h:
-        await h.object_call(add, key="a", arg=1)
-        invocation_id = await h.object_send(add, key="a", arg=1, delay=60)
-        await h.advance(timedelta(minutes=1))      # fire timers due, wait until the engine is idle
-        assert h.state("counter", "a") == {"total": 2}
-        assert h.status(invocation_id).status is Status.COMPLETED
-        print(h.journal(invocation_id))
+async with Harness(perdure.App([counter])) as h:
+    await h.object_call(add, key="a", arg=1)
+    invocation_id = await h.object_send(add, key="a", arg=1, delay=60)
+    await h.advance(timedelta(minutes=1))      # fire timers due, wait until the engine is idle
+    assert h.state("counter", "a") == {"total": 2}
+    assert h.status(invocation_id).status is Status.COMPLETED
+    print(h.journal(invocation_id))
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""perdure's developer entry point: needs nothing but Python 3.11+.
+
+    python3 dev.py demo     set up .venv (first time) and run the event-processing demo
+    python3 dev.py test     set up .venv (first time) and run the whole test suite
+    python3 dev.py lint     ruff + mypy
+    python3 dev.py bench    the benchmarks in bench/
+
+Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
+only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".perdure-installed"
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"perdure needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing perdure and its dev dependencies into .venv ...", flush=True)
+    run([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    run([str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"])
+    STAMP.write_text(want)
+
+
+def run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
+def main() -> None:
+    verb = sys.argv[1] if len(sys.argv) > 1 else "help"
+    extra = sys.argv[2:]
+    if verb not in {"setup", "demo", "test", "lint", "bench"}:
+        sys.exit(__doc__)
+    setup()
+    if verb == "demo":
+        run([str(PY), "examples/user_updates.py", *extra])
+    elif verb == "test":
+        run([str(PY), "-m", "pytest", *extra])
+    elif verb == "lint":
+        run([str(PY), "-m", "ruff", "check", "src", "tests", "examples", "bench"])
+        run([str(PY), "-m", "ruff", "format", "--check", "src", "tests", "examples", "bench"])
+        run([str(PY), "-m", "mypy"])
+    elif verb == "bench":
+        for script in sorted((ROOT / "bench").glob("*.py")):
+            run([str(PY), str(script), *extra])
+
+
+if __name__ == "__main__":
+    main()
