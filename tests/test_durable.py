@@ -130,7 +130,7 @@ async def test_exhausted_retries_pause_and_resume_works() -> None:
         await h.settle()
         assert len(attempts["always"]) == 5
         assert h.status(invocation_id).status is Status.BACKING_OFF
-        with pytest.raises(perdure.PerdureError, match="not paused"):
+        with pytest.raises(perdure.PerdureError, match="cannot resume an invocation that is backing-off"):
             await h.resume(invocation_id)
 
 

@@ -9,6 +9,7 @@ def test_top_level_exports() -> None:
         [
             "App",
             "Clock",
+            "ConflictError",
             "Context",
             "Engine",
             "HandlerOptions",

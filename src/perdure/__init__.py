@@ -19,6 +19,7 @@ where they stopped. Virtual objects get a queue and consistent state per key.
 """
 
 from perdure.errors import (
+    ConflictError,
     InvalidInputError,
     JournalMismatchError,
     PerdureError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "Clock",
+    "ConflictError",
     "Context",
     "Engine",
     "HandlerOptions",

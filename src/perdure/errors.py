@@ -3,7 +3,8 @@
     Exception
     ├── TerminalError            a handler failed for good: never retried (code defaults to 500)
     └── PerdureError             something in perdure itself went wrong
-        ├── UnknownTargetError   no such service or handler (not retried: fix the name)
+        ├── UnknownTargetError   no such service, handler or invocation (not retried: fix the name)
+        ├── ConflictError        the invocation is in the wrong state for that (e.g. kill a completed one)
         ├── InvalidInputError    the input does not fit the handler's type (not retried)
         ├── JournalMismatchError the handler did something else than its journal records
         │                        (retried: deploy code that matches, or purge the invocation)
@@ -45,6 +46,10 @@ class PerdureError(Exception):
 
 class UnknownTargetError(PerdureError):
     """The service or handler named in a call is not registered. Not retriable: fix the name."""
+
+
+class ConflictError(PerdureError):
+    """An operation does not fit the invocation's state (e.g. purge a running one): HTTP 409."""
 
 
 class InvalidInputError(PerdureError):

@@ -31,6 +31,13 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class AbortAttempt:
+    """Drop the attempt running now without letting it report anything (kill, pause)."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleTimer:
     timer: Timer
 
@@ -53,10 +60,11 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A command was refused (unknown invocation, wrong state); `reason` says why."""
+    """A command was refused: `code` 404 (no such invocation) or 409 (wrong state); `reason` says why."""
 
     invocation_id: str
     reason: str
+    code: int = 409
 
 
-Action = StartAttempt | Notify | ScheduleTimer | Completed | Accepted | Rejected
+Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected

@@ -46,10 +46,31 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class Kill:
+    """Stop an unfinished invocation now, without running more of its code: it fails with 409."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop retrying/running an invocation until it is resumed (it keeps its key)."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Forget a completed invocation: its status record and journal (not its object's state)."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
     reason: str = field(default="start")
 
 
-Command = Invoke | AttemptOutput | FireTimer | Resume | Recover
+Command = Invoke | AttemptOutput | FireTimer | Resume | Kill | Pause | Purge | Recover

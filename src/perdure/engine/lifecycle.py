@@ -12,7 +12,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from perdure.engine.actions import Accepted, Completed, Notify, Rejected, ScheduleTimer, StartAttempt
+from perdure.engine.actions import (
+    AbortAttempt,
+    Accepted,
+    Completed,
+    Notify,
+    Rejected,
+    ScheduleTimer,
+    StartAttempt,
+)
 from perdure.engine.commands import Invoke
 from perdure.engine.step import Step
 from perdure.protocol import ids
@@ -232,16 +240,55 @@ def fire_timer(step: Step, timer: Timer) -> None:
         start(step, inv)
 
 
-def resume(step: Step, invocation_id: str) -> None:
+def _control(step: Step, invocation_id: str, allowed: set[Status], verb: str) -> Invocation | None:
+    """The invocation an operator command applies to, or None (with a Rejected action)."""
     inv = step.load(invocation_id)
     if inv is None:
-        step.actions.append(Rejected(invocation_id, "no such invocation"))
+        step.actions.append(Rejected(invocation_id, "no such invocation", code=404))
+        return None
+    if inv.status not in allowed:
+        step.actions.append(
+            Rejected(invocation_id, f"cannot {verb} an invocation that is {inv.status.value}")
+        )
+        return None
+    return inv
+
+
+_UNFINISHED = set(Status) - {Status.COMPLETED}
+
+
+def resume(step: Step, invocation_id: str) -> None:
+    inv = _control(step, invocation_id, {Status.PAUSED}, "resume")
+    if inv is not None:
+        inv.failures = 0
+        start(step, inv)
+
+
+def pause(step: Step, invocation_id: str) -> None:
+    inv = _control(step, invocation_id, {Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED}, "pause")
+    if inv is None:
         return
-    if inv.status is not Status.PAUSED:
-        step.actions.append(Rejected(invocation_id, f"invocation is {inv.status.value}, not paused"))
+    if inv.status is Status.RUNNING:
+        step.actions.append(AbortAttempt(inv.id))
+    inv.status = Status.PAUSED
+    inv.next_retry_at = None
+
+
+def kill(step: Step, invocation_id: str) -> None:
+    inv = _control(step, invocation_id, _UNFINISHED, "kill")
+    if inv is None:
         return
-    inv.failures = 0
-    start(step, inv)
+    if inv.status is Status.RUNNING:
+        step.actions.append(AbortAttempt(inv.id))
+    elif inv.status is Status.PENDING and inv.key is not None:
+        step.txn.inbox_remove(inv.service, inv.key, inv.id)
+    complete(step, inv, _failed(409, "killed"))
+
+
+def purge(step: Step, invocation_id: str) -> None:
+    inv = _control(step, invocation_id, {Status.COMPLETED}, "purge")
+    if inv is not None:
+        step.forget(inv)
 
 
 def recover(step: Step) -> None:

@@ -10,7 +10,17 @@ from collections.abc import Callable
 
 from perdure.engine import lifecycle
 from perdure.engine.actions import Action
-from perdure.engine.commands import AttemptOutput, Command, FireTimer, Invoke, Recover, Resume
+from perdure.engine.commands import (
+    AttemptOutput,
+    Command,
+    FireTimer,
+    Invoke,
+    Kill,
+    Pause,
+    Purge,
+    Recover,
+    Resume,
+)
 from perdure.engine.entries import apply_output
 from perdure.engine.registry import Registry
 from perdure.engine.step import Step
@@ -35,6 +45,12 @@ class StateMachine:
                 lifecycle.fire_timer(step, command.timer)
             case Resume():
                 lifecycle.resume(step, command.invocation_id)
+            case Kill():
+                lifecycle.kill(step, command.invocation_id)
+            case Pause():
+                lifecycle.pause(step, command.invocation_id)
+            case Purge():
+                lifecycle.purge(step, command.invocation_id)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

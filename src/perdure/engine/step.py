@@ -46,6 +46,13 @@ class Step:
         inv.last_progress_at = self.now
         inv.attempts_since_progress = 0
 
+    def forget(self, inv: Invocation) -> None:
+        """Delete an invocation's record and journal."""
+        self._loaded.pop(inv.id, None)
+        self._staged.pop(inv.id, None)
+        self.txn.delete_journal(inv.id)
+        self.txn.delete_invocation(inv.id)
+
     def read_journal(self, inv: Invocation) -> list[Any]:
         """The whole journal of `inv`, decoded, including entries staged in this step."""
         self._write_journal(inv.id)

@@ -102,6 +102,13 @@ class InProcessInvoker:
         if not attempt.blocked_on:
             self._cancel_idle(action.invocation_id)
 
+    def abort(self, invocation_id: str) -> None:
+        """Drop the attempt in memory, if any, without it reporting anything more."""
+        current = self._running.pop(invocation_id, None)
+        if current is not None:
+            current[1].abort()
+        self._cancel_idle(invocation_id)
+
     def _cancel_idle(self, invocation_id: str) -> None:
         task = self._idle.pop(invocation_id, None)
         if task is not None:

@@ -15,11 +15,27 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from perdure.engine.actions import Accepted, Action, Completed, Notify, Rejected, ScheduleTimer, StartAttempt
-from perdure.engine.commands import Invoke, Recover, Resume
+from perdure.engine.actions import (
+    AbortAttempt,
+    Accepted,
+    Action,
+    Completed,
+    Notify,
+    Rejected,
+    ScheduleTimer,
+    StartAttempt,
+)
+from perdure.engine.commands import Command, Invoke, Kill, Pause, Purge, Recover, Resume
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
-from perdure.errors import InvalidInputError, PerdureError, SerdeError, TerminalError, UnknownTargetError
+from perdure.errors import (
+    ConflictError,
+    InvalidInputError,
+    PerdureError,
+    SerdeError,
+    TerminalError,
+    UnknownTargetError,
+)
 from perdure.protocol import ids
 from perdure.retry import DEFAULT
 from perdure.runtime.clock import Clock, SystemClock
@@ -128,6 +144,8 @@ class Engine:
                 invoker.notify(action)
             elif type(action) is StartAttempt:
                 invoker.start(action)
+            elif type(action) is AbortAttempt:
+                invoker.abort(action.invocation_id)
             elif type(action) is ScheduleTimer:
                 timers.schedule(action.timer)
             elif type(action) is Completed:
@@ -233,12 +251,27 @@ class Engine:
             return inv.outcome
         return await waiter
 
-    async def resume(self, invocation_id: str) -> None:
-        """Resume a paused invocation; raises if it is not paused."""
-        actions = await self.processor.submit_and_wait(Resume(invocation_id))
-        for action in actions:
+    async def _control(self, command: Command, invocation_id: str) -> None:
+        for action in await self.processor.submit_and_wait(command):
             if type(action) is Rejected:
-                raise PerdureError(f"cannot resume {invocation_id}: {action.reason}")
+                error = UnknownTargetError if action.code == 404 else ConflictError
+                raise error(f"{invocation_id}: {action.reason}")
+
+    async def resume(self, invocation_id: str) -> None:
+        """Resume a paused invocation (its retry count starts over)."""
+        await self._control(Resume(invocation_id), invocation_id)
+
+    async def pause(self, invocation_id: str) -> None:
+        """Pause a running, suspended or backing-off invocation until `resume`."""
+        await self._control(Pause(invocation_id), invocation_id)
+
+    async def kill(self, invocation_id: str) -> None:
+        """Stop an unfinished invocation now; it completes with a 409 "killed" failure."""
+        await self._control(Kill(invocation_id), invocation_id)
+
+    async def purge(self, invocation_id: str) -> None:
+        """Delete a completed invocation's record and journal."""
+        await self._control(Purge(invocation_id), invocation_id)
 
     async def _call(
         self,
