@@ -50,6 +50,7 @@ def invoke(step: Step, cmd: Invoke) -> None:
         last_progress_at=step.now,
     )
     step.track(inv)
+    step.counters.invocations_created += 1
     input_entry = pm.InputCommand(
         headers=[pm.Header(key=k, value=v) for k, v in cmd.headers], value=pm.Value(content=cmd.input)
     )
@@ -104,6 +105,7 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
     """Begin a new attempt: bump the epoch and hand the invoker the journal to replay."""
     inv.status = Status.RUNNING
     inv.attempt += 1
+    step.counters.attempts_started += 1
     inv.attempt_start_length = inv.journal_length
     inv.notified = []
     inv.waiting_completions = []
@@ -152,6 +154,7 @@ def _waits_for(inv: Invocation, handle: int) -> bool:
 
 def suspend(step: Step, inv: Invocation, completions: list[int], signals: list[int]) -> None:
     inv.status = Status.SUSPENDED
+    step.counters.suspensions += 1
     inv.waiting_completions = completions
     inv.waiting_signals = signals
     # A result may have been journaled while the attempt was deciding to suspend.
@@ -161,6 +164,10 @@ def suspend(step: Step, inv: Invocation, completions: list[int], signals: list[i
 
 def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
     inv.status = Status.COMPLETED
+    if outcome.failure is None:
+        step.counters.completed_ok += 1
+    else:
+        step.counters.completed_failed += 1
     inv.outcome = outcome
     inv.completed_at = step.now
     inv.waiting_completions = []
@@ -195,6 +202,7 @@ def release_key(step: Step, service: str, key: str, holder: str) -> None:
 def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay: int | None = None) -> None:
     """The attempt failed (not terminally): back off and retry, or pause/kill when exhausted."""
     inv.last_failure = failure
+    step.counters.attempts_failed += 1
     inv.failures += 1
     inv.attempts_since_progress += 1
     info = step.registry.get(inv.service, inv.handler)

@@ -21,6 +21,7 @@ from perdure.engine.commands import (
     Recover,
     Resume,
 )
+from perdure.engine.counters import Counters
 from perdure.engine.entries import apply_output
 from perdure.engine.registry import Registry
 from perdure.engine.step import Step
@@ -33,9 +34,10 @@ class StateMachine:
     def __init__(self, registry: Registry, now: Callable[[], int]) -> None:
         self.registry = registry
         self._now = now
+        self.counters = Counters()
 
     def apply(self, txn: Transaction, command: Command) -> list[Action]:
-        step = Step(txn, self._now(), self.registry)
+        step = Step(txn, self._now(), self.registry, self.counters)
         match command:
             case AttemptOutput():
                 apply_output(step, command)

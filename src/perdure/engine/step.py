@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perdure.engine.actions import Action
+from perdure.engine.counters import Counters
 from perdure.engine.registry import Registry
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import RawMessage, message_type
@@ -21,6 +22,7 @@ class Step:
     txn: Transaction
     now: int
     registry: Registry
+    counters: Counters
     actions: list[Action] = field(default_factory=list)
     _loaded: dict[str, Invocation] = field(default_factory=dict)
     _staged: dict[str, tuple[int, list[Entry]]] = field(default_factory=dict)
@@ -43,6 +45,7 @@ class Step:
         for message in messages:
             entries.append(Entry(message_type(message), message.SerializeToString()))
         inv.journal_length += len(messages)
+        self.counters.journal_entries += len(messages)
         inv.last_progress_at = self.now
         inv.attempts_since_progress = 0
 

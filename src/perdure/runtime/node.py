@@ -26,6 +26,7 @@ from perdure.engine.actions import (
     StartAttempt,
 )
 from perdure.engine.commands import Command, Invoke, Kill, Pause, Purge, Recover, Resume
+from perdure.engine.counters import Counters
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
 from perdure.errors import (
@@ -94,6 +95,7 @@ class Engine:
         self._processor: Processor | None = None
         self._invoker: InProcessInvoker | None = None
         self._timers: TimerService | None = None
+        self.counters = Counters()
 
     # ---- lifecycle
 
@@ -108,6 +110,7 @@ class Engine:
         store = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
         self._store = store
         machine = StateMachine(registry_of(self.app), self.clock.now_ms)
+        self.counters = machine.counters
         processor = Processor(store, machine, self._dispatch)
         self._processor = processor
         self._invoker = InProcessInvoker(self.app, processor.submit, self.clock)

@@ -1,0 +1,16 @@
+"""Counters the engine keeps as it applies commands (exported as metrics by the admin API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Counters:
+    invocations_created: int = 0
+    attempts_started: int = 0
+    attempts_failed: int = 0
+    suspensions: int = 0
+    completed_ok: int = 0
+    completed_failed: int = 0
+    journal_entries: int = 0
