@@ -120,6 +120,25 @@ class Engine:
         self._timers.start()
         await processor.submit_and_wait(Recover())
 
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait (up to `timeout` s) until no attempt is computing and every command is durable.
+
+        Attempts waiting on timers or calls stay suspended or parked; they resume after restart.
+        Returns False when the timeout passed first. Call before `stop()` for a clean shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet = 0
+        while loop.time() < deadline:
+            if self.processor.idle and self.invoker.all_blocked:
+                quiet += 1
+                if quiet >= 3:
+                    return True
+            else:
+                quiet = 0
+            await asyncio.sleep(0.01)
+        return False
+
     async def stop(self) -> None:
         """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
         if self._timers is not None:
