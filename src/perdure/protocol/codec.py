@@ -62,10 +62,16 @@ class RawMessage:
         return hash((self.type_code, self.payload))
 
 
+_TYPE_OF = pm.TYPE_OF
+
+
 def message_type(message: Any) -> int:
-    if isinstance(message, RawMessage):
-        return message.type_code
-    return pm.type_of(message)
+    code = _TYPE_OF.get(type(message))
+    if code is None:
+        if isinstance(message, RawMessage):
+            return message.type_code
+        raise ProtocolError(f"{type(message).__name__} is not a protocol message")
+    return code
 
 
 class FrameDecoder:

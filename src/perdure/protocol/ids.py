@@ -18,12 +18,17 @@ _KEY_WIDTH, _UUID_WIDTH = 11, 22
 LENGTH = len(PREFIX) + _KEY_WIDTH + _UUID_WIDTH
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # two digits at a time: 62**2 entries
+
+
 def _base62(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, rem = divmod(value, 62)
-        chars.append(_ALPHABET[rem])
-    return "".join(reversed(chars))
+    pairs = []
+    for _ in range(width // 2):
+        value, rem = divmod(value, 3844)
+        pairs.append(_PAIRS[rem])
+    if width % 2:
+        pairs.append(_ALPHABET[value % 62])
+    return "".join(reversed(pairs))
 
 
 def _digest(*parts: str | bytes, size: int) -> bytes:

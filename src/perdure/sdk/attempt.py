@@ -241,6 +241,8 @@ class Attempt:
 
     def _satisfied(self) -> bool:
         ready = self.vm.is_ready
+        if len(self._waiting) == 1:
+            return ready(self._waiting[0])
         if self._wait_all:
             return all(ready(h) for h in self._waiting)
         return any(ready(h) for h in self._waiting)
