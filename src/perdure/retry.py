@@ -22,7 +22,8 @@ class RetryPolicy:
     """Exponential backoff: `initial_interval * factor**n`, capped at `max_interval`.
 
     The defaults are Restate's: 500 ms, ×2, at most 1 minute apart, 70 attempts, then pause.
-    `max_attempts=None` retries forever; `max_duration` bounds the time since the first failure.
+    `max_attempts=None` retries forever; `max_duration` stops retrying once that long has passed
+    without progress (since the journal last grew — for a `ctx.run` step, since it started failing).
     What happens when attempts run out is `on_max_attempts`: "pause" keeps the invocation for an
     operator to resume, "kill" fails it with a terminal error.
 

@@ -210,7 +210,7 @@ def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay
         complete(step, inv, _failed(404, f"no handler {inv.service}/{inv.handler} is registered"))
         return
     policy = info.retry_policy
-    if policy.exhausted(inv.failures):
+    if policy.exhausted(inv.failures, step.now - inv.last_progress_at):
         if policy.on_max_attempts == "kill":
             message = f"gave up after {inv.failures} attempts; last error: {failure.message}"
             complete(step, inv, _failed(failure.code or 500, message))
