@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from perdure.engine.actions import (
@@ -44,7 +45,7 @@ from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.processor import Processor
 from perdure.runtime.timers import TimerService
 from perdure.sdk.service import App, Handler, handler_of
-from perdure.storage import open_store
+from perdure.storage import open_store, sqlite
 from perdure.storage.api import Outcome, Reader, Store
 
 T = TypeVar("T")
@@ -198,6 +199,12 @@ class Engine:
         if self._store is None:
             raise PerdureError("the engine is not started: use `async with Engine(...)`")
         return self._store.reader()
+
+    def database_path(self) -> Path | None:
+        """The SQLite file behind the store, or None for other backends (read-only tools open it)."""
+        if self._store is None:
+            raise PerdureError("the engine is not started: use `async with Engine(...)`")
+        return self._store.path if isinstance(self._store, sqlite.Store) else None
 
     # ---- starting invocations
 
