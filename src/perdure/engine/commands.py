@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.storage.api import Caller, Timer
+from perdure.storage.api import Caller, Failure, Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class Invoke:
     idempotency_key: str | None = None
     caller: Caller | None = None
     execute_at: int | None = None  # ms since epoch; None or past = now
+    failure: Failure | None = None  # create it already failed (e.g. a Kafka record its handler rejects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +68,37 @@ class Purge:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One Kafka record as consumed: it becomes exactly one invocation."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()  # the record's own headers, kept
+    timestamp: int = 0  # ms since epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Records of one (subscription, topic, partition), in offset order.
+
+    Each record at or past the stored next offset becomes one invocation, and the next offset
+    is stored in the same transaction. `rejected` maps offsets of records the sink cannot accept
+    (its serde rejects the value, an object sink gets no key) to the failure they complete with.
+    """
+
+    subscription_id: str
+    topic: str
+    partition: int
+    records: Sequence[KafkaRecord]
+    rejected: Mapping[int, Failure] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
     reason: str = field(default="start")
 
 
-Command = Invoke | AttemptOutput | FireTimer | Resume | Kill | Pause | Purge | Recover
+Command = Invoke | AttemptOutput | FireTimer | Resume | Kill | Pause | Purge | Ingest | Recover
