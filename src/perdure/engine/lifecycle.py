@@ -22,6 +22,7 @@ from perdure.engine.actions import (
     StartAttempt,
 )
 from perdure.engine.commands import Invoke
+from perdure.engine.registry import DAY_MS
 from perdure.engine.step import Step
 from perdure.protocol import ids
 from perdure.protocol import messages as pm
@@ -63,6 +64,9 @@ def invoke(step: Step, cmd: Invoke) -> None:
         return
     if info.keyed and cmd.key is None:
         complete(step, inv, _failed(400, f"{cmd.service}/{cmd.handler} is keyed: a key is required"))
+        return
+    if cmd.failure is not None:
+        complete(step, inv, Outcome(failure=cmd.failure))
         return
     inv.exclusive = info.exclusive
     if cmd.execute_at is not None and cmd.execute_at > step.now:
@@ -173,7 +177,9 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
     inv.waiting_completions = []
     inv.waiting_signals = []
     info = step.registry.get(inv.service, inv.handler)
-    if info is not None:
+    if info is None:
+        inv.retention_until = step.now + DAY_MS
+    else:
         retention = info.idempotency_retention_ms if inv.idempotency_key else info.journal_retention_ms
         inv.retention_until = step.now + retention
     for caller in inv.callers:
