@@ -67,4 +67,18 @@ class Rejected:
     code: int = 409
 
 
-Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected
+@dataclass(frozen=True, slots=True)
+class SubscriptionsChanged:
+    """Kafka clusters or subscriptions changed: start or stop consumers to match."""
+
+
+Action = (
+    StartAttempt
+    | Notify
+    | AbortAttempt
+    | ScheduleTimer
+    | Completed
+    | Accepted
+    | Rejected
+    | SubscriptionsChanged
+)

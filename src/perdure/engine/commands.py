@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.storage.api import Caller, Failure, Timer
+from perdure.storage.api import Caller, Failure, Subscription, Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +95,50 @@ class Ingest:
 
 
 @dataclass(frozen=True, slots=True)
+class PutSubscription:
+    """Create a subscription (or, with `replace`, change its options)."""
+
+    subscription: Subscription
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSubscription:
+    """Stop consuming; what was already accepted stays."""
+
+    subscription_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutKafkaCluster:
+    name: str
+    properties: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteKafkaCluster:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
     reason: str = field(default="start")
 
 
-Command = Invoke | AttemptOutput | FireTimer | Resume | Kill | Pause | Purge | Ingest | Recover
+Command = (
+    Invoke
+    | AttemptOutput
+    | FireTimer
+    | Resume
+    | Kill
+    | Pause
+    | Purge
+    | Ingest
+    | PutSubscription
+    | DeleteSubscription
+    | PutKafkaCluster
+    | DeleteKafkaCluster
+    | Recover
+)

@@ -21,7 +21,7 @@ LENGTH = len(PREFIX) + _KEY_WIDTH + _UUID_WIDTH
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # two digits at a time: 62**2 entries
 
 
-def _base62(value: int, width: int) -> str:
+def base62(value: int, width: int) -> str:
     pairs = []
     for _ in range(width // 2):
         value, rem = divmod(value, 3844)
@@ -48,7 +48,7 @@ def partition_key(service: str, key: str | None) -> int:
 
 
 def encode(partition: int, uuid: bytes) -> str:
-    return PREFIX + _base62(partition, _KEY_WIDTH) + _base62(int.from_bytes(uuid, "big"), _UUID_WIDTH)
+    return PREFIX + base62(partition, _KEY_WIDTH) + base62(int.from_bytes(uuid, "big"), _UUID_WIDTH)
 
 
 def to_bytes(invocation_id: str) -> bytes:

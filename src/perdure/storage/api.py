@@ -90,6 +90,22 @@ class Timer(msgspec.Struct, frozen=True):
     completion_id: int = 0
 
 
+class Subscription(msgspec.Struct, frozen=True):
+    """`kafka://CLUSTER/TOPIC` → `service://SVC/HANDLER`, with consumer options (Restate's shape)."""
+
+    id: str
+    source: str
+    sink: str
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class KafkaCluster(msgspec.Struct, frozen=True):
+    """A named Kafka cluster and its client properties (`bootstrap.servers`, …)."""
+
+    name: str
+    properties: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class Entry(msgspec.Struct, frozen=True, array_like=True):
     """One journal entry as stored: the protocol message type and its encoded payload."""
 
