@@ -62,11 +62,11 @@ def invoke(step: Step, cmd: Invoke) -> None:
     if info is None:
         complete(step, inv, _failed(404, f"no handler {cmd.service}/{cmd.handler} is registered"))
         return
-    if info.keyed and cmd.key is None:
-        complete(step, inv, _failed(400, f"{cmd.service}/{cmd.handler} is keyed: a key is required"))
-        return
     if cmd.failure is not None:
         complete(step, inv, Outcome(failure=cmd.failure))
+        return
+    if info.keyed and cmd.key is None:
+        complete(step, inv, _failed(400, f"{cmd.service}/{cmd.handler} is keyed: a key is required"))
         return
     inv.exclusive = info.exclusive
     if cmd.execute_at is not None and cmd.execute_at > step.now:
