@@ -280,6 +280,32 @@ class Engine:
             return inv.outcome
         return await waiter
 
+    def outcome_waiter(self, invocation_id: str) -> asyncio.Future[Outcome]:
+        """A future of an invocation's outcome (already resolved if it has completed).
+
+        For waiters that may give up (an HTTP client that disconnects): pair every call with
+        `release_waiter` so nothing is left behind. Raises `UnknownTargetError` for an unknown id.
+        """
+        inv = self.reader().get_invocation(invocation_id)
+        if inv is None:
+            raise UnknownTargetError(f"no invocation {invocation_id}")
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if inv.outcome is not None and inv.completed_at is not None:
+            waiter.set_result(inv.outcome)
+        else:  # no await since the read: a later completion is dispatched to this waiter
+            self._waiters.setdefault(invocation_id, []).append(waiter)
+        return waiter
+
+    def release_waiter(self, invocation_id: str, waiter: asyncio.Future[Outcome]) -> None:
+        """Forget a waiter nobody awaits any more (cancelling it); the invocation goes on."""
+        waiters = self._waiters.get(invocation_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[invocation_id]
+        if not waiter.done():
+            waiter.cancel()
+
     async def _control(self, command: Command, invocation_id: str) -> None:
         for action in await self.processor.submit_and_wait(command):
             if type(action) is Rejected:
