@@ -1,0 +1,164 @@
+"""Paths of the ingress, resolved against the app's services (Restate's ingress API).
+
+    /{service}/{handler}[/send]           /restate/call|send/{service}[/{key}]/{handler}
+    /{object}/{key}/{handler}[/send]      /restate/invocation/{id}/attach|output
+    /restate/health                       /restate/invocation/{service}[/{key}]/{handler}/{idem}/attach|output
+
+(`{idem}` is an idempotency key.)
+
+Whether a key follows the service name depends on the service's kind, so routing needs the app.
+Every path segment is URL-decoded (keys may contain `/` as `%2F`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote_to_bytes
+
+from perdure.ingress.responses import bad_request, method_not_allowed, not_found
+from perdure.protocol import ids
+from perdure.sdk.service import App, Handler, ServiceBase, ServiceKind
+
+BAD_SERVICE_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
+BAD_INVOCATION_PATH = (
+    "bad path, expected /restate/invocation/:id/attach|output or "
+    "/restate/invocation/:service[/:key]/:handler/:idempotency-key/attach|output"
+)
+BAD_API_PATH = "bad path, expected /restate/call|send/:service[/:key]/:handler"
+
+Verb = Literal["attach", "output"]
+
+
+@dataclass(frozen=True)
+class Invoke:
+    """Call (wait for the result) or send (202 at once) one handler."""
+
+    handler: Handler
+    key: str | None
+    send: bool
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Attach to (wait for) or read the output of one invocation."""
+
+    verb: Verb
+    invocation_id: str
+
+
+@dataclass(frozen=True)
+class Health:
+    pass
+
+
+Route = Invoke | Invocation | Health
+
+
+def route(method: str, raw_path: bytes, app: App) -> Route:
+    """The route of a request; raises `IngressError` (400 bad path, 404 unknown, 405 method)."""
+    segments = _segments(raw_path)
+    if segments[0] != "restate":
+        found: Route = _service_path(segments, app)
+    else:
+        found = _restate_path(segments[1:], app)
+    allowed = ("GET", "POST") if isinstance(found, Invoke) else ("GET",)
+    if method not in allowed:
+        raise method_not_allowed(", ".join(allowed))
+    return found
+
+
+def _segments(raw_path: bytes) -> list[str]:
+    if not raw_path.startswith(b"/") or raw_path.count(b"/") < 2:
+        raise bad_request(BAD_SERVICE_PATH)
+    try:
+        return [unquote_to_bytes(part).decode("utf-8") for part in raw_path.split(b"/")[1:]]
+    except UnicodeDecodeError as e:
+        raise bad_request(f"bad path, cannot decode it as UTF-8: {e}") from None
+
+
+def _service(app: App, name: str) -> ServiceBase:
+    service = app.service(name)
+    if service is None or service.kind is ServiceKind.WORKFLOW:  # workflows: not served yet
+        raise not_found(f"service '{name}' not found")
+    return service
+
+
+def _handler(service: ServiceBase, name: str) -> Handler:
+    handler = service.handlers.get(name)
+    if handler is None:
+        raise not_found(f"handler '{name}' not found in service '{service.name}'")
+    return handler
+
+
+def _target(app: App, parts: list[str], bad_path: str) -> tuple[Handler, str | None, list[str]]:
+    """(handler, key, the segments after the handler) of `service[/key]/handler…`."""
+    service = _service(app, parts[0])
+    rest = parts[1:]
+    key: str | None = None
+    if service.kind is not ServiceKind.SERVICE:
+        if not rest:
+            raise bad_request(bad_path)
+        key, rest = rest[0], rest[1:]
+    if not rest:
+        raise bad_request(bad_path)
+    return _handler(service, rest[0]), key, rest[1:]
+
+
+def _service_path(segments: list[str], app: App) -> Invoke:
+    service = _service(app, segments[0])
+    rest = segments[1:]
+    expected = 1 if service.kind is ServiceKind.SERVICE else 2  # [key,] handler
+    if len(rest) < expected or len(rest) > expected + 1:
+        raise bad_request(BAD_SERVICE_PATH)
+    if len(rest) == expected + 1 and rest[-1] != "send":
+        raise bad_request(BAD_SERVICE_PATH)
+    handler, key, after = _target(app, segments, BAD_SERVICE_PATH)
+    return Invoke(handler, key, send=after == ["send"])
+
+
+def _restate_path(parts: list[str], app: App) -> Route:
+    verb, rest = (parts[0], parts[1:]) if parts else ("", [])
+    if verb == "health" and not rest:
+        return Health()
+    if verb in ("call", "send"):
+        if not rest:
+            raise bad_request(BAD_API_PATH)
+        handler, key, after = _target(app, rest, BAD_API_PATH)
+        if after:
+            raise bad_request(BAD_API_PATH)
+        return Invoke(handler, key, send=verb == "send")
+    if verb == "invocation":
+        return _invocation_path(rest, app)
+    if verb == "workflow" and rest:
+        raise not_found(f"service '{rest[0]}' not found")
+    raise not_found("not found")
+
+
+def _invocation_path(parts: list[str], app: App) -> Invocation:
+    if len(parts) < 2:
+        raise bad_request(BAD_INVOCATION_PATH)
+    if len(parts) == 2:
+        invocation_id, verb = parts
+        if verb not in ("attach", "output"):
+            raise not_found("not found")
+        try:
+            ids.to_bytes(invocation_id)
+        except ValueError as e:
+            raise bad_request(f"bad invocation id '{invocation_id}': {e}") from None
+        return Invocation(_verb(verb), invocation_id)
+    service = _service(app, parts[0])
+    expected = 4 if service.kind is ServiceKind.SERVICE else 5  # svc [key] handler idem verb
+    if len(parts) != expected:
+        raise bad_request(BAD_INVOCATION_PATH)
+    if parts[-1] not in ("attach", "output"):
+        raise not_found("not found")
+    key = parts[1] if expected == 5 else None
+    handler, idempotency_key = parts[-3], parts[-2]
+    if not idempotency_key:
+        raise bad_request("an idempotency key must not be empty")
+    return Invocation(_verb(parts[-1]), ids.idempotent_id(service.name, handler, key, idempotency_key))
+
+
+def _verb(text: str) -> Verb:
+    return "attach" if text == "attach" else "output"
