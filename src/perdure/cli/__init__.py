@@ -1,0 +1,196 @@
+"""The `perdure` command: run a server (`dev`, `serve`) and manage it over the admin API.
+
+perdure dev examples/user_updates.py:app      # engine + SQLite + ingress :8080 + admin :9070
+perdure serve --config perdure.toml           # the same, configured by file and PERDURE_* vars
+perdure invocations list --status paused      # management over the admin API
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from perdure import __version__
+from perdure.config import ENV_PREFIX, ConfigError, Settings, load_settings
+
+from . import manage
+from .loader import AppLoadError, load_app
+from .output import CliError, Group, console
+
+__all__ = ["cli", "main"]
+
+DEV_DB = ".perdure/dev.db"
+CONFIG_FILE = "perdure.toml"
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="perdure")
+def cli() -> None:
+    """perdure: durable handlers with a queue per key, served over HTTP.
+
+    \b
+    Run a server (engine + SQLite + HTTP ingress + admin API, one process):
+      perdure dev examples/user_updates.py:app
+      perdure serve --config perdure.toml
+    \b
+    Then call handlers over HTTP (Restate's ingress API):
+      curl -X POST localhost:8080/userUpdates/alice/updateUserEvent \\
+        -H 'content-type: application/json' -d '{"profile": {"name": "alice"}}'
+    \b
+    And manage it over the admin API (--admin-url, env PERDURE_ADMIN_URL):
+      perdure services list
+      perdure invocations list --status backing-off
+      perdure state get userUpdates alice
+      perdure sql "SELECT status, count(*) AS n FROM invocations GROUP BY status"
+    """
+
+
+def server_options(fn: Any) -> Any:
+    """The options `dev` and `serve` share; each defaults to 'not given' so env and file can fill it."""
+    options = [
+        click.option(
+            "--db", metavar="PATH", help=f"SQLite file ('memory:' keeps nothing). [env {ENV_PREFIX}DB]"
+        ),
+        click.option(
+            "--synchronous",
+            type=click.Choice(["FULL", "NORMAL", "OFF"], case_sensitive=False),
+            help=f"SQLite fsync mode; FULL (default) survives power loss. [env {ENV_PREFIX}SYNCHRONOUS]",
+        ),
+        click.option(
+            "--host",
+            metavar="ADDR",
+            help=f"Address both servers listen on [default 127.0.0.1; env {ENV_PREFIX}HOST].",
+        ),
+        click.option(
+            "--ingress-port",
+            type=int,
+            metavar="PORT",
+            help=f"Port of the HTTP ingress [default 8080; 0 = free port; env {ENV_PREFIX}INGRESS_PORT].",
+        ),
+        click.option(
+            "--admin-port",
+            type=int,
+            metavar="PORT",
+            help=f"Port of the admin API [default 9070; 0 = free port; env {ENV_PREFIX}ADMIN_PORT].",
+        ),
+        click.option(
+            "--drain-timeout",
+            type=float,
+            metavar="SECONDS",
+            help=(
+                "On shutdown, wait this long for running attempts "
+                f"[default 10; env {ENV_PREFIX}DRAIN_TIMEOUT]."
+            ),
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
+            help=f"Log verbosity on stderr [default warning; env {ENV_PREFIX}LOG_LEVEL].",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _configured(*, file: Path | None, flags: dict[str, Any], defaults: Settings) -> Settings:
+    try:
+        return load_settings(file=file, env=os.environ, flags=flags, defaults=defaults)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+
+
+def _run_server(settings: Settings, title: str) -> None:
+    from .server import StartupError, run  # uvicorn and the engine: only for the server commands
+
+    assert settings.app is not None
+    try:
+        app = load_app(settings.app)
+    except AppLoadError as e:
+        raise CliError(str(e)) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code = asyncio.run(run(settings, app, title=title, console=console()))
+    except StartupError as e:
+        raise CliError(str(e)) from None
+    sys.exit(code)
+
+
+@cli.command(short_help="Run an app locally: engine + SQLite + ingress + admin API, one process.")
+@click.argument("app", metavar="MODULE:APP")
+@server_options
+def dev(app: str, **flags: Any) -> None:
+    """Run APP locally: engine, SQLite, ingress (:8080) and admin API (:9070) in one process.
+
+    MODULE:APP names the perdure.App, like uvicorn: a module importable from the current
+    directory (examples.user_updates:app) or a file (examples/user_updates.py:app). The journal
+    lives in .perdure/dev.db unless --db says otherwise; restarting on the same file resumes
+    everything unfinished. Options can also come from PERDURE_* environment variables.
+
+    Ctrl-C or SIGTERM stops accepting HTTP, lets running attempts finish (--drain-timeout),
+    stops cleanly and exits 0; a second Ctrl-C exits at once (as safe as a crash).
+
+    \b
+      perdure dev examples/user_updates.py:app
+      perdure dev myapp:app --db /tmp/try.db --ingress-port 8081 --admin-port 9071
+    """
+    settings = _configured(file=None, flags={"app": app, **flags}, defaults=Settings(db=DEV_DB))
+    _run_server(settings, f"perdure dev {app}")
+
+
+@cli.command(short_help="Run a server configured by perdure.toml, PERDURE_* variables and flags.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=f"{ENV_PREFIX}CONFIG",
+    metavar="FILE",
+    help=f"TOML settings file [default ./{CONFIG_FILE} if it exists; env {ENV_PREFIX}CONFIG].",
+)
+@click.option("--app", metavar="MODULE:APP", help=f"The perdure.App to serve [env {ENV_PREFIX}APP].")
+@server_options
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run a server configured by a TOML file, PERDURE_* variables and flags.
+
+    Precedence: flag > environment variable > file > default. The file holds top-level keys:
+
+    \b
+      app = "myapp.handlers:app"       # PERDURE_APP
+      db = "/var/lib/perdure/perdure.db" # PERDURE_DB (default .perdure/perdure.db)
+      synchronous = "FULL"             # PERDURE_SYNCHRONOUS: FULL, NORMAL or OFF
+      host = "127.0.0.1"               # PERDURE_HOST
+      ingress_port = 8080              # PERDURE_INGRESS_PORT
+      admin_port = 9070                # PERDURE_ADMIN_PORT
+      drain_timeout = 10               # PERDURE_DRAIN_TIMEOUT (seconds)
+      log_level = "warning"            # PERDURE_LOG_LEVEL
+
+    Relative paths in the file are relative to the file. Shutdown works as in `perdure dev`.
+    """
+    if config_file is None and Path(CONFIG_FILE).is_file():
+        config_file = Path(CONFIG_FILE)
+    settings = _configured(file=config_file, flags=flags, defaults=Settings())
+    if settings.app is None:
+        where = f"in {config_file}" if config_file else f"in ./{CONFIG_FILE}"
+        raise CliError(
+            f'no app to serve: set app = "MODULE:APP" {where}, {ENV_PREFIX}APP, or --app MODULE:APP'
+        )
+    _run_server(settings, f"perdure serve {settings.app}")
+
+
+cli.add_command(manage.services)
+cli.add_command(manage.invocations)
+cli.add_command(manage.state)
+cli.add_command(manage.sql)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    cli(prog_name="perdure")

@@ -1,0 +1,195 @@
+"""Settings of a perdure server (`perdure dev`, `perdure serve`): one frozen dataclass and its loader.
+
+Every option comes from, highest precedence first: a command-line flag, a `PERDURE_*` environment
+variable, the TOML file (`perdure.toml`), the default. The file holds top-level keys named like
+the fields below:
+
+    app = "examples.user_updates:app"   # MODULE:APP or path/to/file.py:APP
+    db = ".perdure/perdure.db"           # SQLite file ("memory:" keeps nothing)
+    synchronous = "FULL"                 # SQLite fsync mode: FULL, NORMAL or OFF
+    host = "127.0.0.1"
+    ingress_port = 8080
+    admin_port = 9070
+    drain_timeout = 10.0                 # seconds to let running attempts finish on shutdown
+    log_level = "warning"
+
+The matching variables are `PERDURE_APP`, `PERDURE_DB`, `PERDURE_INGRESS_PORT`, ... Relative
+paths in a file (`db`, a file-path `app`) are relative to the file's directory. Bad keys and
+values raise `ConfigError`, whose message names the key, where it came from, and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
+
+ENV_PREFIX = "PERDURE_"
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has a bad value. The message says which, where from, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a perdure server process needs; built by `load_settings`."""
+
+    app: str | None = None
+    db: str = ".perdure/perdure.db"
+    synchronous: str = "FULL"
+    host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    admin_port: int = 9070
+    drain_timeout: float = 10.0
+    log_level: str = "warning"
+
+    @property
+    def store_url(self) -> str:
+        """The `perdure.storage.open_store` URL for `db` and `synchronous`."""
+        if self.db in ("memory:", "memory://"):
+            return "memory:"
+        path = Path(self.db)
+        # open_store reads 'sqlite:///' + path, so an absolute path gets its fourth slash here.
+        return f"sqlite:///{path.as_posix()}?synchronous={self.synchronous}"
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def env_name(key: str) -> str:
+    """`ingress_port` -> `PERDURE_INGRESS_PORT`."""
+    return ENV_PREFIX + key.upper()
+
+
+def flag_name(key: str) -> str:
+    """`ingress_port` -> `--ingress-port`."""
+    return "--" + key.replace("_", "-")
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), list(_FIELDS), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}known keys: {', '.join(_FIELDS)}"
+
+
+def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
+    """Check (and, for environment strings, parse) one value; `source` names where it came from."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+
+    if key in ("ingress_port", "admin_port"):
+        if from_text and isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise bad("an integer port (0-65535; 0 picks a free port)") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise bad("an integer port (0-65535; 0 picks a free port)")
+        return value
+    if key == "drain_timeout":
+        if from_text and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad("a number of seconds, like 10 or 2.5") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad("a number of seconds, like 10 or 2.5")
+        if value < 0:
+            raise bad("zero or more seconds")
+        return float(value)
+    if not isinstance(value, str):
+        raise bad("a string (quote it in TOML)")
+    value = value.strip()
+    if key == "synchronous":
+        if value.upper() not in SYNCHRONOUS_MODES:
+            raise bad("one of FULL (default, fsync every commit), NORMAL or OFF")
+        return value.upper()
+    if key == "log_level":
+        if value.lower() not in LOG_LEVELS:
+            raise bad(f"one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+    if not value:
+        raise bad("a non-empty string")
+    return value
+
+
+def _rebase(key: str, value: str, base: Path) -> str:
+    """Make a relative path from a config file relative to the file's directory."""
+    if key == "db" and value not in ("memory:", "memory://") and not Path(value).is_absolute():
+        return str(base / value)
+    if key == "app":
+        target, colon, attr = value.rpartition(":")
+        path = target if colon else value
+        if (path.endswith(".py") or "/" in path) and not Path(path).is_absolute():
+            return f"{base / path}{colon}{attr}"
+    return value
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings a TOML file sets (checked, not yet merged)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: pass an existing file to --config") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    found: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"{path}: unknown key {key!r}; {_suggest(key)}")
+        value = _convert(key, value, str(path), from_text=False)
+        found[key] = _rebase(key, value, path.parent) if isinstance(value, str) else value
+    return found
+
+
+def read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings `PERDURE_*` variables set. Other `PERDURE_*` names (e.g. PERDURE_ADMIN_URL,
+    read by the management commands) are left alone."""
+    found: dict[str, Any] = {}
+    for key in _FIELDS:
+        name = env_name(key)
+        if name in env and env[name] != "":
+            found[key] = _convert(key, env[name], f"environment variable {name}", from_text=True)
+    return found
+
+
+def read_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line (None means 'not given')."""
+    found: dict[str, Any] = {}
+    for key, value in flags.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r}; {_suggest(key)}")
+        if value is not None:
+            found[key] = _convert(key, value, f"option {flag_name(key)}", from_text=True)
+    return found
+
+
+def load_settings(
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    defaults: Settings | None = None,
+) -> Settings:
+    """Merge defaults < file < environment < flags into `Settings`; raises `ConfigError`.
+
+    load_settings(file=Path("perdure.toml"), env=os.environ, flags={"ingress_port": 8081})
+    """
+    merged: dict[str, Any] = {}
+    if file is not None:
+        merged.update(read_file(file))
+    merged.update(read_env(env or {}))
+    merged.update(read_flags(flags or {}))
+    return replace(defaults or Settings(), **merged)
