@@ -1,0 +1,251 @@
+"""One process, one event loop: the engine, the HTTP ingress and the admin API (`perdure dev`/`serve`).
+
+Shutdown on the first Ctrl-C or SIGTERM: stop accepting HTTP connections (requests already being
+answered finish), let running attempts finish and their commands become durable
+(`Engine.drain`), stop both servers, stop the engine, exit 0. Whatever was not finished resumes
+from its journal on the next start. A second Ctrl-C exits at once: everything acknowledged is
+already on disk, so that is as safe as a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from perdure.config import Settings, flag_name
+from perdure.runtime.http import Served, serve
+from perdure.runtime.node import Engine
+from perdure.sdk.service import App, ServiceKind
+
+from .sample import curl_example
+
+log = logging.getLogger("perdure.cli")
+
+#: Builds an ASGI app from the engine (and, for the admin API, the ingress URL).
+IngressFactory = Callable[[Engine], Any]
+AdminFactory = Callable[[Engine, str], Any]
+
+#: After the drain, how long connections still waiting on unfinished invocations may stay open.
+CLOSE_GRACE_S = 1.0
+
+
+class StartupError(Exception):
+    """The server could not start (port taken, bad database URL); the message says what to change."""
+
+
+def default_ingress(engine: Engine) -> Any:
+    from perdure.ingress import Ingress
+
+    return Ingress(engine)
+
+
+def default_admin(engine: Engine, ingress_url: str) -> Any:
+    from perdure.admin import Admin
+
+    return Admin(engine, ingress_url=ingress_url)
+
+
+@dataclass
+class Running:
+    """What `run` started; handed to `on_ready` (tests and the banner use it)."""
+
+    engine: Engine
+    ingress: Served
+    admin: Served
+
+
+def _describe_services(app: App) -> str:
+    kinds = {ServiceKind.SERVICE: "service", ServiceKind.OBJECT: "object", ServiceKind.WORKFLOW: "workflow"}
+    return ", ".join(f"{s.name} ({kinds.get(s.kind, s.kind)})" for s in app.services) or "none"
+
+
+def print_banner(console: Console, settings: Settings, app: App, running: Running, *, title: str) -> None:
+    """The URLs, the database, the services and a curl line to paste."""
+    db = "memory (nothing is kept)" if settings.store_url == "memory:" else settings.db
+    sync = "" if settings.store_url == "memory:" else f" [dim](sqlite, synchronous={settings.synchronous})[/]"
+    lines = [
+        f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}[/]",
+        f"  services  {escape(_describe_services(app))}",
+        f"  ingress   [cyan]{running.ingress.url}[/]",
+        f"  admin     [cyan]{running.admin.url}[/]",
+        f"  database  {escape(db)}{sync}",
+    ]
+    example = curl_example(app, running.ingress.url)
+    if example is not None:
+        lines += ["", "  try it:", f"    {escape(example)}"]
+    lines += [
+        "",
+        "  manage:  perdure invocations list"
+        + ("" if running.admin.port == 9070 else f" --admin-url {running.admin.url}"),
+        "[dim]Ctrl-C or SIGTERM drains running attempts and stops; a second Ctrl-C exits at once.[/]",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def _stop_accepting(served: Served) -> None:
+    """Close the listening socket and ask keep-alive connections to close after their current
+    response: uvicorn's own first shutdown step, done early so that the drain sees no new work."""
+    server = served.server
+    for listener in getattr(server, "servers", []):
+        listener.close()
+    state = getattr(server, "server_state", None)
+    for connection in list(getattr(state, "connections", ())):
+        with contextlib.suppress(Exception):
+            connection.shutdown()
+
+
+async def _stop_server(served: Served, grace: float) -> None:
+    served.server.config.timeout_graceful_shutdown = max(1, round(grace))
+    try:
+        await asyncio.wait_for(served.stop(), timeout=grace + 5)
+    except TimeoutError:
+        served.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await served.task
+
+
+async def _listen(app: Any, settings: Settings, port: int, what: str, option: str) -> Served:
+    host = settings.host
+    try:
+        return await serve(app, host, port, log_level=settings.log_level)
+    except OSError as e:
+        reason = "the port is in use" if e.errno in (48, 98, 10048) else (e.strerror or str(e))
+        raise StartupError(
+            f"cannot listen on {host}:{port} for the {what}: {reason}. Stop the other process or pick "
+            f"another port with {option} (0 picks a free one)"
+        ) from None
+
+
+async def run(
+    settings: Settings,
+    app: App,
+    *,
+    title: str,
+    console: Console | None = None,
+    ingress_factory: IngressFactory = default_ingress,
+    admin_factory: AdminFactory = default_admin,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Running], None] | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Serve until `stop` is set (or SIGINT/SIGTERM arrives), then drain and stop; returns the exit code."""
+    console = console or Console(stderr=False)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            name = signal.Signals(signum).name
+            console.print(f"[yellow]{name}: draining running attempts, then stopping[/]", highlight=False)
+            stop.set()
+        else:
+            console.print("[red]exiting now; unfinished work resumes on the next start[/]", highlight=False)
+            sys.stdout.flush()
+            os._exit(130 if signum == signal.SIGINT else 143)
+
+    installed: list[signal.Signals] = []
+    if install_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, int(sig))
+            installed.append(sig)
+    try:
+        return await _serve_until_stopped(
+            settings, app, title, console, ingress_factory, admin_factory, stop, on_ready
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_until_stopped(
+    settings: Settings,
+    app: App,
+    title: str,
+    console: Console,
+    ingress_factory: IngressFactory,
+    admin_factory: AdminFactory,
+    stop: asyncio.Event,
+    on_ready: Callable[[Running], None] | None,
+) -> int:
+    try:
+        engine = Engine(app, store=settings.store_url)
+    except ValueError as e:
+        raise StartupError(f"{e} — set --db / PERDURE_DB") from None
+    try:
+        await engine.start()
+    except ValueError as e:
+        raise StartupError(f"{e} — set --db / PERDURE_DB") from None
+    except (OSError, sqlite3.Error) as e:  # a bad path or a file that is not a database
+        raise StartupError(f"cannot open the database {settings.db}: {e} — set --db / PERDURE_DB") from None
+    servers: list[Served] = []
+    try:
+        ingress = await _listen(
+            ingress_factory(engine),
+            settings,
+            settings.ingress_port,
+            "ingress",
+            flag_name("ingress_port"),
+        )
+        servers.append(ingress)
+        admin = await _listen(
+            admin_factory(engine, ingress.url),
+            settings,
+            settings.admin_port,
+            "admin API",
+            flag_name("admin_port"),
+        )
+        servers.append(admin)
+        running = Running(engine, ingress, admin)
+        print_banner(console, settings, app, running, title=title)
+        sys.stdout.flush()
+        if on_ready is not None:
+            on_ready(running)
+        stopped = asyncio.ensure_future(stop.wait())
+        waits: set[asyncio.Future[Any]] = {stopped, ingress.task, admin.task}
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        crashed = [s for s in servers if s.task in done]
+        for served in crashed:
+            error = None if served.task.cancelled() else served.task.exception()
+            console.print(f"[red]the server on {served.url} stopped unexpectedly: {error!r}[/]")
+        return await _shutdown(engine, servers, settings.drain_timeout, console, failed=bool(crashed))
+    except BaseException:
+        for served in servers:
+            _stop_accepting(served)
+            await _stop_server(served, 0)
+        await engine.stop()
+        raise
+
+
+async def _shutdown(
+    engine: Engine, servers: list[Served], drain_timeout: float, console: Console, *, failed: bool
+) -> int:
+    for served in servers:
+        _stop_accepting(served)
+    drained = await engine.drain(drain_timeout)
+    if not drained:
+        console.print(
+            f"[yellow]attempts still running after {drain_timeout:g} s (set --drain-timeout); "
+            "they resume from their journals on the next start[/]",
+            highlight=False,
+        )
+    for served in servers:
+        await _stop_server(served, CLOSE_GRACE_S)
+    await engine.stop()
+    console.print("[green]stopped cleanly[/]" if drained else "[yellow]stopped[/]", highlight=False)
+    return 1 if failed else 0
