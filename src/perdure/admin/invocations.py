@@ -1,0 +1,139 @@
+"""The `/invocations` resources: summaries, one invocation with its journal, and stable paging."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from perdure.admin.http import HTTPError
+from perdure.admin.journal import render_journal
+from perdure.admin.query import Database
+from perdure.admin.render import payload, timestamp
+from perdure.protocol import ids
+from perdure.storage.api import Invocation, Outcome, Reader, Status
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 10_000  # the CLI allows --limit up to 10,000
+_FILTERS = ("status", "service", "handler", "key")
+_DECODE = msgspec.msgpack.Decoder(Invocation).decode
+
+
+def target(inv: Invocation) -> str:
+    if inv.key is None:
+        return f"{inv.service}/{inv.handler}"
+    return f"{inv.service}/{inv.key}/{inv.handler}"
+
+
+def summary(inv: Invocation) -> dict[str, Any]:
+    failure = inv.last_failure
+    return {
+        "id": inv.id,
+        "target": target(inv),
+        "service": inv.service,
+        "handler": inv.handler,
+        "key": inv.key,
+        "status": inv.status.value,
+        "created_at": timestamp(inv.created_at),
+        "modified_at": timestamp(inv.modified_at),
+        "scheduled_at": timestamp(inv.execute_at),
+        "attempts": inv.attempt,
+        "last_failure": None if failure is None else {"code": failure.code, "message": failure.message},
+        "next_retry_at": timestamp(inv.next_retry_at),
+        "completed_at": timestamp(inv.completed_at),
+        "idempotency_key": inv.idempotency_key,
+    }
+
+
+def outcome(result: Outcome | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    if result.failure is not None:
+        return {"failure": {"code": result.failure.code, "message": result.failure.message}}
+    return payload(result.value or b"")
+
+
+def check_id(invocation_id: str) -> None:
+    if not ids.is_valid(invocation_id):
+        raise HTTPError(400, f"malformed invocation id {invocation_id!r}: expected inv_1 and 33 base62 chars")
+
+
+def describe(reader: Reader, invocation_id: str) -> dict[str, Any]:
+    """One invocation with its decoded journal and outcome (404 when unknown)."""
+    check_id(invocation_id)
+    inv = reader.get_invocation(invocation_id)
+    if inv is None:
+        raise HTTPError(404, f"no invocation {invocation_id}")
+    return {
+        **summary(inv),
+        "journal": render_journal(reader.read_journal(invocation_id)),
+        "outcome": outcome(inv.outcome),
+    }
+
+
+def encode_cursor(inv: Invocation) -> str:
+    raw = json.dumps([inv.created_at, inv.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, invocation_id = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise HTTPError(400, "bad cursor: pass back the next_cursor of a previous page") from None
+    if type(created_at) is not int or not isinstance(invocation_id, str):
+        raise HTTPError(400, "bad cursor: pass back the next_cursor of a previous page")
+    return created_at, invocation_id
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The query of `GET /invocations`, validated (400 on a bad value)."""
+
+    equals: tuple[tuple[str, str], ...]
+    limit: int
+    after: tuple[int, str] | None
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> Filters:
+        unknown = sorted(set(query) - {*_FILTERS, "limit", "cursor"})
+        if unknown:
+            known = ", ".join((*_FILTERS, "limit", "cursor"))
+            raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use {known}")
+        status = query.get("status")
+        if status is not None and status not in {s.value for s in Status}:
+            raise HTTPError(400, f"bad status {status!r}; one of {', '.join(s.value for s in Status)}")
+        try:
+            limit = int(query.get("limit", DEFAULT_LIMIT))
+        except ValueError:
+            raise HTTPError(400, f"bad limit {query['limit']!r}: a number from 1 to {MAX_LIMIT}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise HTTPError(400, f"bad limit {limit}: a number from 1 to {MAX_LIMIT}")
+        cursor = query.get("cursor")
+        after = decode_cursor(cursor) if cursor else None
+        equals = tuple((name, query[name]) for name in _FILTERS if query.get(name))
+        return cls(equals, limit, after)
+
+
+async def list_page(database: Database, filters: Filters) -> dict[str, Any]:
+    """One page, oldest first; `next_cursor` is set when more invocations match."""
+    clauses = [f"{name} = ?" for name, _ in filters.equals]
+    params: list[Any] = [value for _, value in filters.equals]
+    if filters.after is not None:
+        clauses.append("(created_at, id) > (?, ?)")
+        params += filters.after
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT record FROM perdure_invocation{where} ORDER BY created_at, id LIMIT ?"
+    result = await database.run(sql, [*params, filters.limit + 1])
+    page = [_DECODE(row[0]) for row in result.rows]
+    more = len(page) > filters.limit
+    page = page[: filters.limit]
+    return {
+        "invocations": [summary(inv) for inv in page],
+        "next_cursor": encode_cursor(page[-1]) if more else None,
+    }

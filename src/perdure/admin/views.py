@@ -1,0 +1,107 @@
+"""The SQL views of `/query`, in one place: a base layer per backend, then the documented views.
+
+Layer 1 (`perdure_invocation`, `perdure_journal`, `perdure_state`) has one fixed shape. A SQLite
+store maps its physical tables onto it with TEMP views (`SQLITE_BASE`: the only SQL that knows the
+physical schema); a memory store is copied into tables of that shape (`SNAPSHOT_TABLES`). Layer 2
+(`sys_invocation`, `sys_invocation_status`, `sys_journal`, `state`) is written once over layer 1,
+with Restate's column names, and reads record fields through the SQL functions of `functions.py`.
+"""
+
+from __future__ import annotations
+
+# ---- layer 1 on a SQLite store: the physical schema of migration 0001.
+
+#: Physical tables the base views read; the authorizer lets queries read these and nothing else.
+PHYSICAL_TABLES = frozenset({"invocations", "journal", "state"})
+
+SQLITE_BASE = (
+    "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
+    " modified_at, record FROM main.invocations",
+    "CREATE TEMP VIEW perdure_journal AS SELECT invocation_id, idx, type, payload FROM main.journal",
+    "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
+)
+
+# ---- layer 1 on a memory store: a snapshot copied into tables of the base shape.
+
+SNAPSHOT_TABLES = (
+    "CREATE TABLE perdure_invocation (id TEXT PRIMARY KEY, service TEXT NOT NULL, handler TEXT NOT NULL,"
+    " key TEXT, status TEXT NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL,"
+    " record BLOB NOT NULL)",
+    "CREATE INDEX perdure_invocation_order ON perdure_invocation (created_at, id)",
+    "CREATE TABLE perdure_journal (invocation_id TEXT NOT NULL, idx INTEGER NOT NULL, type INTEGER NOT NULL,"
+    " payload BLOB NOT NULL, PRIMARY KEY (invocation_id, idx))",
+    "CREATE TABLE perdure_state (service TEXT NOT NULL, key TEXT NOT NULL, name BLOB NOT NULL,"
+    " value BLOB NOT NULL, PRIMARY KEY (service, key, name))",
+)
+INSERT_INVOCATION = "INSERT INTO perdure_invocation VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_ENTRY = "INSERT INTO perdure_journal VALUES (?, ?, ?, ?)"
+INSERT_STATE = "INSERT INTO perdure_state VALUES (?, ?, ?, ?)"
+
+BASE_VIEWS = frozenset({"perdure_invocation", "perdure_journal", "perdure_state"})
+
+# ---- layer 2: the documented views (docs/admin.md lists their columns).
+
+_F = "perdure_field(record, '{}')"
+
+PUBLIC = (
+    f"""CREATE TEMP VIEW sys_invocation AS SELECT
+        id,
+        CASE WHEN key IS NULL THEN service || '/' || handler
+             ELSE service || '/' || key || '/' || handler END AS target,
+        service AS target_service_name,
+        key AS target_service_key,
+        handler AS target_handler_name,
+        perdure_service_ty(service) AS target_service_ty,
+        status,
+        perdure_time(created_at) AS created_at,
+        perdure_time(modified_at) AS modified_at,
+        perdure_time({_F.format("execute_at")}) AS scheduled_at,
+        perdure_time({_F.format("next_retry_at")}) AS next_retry_at,
+        perdure_time({_F.format("completed_at")}) AS completed_at,
+        perdure_time({_F.format("retention_until")}) AS retention_until,
+        {_F.format("idempotency_key")} AS idempotency_key,
+        {_F.format("attempt")} AS attempt_count,
+        {_F.format("failures")} AS retry_count,
+        {_F.format("last_failure.message")} AS last_failure,
+        {_F.format("last_failure.message")} AS last_failure_message,
+        {_F.format("last_failure.code")} AS last_failure_error_code,
+        {_F.format("journal_length")} AS journal_size,
+        {_F.format("command_count")} AS journal_commands_size,
+        CASE WHEN {_F.format("outcome")} IS NULL THEN NULL
+             WHEN {_F.format("outcome.failure")} IS NULL THEN 'success' ELSE 'failure' END
+            AS completion_result,
+        perdure_utf8({_F.format("outcome.value")}) AS completion_value,
+        {_F.format("outcome.failure.message")} AS completion_failure,
+        {_F.format("outcome.failure.code")} AS completion_failure_code,
+        created_at AS created_at_ms,
+        modified_at AS modified_at_ms
+    FROM perdure_invocation""",
+    "CREATE TEMP VIEW sys_invocation_status AS SELECT * FROM sys_invocation",
+    """CREATE TEMP VIEW sys_journal AS SELECT
+        invocation_id AS id,
+        idx AS "index",
+        perdure_entry(type, payload, 'type') AS entry_type,
+        perdure_entry(type, payload, 'name') AS name,
+        perdure_entry(type, payload, 'summary') AS summary,
+        perdure_entry(type, payload, 'value') AS value,
+        perdure_entry(type, payload, 'failure_code') AS failure_code,
+        perdure_entry(type, payload, 'failure_message') AS failure_message,
+        perdure_entry(type, payload, 'sleep_wakeup_at') AS sleep_wakeup_at,
+        perdure_entry(type, payload, 'invoked_target') AS invoked_target,
+        perdure_entry(type, payload, 'entry_json') AS entry_json,
+        type AS entry_type_code,
+        payload AS raw
+    FROM perdure_journal""",
+    """CREATE TEMP VIEW state AS SELECT
+        service AS service_name,
+        key AS service_key,
+        perdure_text(name) AS key,
+        perdure_utf8(value) AS value_utf8,
+        value
+    FROM perdure_state""",
+)
+
+PUBLIC_VIEWS = frozenset({"sys_invocation", "sys_invocation_status", "sys_journal", "state"})
+
+#: Everything a query may read.
+READABLE = PUBLIC_VIEWS | BASE_VIEWS | PHYSICAL_TABLES
