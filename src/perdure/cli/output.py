@@ -11,6 +11,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+PIPED_WIDTH = 200
+
 STATUS_STYLES = {
     "completed": "green",
     "running": "cyan",
@@ -26,7 +28,10 @@ STATUS_STYLES = {
 
 def console(stderr: bool = False) -> Console:
     """A rich console on the current sys.stdout/stderr (so `CliRunner` captures it); never wraps lines."""
-    return Console(file=sys.stderr if stderr else sys.stdout, soft_wrap=True, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (grep, files, tests) gets wide tables rather than columns wrapped at 80.
+    width = None if stream.isatty() else PIPED_WIDTH
+    return Console(file=stream, soft_wrap=True, highlight=False, width=width)
 
 
 class Group(click.Group):
