@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 
 from perdure.protocol import ids
@@ -240,3 +242,33 @@ async def test_an_engine_that_is_not_running_is_503(stack: Stack) -> None:
     assert_error(await stack.client.post("/greeter/greet", json="x"), 503, "ingress", "unavailable")
     await stack.h.start()
     assert (await stack.client.post("/greeter/greet", json="x")).json() == "hello x"
+
+
+async def test_mounted_below_a_prefix_in_another_asgi_app(stack: Stack, http_server: Any) -> None:
+    async def outer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await stack.ingress({**scope, "root_path": "/api"}, receive, send)  # Starlette's Mount
+            return
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    served = await http_server(outer)
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        r = await client.post("/api/greeter/headers?q=1")
+        assert r.json()["x-restate-ingress-path"] == "/greeter/headers?q=1"
+        assert (await client.post("/api/counter/k%2F1/add", json=1)).json() == 1
+        assert (await client.get("/elsewhere")).status_code == 418
+
+
+async def test_lifespan_events_are_acknowledged(stack: Stack) -> None:
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await stack.ingress({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

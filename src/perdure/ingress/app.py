@@ -125,8 +125,8 @@ class Ingress:
             headers=forwarded_headers(headers, ingress_path),
             delay=delay,
         )
-        inv = self.engine.reader().get_invocation(invocation_id)
         if target.send:
+            inv = self.engine.reader().get_invocation(invocation_id)
             accepted: dict[str, str] = {
                 "invocationId": invocation_id,
                 "status": "PreviouslyAccepted" if previously else "Accepted",
