@@ -90,7 +90,7 @@ def services_list(admin_url: str, as_json: bool) -> None:
     if as_json:
         print_json(answer)
         return
-    table = Table("NAME", "TYPE", "HANDLERS", title=None, box=None, header_style="bold")
+    table = Table("NAME", "TYPE", "HANDLERS", title=None, box=None, header_style="bold", pad_edge=False)
     for service in _services_of(answer):
         handlers = [h.get("name", "?") for h in service.get("handlers", []) if isinstance(h, dict)]
         table.add_row(
@@ -120,7 +120,7 @@ def services_describe(name: str, admin_url: str, as_json: bool) -> None:
     for extra in ("documentation", "deployment_id", "revision"):
         if service.get(extra) not in (None, ""):
             out.print(f"  {extra.replace('_', ' ')}: {escape(str(service[extra]))}")
-    table = Table("HANDLER", "TYPE", "INPUT", "OUTPUT", box=None, header_style="bold")
+    table = Table("HANDLER", "TYPE", "INPUT", "OUTPUT", box=None, header_style="bold", pad_edge=False)
     for handler in service.get("handlers", []):
         table.add_row(
             escape(str(handler.get("name"))),
@@ -198,7 +198,9 @@ def invocations_list(
     if not rows:
         out.print("no invocations match")
         return
-    table = Table("ID", "TARGET", "STATUS", "ATTEMPTS", "CREATED", "MODIFIED", "LAST FAILURE", box=None)
+    table = Table(
+        "ID", "TARGET", "STATUS", "ATTEMPTS", "CREATED", "MODIFIED", "LAST FAILURE", box=None, pad_edge=False
+    )
     table.columns[0].no_wrap = True
     for inv in rows:
         failed = isinstance(inv.get("outcome"), dict) and "failure" in inv["outcome"]
@@ -364,7 +366,7 @@ def state_get(service: str, key: str, admin_url: str, as_json: bool) -> None:
     if not values:
         out.print(f"{escape(service)}/{escape(key)} has no state")
         return
-    table = Table("NAME", "VALUE", box=None, header_style="bold")
+    table = Table("NAME", "VALUE", box=None, header_style="bold", pad_edge=False)
     for name, value in values.items():
         table.add_row(escape(str(name)), escape(compact(value, 200)))
     out.print(table)
@@ -399,7 +401,7 @@ def sql(query: str, admin_url: str, as_json: bool) -> None:
                 f"the admin API answered rows of {type(row).__name__}, not objects — is it perdure?"
             )
         columns += [c for c in row if c not in columns]
-    table = Table(*columns, box=None, header_style="bold")
+    table = Table(*columns, box=None, header_style="bold", pad_edge=False)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else escape(compact(row.get(c), 100)) for c in columns))
     out.print(table)
