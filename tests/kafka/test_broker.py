@@ -37,7 +37,8 @@ async def test_round_trip(broker: Broker, topic: Callable[..., Awaitable[str]]) 
     await producer.start()
     try:
         for i in range(10):
-            await producer.send_and_wait(name, f"v{i}".encode(), key=b"k", partition=i % 2, headers=[("h", b"1")])
+            value = f"v{i}".encode()
+            await producer.send_and_wait(name, value, key=b"k", partition=i % 2, headers=[("h", b"1")])
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest")

@@ -1,0 +1,45 @@
+"""What the Kafka intake reports: plain dataclasses for the admin API, the CLI and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStats:
+    """One partition as this consumer sees it.
+
+    `consumed_offset` is the next offset whose record is not yet durably accepted (the offset
+    stored with the invocations); `high_watermark` is the broker's next offset, known after the
+    first fetch; `lag` is their difference. `in_flight` counts invocations accepted from this
+    partition that have not completed (since the intake started); `oldest_pending_ms` is the age
+    of the oldest of them. `paused` is true while backpressure holds the partition.
+    """
+
+    topic: str
+    partition: int
+    consumed_offset: int | None
+    high_watermark: int | None
+    lag: int | None
+    in_flight: int
+    oldest_pending_ms: int | None
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStats:
+    """One subscription's consumer: its state and the partitions assigned to it.
+
+    `state` is `starting`, `running`, `retrying` (the broker is unreachable, or ingest failed:
+    it retries with backoff), `error` (it cannot run as configured: unknown cluster or sink, bad
+    option; fixed by changing the subscription) or `stopped`. `error` says why.
+    """
+
+    subscription_id: str
+    source: str
+    sink: str
+    group_id: str | None
+    state: str
+    error: str | None
+    records: int  # records durably accepted since the intake started
+    partitions: list[PartitionStats] = field(default_factory=list)
