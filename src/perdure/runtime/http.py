@@ -42,7 +42,10 @@ class Served:
 
 async def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> Served:
     """Start serving `app`; port 0 picks a free port. Raises OSError when the port is taken."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose protocol is TCP,
+    # and without it every response with a body waits ~40 ms for Nagle's algorithm.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

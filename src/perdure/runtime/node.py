@@ -263,22 +263,22 @@ class Engine:
             idempotency_key=idempotency_key,
             execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
         )
-        actions = await self.processor.submit_and_wait(command)
+        try:
+            actions = await self.processor.submit_and_wait(command)
+        except BaseException:
+            if waiter is not None:
+                self.release_waiter(invocation_id, waiter)
+            raise
         previously = any(type(a) is Accepted and a.previously for a in actions)
         return invocation_id, previously, waiter
 
     async def attach(self, invocation_id: str) -> Outcome:
         """Wait for an invocation's outcome (returns at once if it has completed)."""
-        inv = self.reader().get_invocation(invocation_id)
-        if inv is None:
-            raise UnknownTargetError(f"no invocation {invocation_id}")
-        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(invocation_id, []).append(waiter)
-        inv = self.reader().get_invocation(invocation_id)  # it may have completed meanwhile
-        if inv is not None and inv.outcome is not None and inv.completed_at is not None:
-            self._waiters[invocation_id].remove(waiter)
-            return inv.outcome
-        return await waiter
+        waiter = self.outcome_waiter(invocation_id)
+        try:
+            return await waiter
+        finally:
+            self.release_waiter(invocation_id, waiter)
 
     def outcome_waiter(self, invocation_id: str) -> asyncio.Future[Outcome]:
         """A future of an invocation's outcome (already resolved if it has completed).
