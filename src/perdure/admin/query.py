@@ -29,8 +29,9 @@ from perdure.storage.api import Reader
 
 _ENCODE = msgspec.msgpack.Encoder().encode
 _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
-_READ_STATEMENTS = ("select", "with", "values")
+_READ_STATEMENTS = ("select", "with", "values", "explain")
 _CHECK_EVERY = 1000  # SQLite VM instructions between time checks
+_READABLE = views.READABLE | {"json_each", "json_tree"}  # plus the JSON table functions
 
 
 class QueryError(Exception):
@@ -85,14 +86,21 @@ def check_read_only(sql: str) -> None:
         )
 
 
-def _authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
-    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_READ and arg1 is not None and arg1.lower() in views.READABLE:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() != "load_extension":
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
+def _authorizer(
+    readable: frozenset[str],
+) -> Callable[[int, str | None, str | None, str | None, str | None], int]:
+    """Allow SELECTs reading `readable` tables and views, and functions but load_extension."""
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ and arg1 is not None and arg1.lower() in readable:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() != "load_extension":
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+    return authorize
 
 
 class Database:
@@ -147,12 +155,12 @@ class Database:
 
     def _connect(self, source: Path | Snapshot) -> sqlite3.Connection:
         if isinstance(source, Path):
-            uri = source.resolve().as_uri() + "?mode=ro"
-            try:
-                conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
-            except sqlite3.Error as e:
-                raise QueryError(f"cannot open the database read-only: {e}") from None
-            setup: Sequence[str] = views.SQLITE_BASE
+            conn = self._open_file(source)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in views.SQLITE_BASE:
+                conn.close()
+                raise QueryError(f"the database has schema version {version}, which these views do not know")
+            setup, tables = views.SQLITE_BASE[version]
         else:
             conn = sqlite3.connect(":memory:", isolation_level=None)
             for statement in views.SNAPSHOT_TABLES:
@@ -160,17 +168,24 @@ class Database:
             conn.executemany(views.INSERT_INVOCATION, source.invocations)
             conn.executemany(views.INSERT_ENTRY, source.entries)
             conn.executemany(views.INSERT_STATE, source.state)
-            setup = ()
+            setup, tables = (), frozenset()
         try:
             functions.register(conn, self._service_type)
             for statement in (*setup, *views.PUBLIC):
                 conn.execute(statement)
             conn.execute("PRAGMA query_only = ON")
-            conn.set_authorizer(_authorizer)
+            conn.set_authorizer(_authorizer(_READABLE | tables))
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _open_file(self, path: Path) -> sqlite3.Connection:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise QueryError(f"cannot open the database read-only: {e}") from None
 
 
 def _explain(error: BaseException) -> str:

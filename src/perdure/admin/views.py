@@ -1,25 +1,48 @@
 """The SQL views of `/query`, in one place: a base layer per backend, then the documented views.
 
 Layer 1 (`perdure_invocation`, `perdure_journal`, `perdure_state`) has one fixed shape. A SQLite
-store maps its physical tables onto it with TEMP views (`SQLITE_BASE`: the only SQL that knows the
-physical schema); a memory store is copied into tables of that shape (`SNAPSHOT_TABLES`). Layer 2
-(`sys_invocation`, `sys_invocation_status`, `sys_journal`, `state`) is written once over layer 1,
-with Restate's column names, and reads record fields through the SQL functions of `functions.py`.
+store maps its physical tables onto it with TEMP views (`SQLITE_BASE`, one entry per schema
+version: the only SQL here that knows the physical schema); a memory store is copied into tables
+of that shape (`SNAPSHOT_TABLES`). Layer 2 (`sys_invocation`, `sys_invocation_status`,
+`sys_journal`, `state`) is written once over layer 1, with Restate's column names, and reads
+record fields through the SQL functions of `functions.py`.
 """
 
 from __future__ import annotations
 
-# ---- layer 1 on a SQLite store: the physical schema of migration 0001.
+# ---- layer 1 on a SQLite store, per schema version (`PRAGMA user_version`, see storage/migrations).
 
-#: Physical tables the base views read; the authorizer lets queries read these and nothing else.
-PHYSICAL_TABLES = frozenset({"invocations", "journal", "state"})
-
-SQLITE_BASE = (
-    "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
-    " modified_at, record FROM main.invocations",
-    "CREATE TEMP VIEW perdure_journal AS SELECT invocation_id, idx, type, payload FROM main.journal",
-    "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
-)
+#: Per schema version: the TEMP views mapping the physical tables onto layer 1, and the physical
+#: tables they read (the authorizer lets queries read those and nothing else of the file).
+SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
+    1: (
+        (
+            "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
+            " modified_at, record FROM main.invocations",
+            "CREATE TEMP VIEW perdure_journal AS SELECT invocation_id, idx, type, payload FROM main.journal",
+            "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
+        ),
+        frozenset({"invocations", "journal", "state"}),
+    ),
+    # 0002: invocations and journals keyed by `seq`; journals without an invocation row map their
+    # id in `journal_ids`. UNION ALL (not a coalesce over outer joins) lets SQLite push a filter on
+    # the id into each arm, so `WHERE id = ?` seeks by index instead of scanning every journal.
+    2: (
+        (
+            "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
+            " modified_at, record FROM main.invocations",
+            "CREATE TEMP VIEW perdure_journal AS"
+            " SELECT i.id AS invocation_id, j.idx AS idx, j.type AS type, j.payload AS payload"
+            " FROM main.invocations AS i JOIN main.journal AS j ON j.seq = i.seq"
+            " UNION ALL"
+            " SELECT o.id, j.idx, j.type, j.payload"
+            " FROM main.journal_ids AS o JOIN main.journal AS j ON j.seq = o.seq"
+            " WHERE NOT EXISTS (SELECT 1 FROM main.invocations AS x WHERE x.seq = o.seq)",
+            "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
+        ),
+        frozenset({"invocations", "journal", "journal_ids", "state"}),
+    ),
+}
 
 # ---- layer 1 on a memory store: a snapshot copied into tables of the base shape.
 
@@ -103,5 +126,5 @@ PUBLIC = (
 
 PUBLIC_VIEWS = frozenset({"sys_invocation", "sys_invocation_status", "sys_journal", "state"})
 
-#: Everything a query may read.
-READABLE = PUBLIC_VIEWS | BASE_VIEWS | PHYSICAL_TABLES
+#: What a query may read besides a SQLite store's physical tables.
+READABLE = PUBLIC_VIEWS | BASE_VIEWS
