@@ -1,71 +1,145 @@
-"""Measure sqlite store throughput: group-committed batches of invocation puts and journal rows.
+"""Measure the sqlite store alone under the storage calls the engine makes for the seed handler.
 
-Each transaction puts 10 invocations and appends 50 journal rows (5 per invocation), then commits;
-the table compares synchronous=FULL (fsync per commit) with NORMAL and OFF.
+Every invocation goes through five commands, as in `bench/core.py` (invoke, three `ctx.run`s, output
+with a `ctx.set`), each in a later batch than the one before; a batch carries `--batch` new
+invocations plus the later steps of earlier ones (~5 x batch commands). Per invocation that is 6
+record reads and puts, 9 journal entries, 2 lock reads, a state read and write, an inbox pop — the
+mix `bench/core.py` profiles show. Invocation i uses key i % 1,000.
 
-    .venv/bin/python bench/storage.py [--txns 2000]
+`serial` awaits each commit before the next begin (the store API before pipelining, so the same
+script measures an older store too); `pipelined` begins the next batch as soon as the previous
+commit was called, keeping up to `--depth` commits in flight.
+
+    .venv/bin/python bench/storage.py [--invocations 20000] [--batch 250] [--modes serial,pipelined]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
+from collections import deque
+from collections.abc import Awaitable
 from pathlib import Path
 
 from perdure.storage import sqlite
-from perdure.storage.api import Entry, Invocation, Status
+from perdure.storage.api import Entry, Invocation, Status, Transaction
 
-PUTS_PER_TXN = 10
-ROWS_PER_PUT = 5  # 50 journal rows per transaction
-PAYLOAD = b"x" * 64  # a typical small command/notification
+KEYS = 1_000
+SERVICE = "benchUsers"
+PAYLOAD = b"x" * 60  # a typical small command/notification
 
 
-async def run(path: Path, synchronous: str, txns: int) -> tuple[float, float]:
-    """Return (elapsed seconds, mean commit seconds) for `txns` transactions."""
+def invoke(txn: Transaction, n: int) -> None:
+    inv_id = f"inv_1{n * 7919 % 1_000_003:011d}{n:022d}"  # random-looking, like real ids
+    assert txn.get_invocation(inv_id) is None
+    key = f"user{n % KEYS:04d}"
+    inv = Invocation(id=inv_id, service=SERVICE, handler="update", key=key, exclusive=True, created_at=n)
+    txn.append_entries(inv_id, 0, [Entry(1, PAYLOAD)])
+    inv.journal_length = 1
+    if txn.get_lock(SERVICE, key) is None:
+        txn.set_lock(SERVICE, key, inv_id)
+    else:
+        txn.inbox_push(SERVICE, key, inv_id)
+    txn.get_all_state(SERVICE, key)
+    txn.put_invocation(inv)
+
+
+def step(txn: Transaction, n: int, stage: int) -> None:
+    inv_id = f"inv_1{n * 7919 % 1_000_003:011d}{n:022d}"
+    inv = txn.get_invocation(inv_id)
+    assert inv is not None
+    key = f"user{n % KEYS:04d}"
+    if stage < 4:  # a ctx.run: its command and its completion
+        txn.append_entries(inv_id, inv.journal_length, [Entry(2, PAYLOAD), Entry(3, PAYLOAD)])
+        inv.journal_length += 2
+        inv.modified_at = n + stage
+        txn.put_invocation(inv)
+        return
+    txn.set_state(SERVICE, key, b"role", b"role-read-write")
+    txn.append_entries(inv_id, inv.journal_length, [Entry(4, PAYLOAD), Entry(5, PAYLOAD)])
+    inv.journal_length += 2
+    inv.status = Status.COMPLETED
+    txn.put_invocation(inv)
+    if txn.get_lock(SERVICE, key) == inv_id:
+        nxt = txn.inbox_pop(SERVICE, key)
+        if nxt is None:
+            txn.release_lock(SERVICE, key)
+        else:
+            txn.set_lock(SERVICE, key, nxt)
+            txn.read_journal(nxt)
+
+
+async def run(
+    path: Path, synchronous: str, mode: str, invocations: int, batch: int, depth: int
+) -> dict[str, float]:
     store = sqlite.Store(path, synchronous=synchronous)
-    entries = [Entry(type=i, payload=PAYLOAD) for i in range(ROWS_PER_PUT)]
-    commit_time = 0.0
-    start = time.perf_counter()
-    for t in range(txns):
+    batches = (invocations + batch - 1) // batch
+    in_flight: deque[Awaitable[None]] = deque()
+    commit_wait = 0.0
+    wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
+    for b in range(batches + 4):  # four more batches finish the last invocations' later stages
         txn = store.begin()
-        for p in range(PUTS_PER_TXN):
-            n = t * PUTS_PER_TXN + p
-            inv = Invocation(
-                id=f"inv-{n:08d}",
-                service="Bench",
-                handler="run",
-                key=f"k{n % 100}",
-                status=Status.RUNNING,
-                created_at=n,
-                journal_length=ROWS_PER_PUT,
-                waiting_completions=[1, 2],
-            )
-            txn.put_invocation(inv)
-            txn.append_entries(inv.id, 0, entries)
-        c = time.perf_counter()
-        await store.commit(txn)
-        commit_time += time.perf_counter() - c
-    elapsed = time.perf_counter() - start
+        for n in range(b * batch, min((b + 1) * batch, invocations)):
+            invoke(txn, n)
+        for stage in range(1, 5):
+            first = (b - stage) * batch
+            for n in range(max(first, 0), min(first + batch, invocations)):
+                step(txn, n, stage)
+        commit = store.commit(txn)
+        if mode == "serial":
+            started = time.perf_counter()
+            await commit
+            commit_wait += time.perf_counter() - started
+        else:
+            in_flight.append(asyncio.ensure_future(commit))
+            if len(in_flight) >= depth:
+                started = time.perf_counter()
+                await in_flight.popleft()
+                commit_wait += time.perf_counter() - started
+    while in_flight:
+        await in_flight.popleft()
+    result = {
+        "wall": time.perf_counter() - wall,
+        "cpu": time.process_time() - cpu,
+        "loop_cpu": time.thread_time() - loop_cpu,
+        "commit_wait": commit_wait,
+        "batches": batches + 4,
+    }
     await store.close()
-    return elapsed, commit_time / txns
+    return result
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--txns", type=int, default=2000)
+    parser.add_argument("--invocations", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=250, help="new invocations per transaction")
+    parser.add_argument("--depth", type=int, default=2, help="pipelined: commits in flight")
+    parser.add_argument("--modes", default="serial,pipelined")
+    parser.add_argument("--synchronous", default="FULL,NORMAL")
     args = parser.parse_args()
-    print(f"{args.txns} txns x ({PUTS_PER_TXN} invocation puts + {PUTS_PER_TXN * ROWS_PER_PUT} journal rows)")
-    print(f"{'synchronous':<12}{'txns/s':>10}{'puts/s':>10}{'rows/s':>10}{'commit ms':>11}")
-    for synchronous in ("FULL", "NORMAL", "OFF"):
-        with tempfile.TemporaryDirectory() as tmp:
-            elapsed, commit = await run(Path(tmp) / "bench.db", synchronous, args.txns)
-        txns_s = args.txns / elapsed
-        print(
-            f"{synchronous:<12}{txns_s:>10,.0f}{txns_s * PUTS_PER_TXN:>10,.0f}"
-            f"{txns_s * PUTS_PER_TXN * ROWS_PER_PUT:>10,.0f}{commit * 1000:>11.2f}"
-        )
+    modes = args.modes.split(",")
+    print(
+        f"{args.invocations:,} invocations, {args.batch} new per transaction (~{5 * args.batch} commands);"
+        f" {KEYS:,} keys; pipelined depth {args.depth}; pid {os.getpid()}"
+    )
+    header = (
+        f"{'synchronous':<12}{'mode':<11}{'inv/s':>9}{'loop us/inv':>13}{'cpu us/inv':>12}{'wait ms/txn':>13}"
+    )
+    print(header)
+    for synchronous in args.synchronous.split(","):
+        for mode in modes:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = await run(
+                    Path(tmp) / "bench.db", synchronous, mode, args.invocations, args.batch, args.depth
+                )
+            n = args.invocations
+            print(
+                f"{synchronous:<12}{mode:<11}{n / r['wall']:>9,.0f}{r['loop_cpu'] / n * 1e6:>13.0f}"
+                f"{r['cpu'] / n * 1e6:>12.0f}{r['commit_wait'] / r['batches'] * 1e3:>13.1f}"
+            )
 
 
 if __name__ == "__main__":

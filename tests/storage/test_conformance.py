@@ -25,6 +25,7 @@ from perdure.storage.api import (
     Timer,
     Transaction,
 )
+from perdure.storage.sqlite import _schema as sqlite_schema
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -490,16 +491,25 @@ async def test_sqlite_reader_does_not_see_uncommitted_writes(open_sqlite: OpenSt
     assert reader.get_invocation("a") == inv("a")
 
 
-async def test_sqlite_commit_runs_off_the_event_loop_thread(open_sqlite: OpenStore) -> None:
+async def test_sqlite_writes_run_off_the_event_loop_thread(open_sqlite: OpenStore) -> None:
     store = open_sqlite()
     threads: dict[str, set[int]] = {}
     # The trace callback runs on the thread that executes each statement.
     store._conn.set_trace_callback(lambda sql: threads.setdefault(sql, set()).add(threading.get_ident()))
     async with committed(store) as t:
         t.put_invocation(inv("a"))
+        t.append_entries("a", 0, [Entry(1, b"x")])
+        t.set_state("S", "k", b"n", b"v")
+    async with committed(store) as t:
+        got = t.get_invocation("a")
+        assert got is not None
+        t.put_invocation(got)
     store._conn.set_trace_callback(None)
-    assert threads["BEGIN"] == {threading.get_ident()}
-    assert threading.get_ident() not in threads["COMMIT"]
+    assert {"BEGIN", "COMMIT"} <= threads.keys()
+    assert any(sql.startswith("INSERT INTO invocations") for sql in threads)
+    assert any(sql.startswith("UPDATE invocations") for sql in threads)
+    loop_thread = threading.get_ident()
+    assert all(loop_thread not in ids for ids in threads.values())
 
 
 async def test_sqlite_reader_connection_is_read_only(open_sqlite: OpenStore) -> None:
@@ -535,7 +545,7 @@ async def test_sqlite_migrations_are_idempotent_on_reopen(open_sqlite: OpenStore
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
     }
-    assert tables == {"invocations", "journal", "state", "locks", "inbox", "timers", "meta"}
+    assert tables == {"invocations", "journal", "journal_ids", "state", "locks", "inbox", "timers", "meta"}
 
 
 async def test_sqlite_too_new_schema_raises(open_sqlite: OpenStore, tmp_path: Path) -> None:
@@ -549,7 +559,7 @@ async def test_sqlite_too_new_schema_raises(open_sqlite: OpenStore, tmp_path: Pa
 async def test_sqlite_failed_migration_leaves_database_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", ("0001_initial.sql", "0001_initial.sql"))
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", ("0001_initial.sql", "0001_initial.sql"))
     with pytest.raises(sqlite3.OperationalError, match="already exists"):
         sqlite_backend.Store(tmp_path / "x.db")
     conn = sqlite3.connect(tmp_path / "x.db")

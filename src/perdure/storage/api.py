@@ -186,11 +186,40 @@ class Reader(Protocol):
 
 
 class Store(Protocol):
-    """A storage backend. One writer: at most one open transaction at a time."""
+    """A storage backend. One writer: at most one open transaction at a time.
+
+    Pipelining: `commit(txn)` takes the transaction over when it is *called* — before its result
+    is awaited — so `begin()` may be called right after, while earlier transactions are still
+    becoming durable. Such a new transaction reads its own writes, then those of every earlier
+    transaction (durable or not), then durable data. Transactions become durable strictly in the
+    order they were committed; awaiting `commit(txn)` returns once `txn` and every earlier one
+    are durable (after their fsync), and only then may their effects be released. At most three
+    transactions may be committing when `begin()` is called (it raises RuntimeError beyond that).
+    `rollback(txn)` discards the open transaction only; committing ones are not affected.
+
+    Fail-stop: if a commit fails (I/O error, disk full), that commit raises its error and the store
+    refuses all further work — every later `begin()` and `commit()` raises (for sqlite,
+    `perdure.storage.sqlite.StoreFailed`); transactions committed after the failed one were not
+    applied. A `Reader` sees only durable data (the memory store excepted: it is not durable).
+
+    Example (a processor pipelining two batches)::
+
+        txn = store.begin()
+        ...  # apply batch 1
+        first = asyncio.ensure_future(store.commit(txn))
+        txn = store.begin()  # batch 1 is still becoming durable
+        ...  # apply batch 2, reading batch 1's writes
+        second = asyncio.ensure_future(store.commit(txn))
+        await first  # release batch 1's actions now, batch 2's after `await second`
+    """
 
     def begin(self) -> Transaction: ...
     async def commit(self, txn: Transaction) -> None:
-        """Make the transaction durable. Must not block the event loop on fsync."""
+        """Make the transaction durable. Must not block the event loop on fsync.
+
+        The hand-off happens in the call itself (see the class docstring), so a backend typically
+        implements this as a plain method that returns a coroutine.
+        """
         ...
 
     def rollback(self, txn: Transaction) -> None: ...

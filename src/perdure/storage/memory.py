@@ -2,7 +2,9 @@
 
 A transaction writes straight into the dicts, so `commit()` has nothing to do and `rollback()` is
 not supported (it raises `NotImplementedError`: a test that needs rollback uses the sqlite store).
-For the same reason a `Reader` here also sees a transaction's writes before they are committed.
+For the same reason a `Reader` here also sees a transaction's writes before they are committed,
+and the pipelining contract of `perdure.storage.api.Store` holds trivially: `commit()` closes the
+transaction when it is called, so `begin()` may follow before its result is awaited.
 Invocations are stored msgpack-encoded, so a caller mutating a record it put or got never changes
 the stored copy behind the store's back — the same isolation the sqlite store gives.
 
@@ -17,7 +19,8 @@ Example::
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import msgspec
 
@@ -211,9 +214,11 @@ class Store:
         txn = self._current = _Transaction(self._tables)
         return txn
 
-    async def commit(self, txn: Transaction) -> None:
+    def commit(self, txn: Transaction) -> Coroutine[Any, Any, None]:
+        """Close the transaction now (its writes already landed); the result has nothing to wait for."""
         self._check_current(txn)
         self._current = None
+        return _done()
 
     def rollback(self, txn: Transaction) -> None:
         self._check_current(txn)
@@ -233,3 +238,7 @@ class Store:
     def _check_current(self, txn: Transaction) -> None:
         if txn is not self._current:
             raise RuntimeError("not this store's open transaction (already committed?)")
+
+
+async def _done() -> None:
+    return None

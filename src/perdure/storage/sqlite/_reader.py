@@ -1,0 +1,69 @@
+"""Read-only queries over durable data, on the store's reader connection (tools, tests, admin API)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgspec
+
+from perdure.storage.api import Entry, Invocation, Status, Timer
+
+_decode = msgspec.msgpack.Decoder(Invocation).decode
+
+_GET_INVOCATION = "SELECT record FROM invocations WHERE id = ?"
+_READ_JOURNAL = (
+    "SELECT type, payload FROM journal WHERE seq ="
+    " (SELECT seq FROM invocations WHERE id = ?1 UNION ALL SELECT seq FROM journal_ids WHERE id = ?1)"
+    " ORDER BY idx"
+)
+_GET_ALL_STATE = "SELECT name, value FROM state WHERE service = ? AND key = ?"
+_ALL_TIMERS = "SELECT id, fire_at, kind, invocation_id, completion_id FROM timers ORDER BY fire_at, id"
+_LIST_INVOCATIONS = {
+    (False, False): "SELECT record FROM invocations ORDER BY created_at, id LIMIT ?",
+    (True, False): "SELECT record FROM invocations WHERE status = ? ORDER BY created_at, id LIMIT ?",
+    (False, True): "SELECT record FROM invocations WHERE service = ? ORDER BY created_at, id LIMIT ?",
+    (True, True): (
+        "SELECT record FROM invocations WHERE status = ? AND service = ? ORDER BY created_at, id LIMIT ?"
+    ),
+}
+_COUNT_INVOCATIONS = "SELECT status, count(*) FROM invocations GROUP BY status"
+
+
+class Reader:
+    """Each statement runs to completion, so each sees the newest committed (durable) snapshot."""
+
+    __slots__ = ("_execute",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._execute = conn.execute
+
+    def get_invocation(self, invocation_id: str) -> Invocation | None:
+        rows = self._execute(_GET_INVOCATION, (invocation_id,)).fetchall()
+        return _decode(rows[0][0]) if rows else None
+
+    def read_journal(self, invocation_id: str) -> list[Entry]:
+        return [Entry(t, p) for t, p in self._execute(_READ_JOURNAL, (invocation_id,)).fetchall()]
+
+    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]:
+        return dict(self._execute(_GET_ALL_STATE, (service, key)).fetchall())
+
+    def list_invocations(
+        self, *, status: Status | None = None, service: str | None = None, limit: int = 100
+    ) -> list[Invocation]:
+        params: list[object] = []
+        if status is not None:
+            params.append(status.value)
+        if service is not None:
+            params.append(service)
+        params.append(limit)
+        sql = _LIST_INVOCATIONS[status is not None, service is not None]
+        return [_decode(r[0]) for r in self._execute(sql, params).fetchall()]
+
+    def all_timers(self) -> list[Timer]:
+        return [Timer(*row) for row in self._execute(_ALL_TIMERS).fetchall()]
+
+    def count_invocations(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for status, n in self._execute(_COUNT_INVOCATIONS).fetchall():
+            counts[Status(status)] = n
+        return counts

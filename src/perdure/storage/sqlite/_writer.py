@@ -1,0 +1,93 @@
+"""The writer thread: the only user of the write connection once the store is open.
+
+It applies committed batches strictly in order. Batches that queued up while it was busy go into one
+SQLite transaction (one fsync for all of them); each batch's `done` callback runs after that COMMIT
+returned, with None or the error that stopped it. After a failure every later batch is refused with
+the same error (fail-stop: the store above turns it into `StoreFailed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from perdure.storage.sqlite._writes import Statement
+
+Done = Callable[[BaseException | None], None]
+
+
+class Job:
+    """One committed transaction: its statements, and what to call once they are durable (or not)."""
+
+    __slots__ = ("done", "statements")
+
+    def __init__(self, statements: list[Statement], done: Done) -> None:
+        self.statements = statements
+        self.done = done
+
+
+class _Stop:
+    __slots__ = ("done",)
+
+    def __init__(self, done: Done) -> None:
+        self.done = done
+
+
+class Writer:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[Job | _Stop] = queue.SimpleQueue()
+        # A daemon: an event loop that exits without closing its store must not hang the process.
+        self._thread = threading.Thread(target=self._run, name="perdure-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def stop(self, done: Done) -> None:
+        """Finish the queued jobs, close the connection (its final checkpoint), then call `done`."""
+        self._queue.put(_Stop(done))
+
+    def _run(self) -> None:
+        failure: BaseException | None = None
+        while True:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [item for item in items if isinstance(item, Job)]
+            if jobs:
+                error = failure if failure is not None else self._apply(jobs)
+                failure = error
+                for job in jobs:
+                    job.done(error)
+            stops = [item for item in items if isinstance(item, _Stop)]
+            if stops:
+                closed: BaseException | None = None
+                try:
+                    self._conn.close()
+                except Exception as e:
+                    closed = e
+                for stop in stops:
+                    stop.done(closed)
+                return
+
+    def _apply(self, jobs: list[Job]) -> BaseException | None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            for job in jobs:
+                for sql, params in job.statements:
+                    conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except Exception as e:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return e
+        return None
