@@ -24,6 +24,7 @@ class FakeEngine:
         self.auto_complete = auto_complete
         self.sinks = sinks
         self.ingest_calls = 0
+        self.skipped = 0  # records handed over again below the stored offset
         self.fail_next: Exception | None = None
         self._listeners: list[Callable[[str], None]] = []
 
@@ -39,6 +40,7 @@ class FakeEngine:
         for record in records:
             next_offset = stored.get((topic, partition))
             if next_offset is not None and record.offset < next_offset:
+                self.skipped += 1
                 continue
             invocation_id = f"{subscription_id}/{topic}/{partition}/{record.offset}"
             self.created[invocation_id] = record

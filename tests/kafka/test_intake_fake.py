@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -171,3 +172,40 @@ async def test_failed_ingest_is_retried_without_loss(
         await wait_until(lambda: len(engine.created) == 20, what="all records after a failed ingest")
         assert intake.stats()[0].state == "running"
     assert engine.stored_offsets("sub_1") == {(name, 0): 20}
+
+
+async def test_rebalance_between_two_consumers(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic(partitions=4)
+    engine = engine_for(broker, sub(name), auto_complete=True)
+    produced = 0
+    done = asyncio.Event()
+
+    async def keep_producing() -> None:
+        nonlocal produced
+        while not done.is_set():
+            await produce(producer, name, 8, partitions=4, start=produced)
+            produced += 8
+            await asyncio.sleep(0.01)
+
+    a = KafkaIntake(engine, max_batch=8)
+    await a.start()
+    writer = asyncio.create_task(keep_producing())
+    try:
+        await wait_until(lambda: len(engine.created) > 50, what="A alone")
+        async with KafkaIntake(engine, max_batch=8) as b:
+            await wait_until(
+                lambda: b.stats()[0].partitions and len(a.stats()[0].partitions) < 4, what="partitions split"
+            )
+            await a.stop()  # while records keep coming
+            await wait_until(lambda: len(b.stats()[0].partitions) == 4, what="B takes over")
+            done.set()
+            await writer
+            await wait_until(lambda: len(engine.created) == produced, what="all records")
+    finally:
+        done.set()
+        await writer
+        await a.stop()
+    assert engine.skipped == 0  # every consumer started at the stored offsets: nothing re-read
+    assert sum(engine.stored_offsets("sub_1").values()) == produced

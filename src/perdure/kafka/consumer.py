@@ -233,6 +233,8 @@ class SubscriptionConsumer:
     async def _submit(self, part: _Partition, records: list[KafkaRecord]) -> None:
         while len(part.inflight) >= self.batches_in_flight:
             await asyncio.wait([part.inflight[0]])
+        if not part.assigned or part.failed is not None:
+            return  # revoked (or failed) while waiting: the records will be read again
         previous = part.inflight[-1] if part.inflight else None
         task = asyncio.create_task(self._ingest(part, records, previous))
         part.inflight.append(task)
@@ -245,8 +247,8 @@ class SubscriptionConsumer:
         # while this one succeeded, the stored next offset would jump over its records.
         if previous is not None:
             await asyncio.wait([previous])
-        if part.failed is not None or self._fatal is not None:
-            return  # re-read from the stored offset
+        if not part.assigned or part.failed is not None or self._fatal is not None:
+            return  # revoked or failed meanwhile: re-read from the stored offset
         self.tracker.begin()
         try:
             ids = await self.engine.ingest(self.id, part.tp.topic, part.tp.partition, records)
