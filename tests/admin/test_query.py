@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from perdure.admin import views
+from perdure.admin.query import Database
+from perdure.storage import sqlite as sqlite_store
+from perdure.storage.api import Entry, Invocation, Status
+
 from .conftest import Env, OpenAdmin
 from .handlers import deposit, flaky, greet, refuse, wait
 
@@ -225,3 +230,28 @@ async def test_state_endpoint(open_admin: OpenAdmin) -> None:
     response = await env.client.get("/state/nobody/alice")
     assert response.status_code == 404
     assert response.json() == {"message": "no service named 'nobody'", "restate_code": None}
+
+
+def test_the_views_know_the_newest_sqlite_schema() -> None:
+    # A new migration must add its base views to perdure.admin.views.SQLITE_BASE.
+    assert len(sqlite_store.MIGRATIONS) in views.SQLITE_BASE
+
+
+async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invocation(tmp_path: Path) -> None:
+    store = sqlite_store.Store(tmp_path / "direct.db")
+    txn = store.begin()
+    txn.put_invocation(Invocation(id="inv-a", service="s", handler="h", status=Status.COMPLETED))
+    txn.append_entries("inv-a", 0, [Entry(0x0400, b""), Entry(0x0401, b"")])
+    txn.append_entries("orphan", 0, [Entry(0x0400, b"")])  # a journal whose record does not exist
+    await store.commit(txn)
+    await store.close()
+    database = Database(tmp_path / "direct.db", lambda name: None)
+    result = await database.query('SELECT id, "index", entry_type FROM sys_journal ORDER BY id, "index"')
+    assert result.rows == [
+        ("inv-a", 0, "InputCommand"),
+        ("inv-a", 1, "OutputCommand"),
+        ("orphan", 0, "InputCommand"),
+    ]
+    plan = await database.query("EXPLAIN QUERY PLAN SELECT * FROM sys_journal WHERE id = 'inv-a'")
+    steps = [row[-1] for row in plan.rows]
+    assert not [s for s in steps if s.startswith("SCAN")], steps  # index seeks only

@@ -13,17 +13,10 @@ from __future__ import annotations
 # ---- layer 1 on a SQLite store, per schema version (`PRAGMA user_version`, see storage/migrations).
 
 #: Per schema version: the TEMP views mapping the physical tables onto layer 1, and the physical
-#: tables they read (the authorizer lets queries read those and nothing else of the file).
+#: tables they read (the authorizer lets queries read those and nothing else of the file). The
+#: engine migrates a database when it opens it, so only the newest version is needed here; a new
+#: migration adds its entry (and the admin tests on the sqlite store show whether it fits).
 SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
-    1: (
-        (
-            "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
-            " modified_at, record FROM main.invocations",
-            "CREATE TEMP VIEW perdure_journal AS SELECT invocation_id, idx, type, payload FROM main.journal",
-            "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
-        ),
-        frozenset({"invocations", "journal", "state"}),
-    ),
     # 0002: invocations and journals keyed by `seq`; journals without an invocation row map their
     # id in `journal_ids`. UNION ALL (not a coalesce over outer joins) lets SQLite push a filter on
     # the id into each arm, so `WHERE id = ?` seeks by index instead of scanning every journal.
