@@ -230,14 +230,18 @@ def _outcome_text(outcome: Any) -> str:
     return f"[green]{escape(compact(outcome.get('value'), 200))}[/]"
 
 
-def _entry_value(entry: dict[str, Any]) -> str:
+def _entry_detail(entry: dict[str, Any]) -> str:
+    """One journal entry in a line: its failure, the input's value, or the summary's arguments."""
     if isinstance(entry.get("failure"), dict):
         failure = entry["failure"]
         return f"[red]failure [{failure.get('code')}] {escape(str(failure.get('message', '')))}[/]"
-    if "value_base64" in entry:
-        return escape("base64:" + compact(entry["value_base64"], 50))
-    value = entry.get("value")
-    return "" if value is None else escape(compact(value, 60))
+    if entry.get("type") == "InputCommand" and "value_base64" not in entry:
+        return escape(compact(entry.get("value"), 80))  # the headers in its summary are noise here
+    summary = str(entry.get("summary") or "")
+    opened, closed = summary.find("("), summary.rfind(")")
+    if 0 < opened < closed:
+        summary = summary[opened + 1 : closed]
+    return escape(compact(summary, 80))
 
 
 @invocations.command("describe")
@@ -274,14 +278,14 @@ def invocations_describe(invocation_id: str, admin_url: str, as_json: bool) -> N
     out.print(facts)
     journal = inv.get("journal") or []
     if journal:
-        table = Table("#", "ENTRY", "NAME", "VALUE", box=None, header_style="bold", title_justify="left")
-        table.title = "journal"
+        table = Table("#", "ENTRY", "NAME", "DETAIL", box=None, header_style="bold", pad_edge=False)
+        out.print("[bold]journal[/]")
         for entry in journal:
             table.add_row(
                 str(entry.get("index", "")),
                 escape(str(entry.get("type", ""))),
                 escape(str(entry.get("name") or "")),
-                _entry_value(entry) or escape(compact(entry.get("summary") or "", 60)),
+                _entry_detail(entry),
             )
         out.print(table)
 

@@ -161,7 +161,11 @@ async def run(
     installed: list[signal.Signals] = []
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, int(sig))
+            try:
+                loop.add_signal_handler(sig, on_signal, int(sig))
+            except NotImplementedError:  # Windows event loops: a plain handler that hops onto the loop
+                signal.signal(sig, lambda signum, frame: loop.call_soon_threadsafe(on_signal, signum))
+                continue
             installed.append(sig)
     try:
         return await _serve_until_stopped(
