@@ -104,10 +104,7 @@ def _authorizer(
 
 
 class Database:
-    """Opens a locked-down connection per query over a store's data.
-
-    `source` is the SQLite file, or a function returning a fresh `Snapshot` (called on the loop).
-    """
+    """Opens a locked-down connection per query over a store's data."""
 
     def __init__(
         self,
@@ -117,6 +114,7 @@ class Database:
         timeout: float = 2.0,
         max_rows: int = 10_000,
     ) -> None:
+        # The SQLite file, or a function returning a fresh `Snapshot` (called on the event loop).
         self._source = source
         self._service_type = service_type
         self.timeout = timeout
