@@ -47,7 +47,7 @@ def cli() -> None:
       perdure services list
       perdure invocations list --status backing-off
       perdure state get userUpdates alice
-      perdure sql "SELECT status, count(*) AS n FROM invocations GROUP BY status"
+      perdure sql "SELECT status, count(*) AS n FROM sys_invocation GROUP BY status"
     """
 
 

@@ -379,14 +379,17 @@ def state_get(service: str, key: str, admin_url: str, as_json: bool) -> None:
 # ---- sql
 
 
-@click.command(short_help="Run a read-only SQL query on the server's tables.")
+@click.command(short_help="Run a read-only SQL query on the server's views (sys_invocation, ...).")
 @click.argument("query")
 @admin_options
 def sql(query: str, admin_url: str, as_json: bool) -> None:
-    """Run a read-only SQL query on the server's tables and print the rows.
+    """Run a read-only SQL query on the server's views and print the rows.
+
+    Views: sys_invocation (one row per invocation), sys_journal, state; docs/admin.md lists
+    their columns.
 
     \b
-      perdure sql "SELECT status, count(*) AS n FROM invocations GROUP BY status"
+      perdure sql "SELECT status, count(*) AS n FROM sys_invocation GROUP BY status"
     """
     with AdminClient(admin_url) as admin:
         answer = admin.post("/query", {"query": query})
