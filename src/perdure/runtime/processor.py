@@ -1,8 +1,10 @@
 """The partition processor: applies commands in batches and commits each batch once.
 
 Group commit: while one batch is being made durable (fsync off the event loop), new commands
-queue up; the next batch takes all of them, up to `max_batch`. Actions are released only after
-the commit that produced them returned — nothing is visible before it is durable.
+queue up; the next batch takes all of them, up to `max_batch`. Commits are pipelined: batch N+1
+is applied while batch N is still committing (the store's transactions see earlier, not yet
+durable writes and commit strictly in order). Actions are released only after the commit that
+produced them returned — nothing is visible before it is durable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from perdure.engine.actions import Action
 from perdure.engine.commands import Command
 from perdure.engine.state_machine import StateMachine
-from perdure.storage.api import Store
+from perdure.storage.api import Store, Transaction
 
 log = logging.getLogger("perdure.processor")
 
@@ -100,47 +102,64 @@ class Processor:
 
     async def _run(self) -> None:
         queue = self._queue
+        committing: _Commit | None = None
         try:
             while True:
                 if not queue:
+                    if committing is not None:
+                        await self._finish(committing)
+                        committing = None
+                        continue
+                    self._busy = False
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                self._busy = True
                 batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
                 stop = any(cmd is _STOP for cmd, _ in batch)
                 batch = [(cmd, w) for cmd, w in batch if cmd is not _STOP]
                 if batch:
-                    self._busy = True
+                    txn = self._store.begin()
                     try:
-                        await self._process(batch)
-                    finally:
-                        self._busy = False
+                        results = [self._machine.apply(txn, command) for command, _ in batch]
+                    except Exception:
+                        # An engine bug on one command must not take the others down:
+                        # redo them one by one, each in its own transaction.
+                        self._store.rollback(txn)
+                        if committing is not None:
+                            await self._finish(committing)
+                            committing = None
+                        for item in batch:
+                            await self._process_one(item)
+                    else:
+                        if committing is not None:
+                            await self._finish(committing)
+                        committing = await self._start_commit(txn, batch, results)
                 if stop:
+                    if committing is not None:
+                        await self._finish(committing)
                     return
         except BaseException as e:
             if not isinstance(e, asyncio.CancelledError):
                 log.exception("partition processor failed; the engine stops accepting work")
             self.failure = e
-            for _, waiter in queue:
+            self._busy = False
+            failed = [w for _, w in queue] + ([w for _, w in committing.batch] if committing else [])
+            for waiter in failed:
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(ProcessorStopped(f"the engine stopped: {e!r}"))
             raise
 
-    async def _process(self, batch: list[tuple[Command, _Waiter]]) -> None:
-        txn = self._store.begin()
-        results: list[list[Action]] = []
-        try:
-            for command, _ in batch:
-                results.append(self._machine.apply(txn, command))
-        except Exception:
-            # An engine bug on one command must not take the others down: redo them one by one.
-            self._store.rollback(txn)
-            for item in batch:
-                await self._process_one(item)
-            return
-        started = time.perf_counter()
-        await self._store.commit(txn)
-        self._record(len(batch), time.perf_counter() - started)
-        self._release(batch, results)
+    async def _start_commit(
+        self, txn: Transaction, batch: list[tuple[Command, _Waiter]], results: list[list[Action]]
+    ) -> _Commit:
+        task = asyncio.get_running_loop().create_task(self._store.commit(txn))
+        await asyncio.sleep(0)  # let the commit start: the next begin() may then overlap it
+        return _Commit(task, batch, results, time.perf_counter())
+
+    async def _finish(self, commit: _Commit) -> None:
+        await commit.task
+        self._record(len(commit.batch), time.perf_counter() - commit.started)
+        self._release(commit.batch, commit.results)
 
     async def _process_one(self, item: tuple[Command, _Waiter]) -> None:
         command, waiter = item
@@ -174,6 +193,16 @@ class Processor:
                 log.exception("dispatching actions failed")
             if waiter is not None and not waiter.done():
                 waiter.set_result(actions)
+
+
+@dataclass
+class _Commit:
+    """A batch whose transaction is being committed; its actions wait for the commit."""
+
+    task: asyncio.Task[None]
+    batch: list[tuple[Command, _Waiter]]
+    results: list[list[Action]]
+    started: float
 
 
 _STOP = object()
