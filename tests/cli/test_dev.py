@@ -157,3 +157,34 @@ def test_a_taken_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
         f"error: cannot listen on 127.0.0.1:{port} for the ingress: the port is in use. Stop the other "
         "process or pick another port with --ingress-port (0 picks a free one)"
     ]
+
+
+def test_callers_of_unfinished_invocations_get_503_at_shutdown(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    server = DevServer(SAMPLE, db, stderr=tmp_path / "err").start()
+    answers: list[httpx.Response] = []
+    try:
+        call = threading.Thread(
+            target=lambda: answers.append(httpx.post(server.ingress + "/jobs/nap", json=600, timeout=10))
+        )
+        call.start()
+        time.sleep(0.3)  # the nap is a durable 10-minute sleep: suspended, not running
+        code, seconds = server.stop(signal.SIGTERM)
+        call.join(10)
+    finally:
+        server.kill()
+    assert code == 0 and seconds < 3, server.stderr
+    assert [(a.status_code, a.json()["message"]) for a in answers] == [
+        (503, "the engine stopped before the invocation completed")
+    ]
+    assert "Traceback" not in server.stderr
+
+    async def still_sleeping() -> None:
+        store = open_store(f"sqlite:///{db}")
+        try:
+            (inv,) = store.reader().list_invocations(limit=10)
+            assert inv.handler == "nap" and inv.status is Status.SUSPENDED  # it resumes on the next start
+        finally:
+            await store.close()
+
+    asyncio.run(still_sleeping())

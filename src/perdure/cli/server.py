@@ -2,7 +2,8 @@
 
 Shutdown on the first Ctrl-C or SIGTERM: stop accepting HTTP connections (requests already being
 answered finish), let running attempts finish and their commands become durable
-(`Engine.drain`), stop both servers, stop the engine, exit 0. Whatever was not finished resumes
+(`Engine.drain`), stop the engine (callers still waiting on an unfinished invocation get a 503),
+stop both servers, exit 0. Whatever was not finished resumes
 from its journal on the next start. A second Ctrl-C exits at once: everything acknowledged is
 already on disk, so that is as safe as a crash.
 """
@@ -248,8 +249,10 @@ async def _shutdown(
             "they resume from their journals on the next start[/]",
             highlight=False,
         )
+    # Stopping the engine first answers callers still waiting on unfinished invocations (a sleep, a
+    # retry): the ingress turns their cancelled waits into 503s instead of uvicorn dropping them.
+    await engine.stop()
     for served in servers:
         await _stop_server(served, CLOSE_GRACE_S)
-    await engine.stop()
     console.print("[green]stopped cleanly[/]" if drained else "[yellow]stopped[/]", highlight=False)
     return 1 if failed else 0
