@@ -116,17 +116,19 @@ class Ingress:
         handler = target.handler
         check_content_type(handler, body, header(headers, b"content-type"))
         now = self.engine.clock.now_ms()
-        invocation_id, previously, _ = await self.engine.submit(
+        idempotency_key = header(headers, b"idempotency-key")
+        invocation_id, previously, waiter = await self.engine.submit(
             handler.service.name,
             handler.name,
             body,
             key=target.key,
-            idempotency_key=header(headers, b"idempotency-key"),
+            idempotency_key=idempotency_key,
             headers=forwarded_headers(headers, ingress_path),
             delay=delay,
+            wait=not target.send,
         )
         if target.send:
-            inv = self.engine.reader().get_invocation(invocation_id)
+            inv = self.engine.reader().get_invocation(invocation_id) if previously else None
             accepted: dict[str, str] = {
                 "invocationId": invocation_id,
                 "status": "PreviouslyAccepted" if previously else "Accepted",
@@ -138,9 +140,10 @@ class Ingress:
                 accepted["executionTime"] = rfc3339(execute_at)
             await respond_json(send, 202, accepted, headers=self._id_headers(invocation_id, inv))
             return
-        outcome = await self._wait(invocation_id, receive)
+        assert waiter is not None
+        outcome = await self._wait(invocation_id, receive, waiter)
         if outcome is not None:
-            await self._respond_outcome(send, invocation_id, outcome, handler)
+            await self._respond_outcome(send, invocation_id, outcome, handler, idempotency_key is not None)
 
     def _delay(self, target: routing.Invoke, query: bytes) -> timedelta | None:
         values = query_values(query, "delay") if query else []
@@ -167,14 +170,15 @@ class Ingress:
                 raise IngressError(NOT_READY, "the invocation exists but has not completed yet")
             outcome: Outcome | None = inv.outcome
         else:
-            outcome = await self._wait(inv.id, receive)
+            outcome = await self._wait(inv.id, receive, self.engine.outcome_waiter(inv.id))
         if outcome is not None:
             handler = self.engine.app.handler(inv.service, inv.handler)
-            await self._respond_outcome(send, inv.id, outcome, handler)
+            await self._respond_outcome(send, inv.id, outcome, handler, inv.idempotency_key is not None)
 
-    async def _wait(self, invocation_id: str, receive: Receive) -> Outcome | None:
+    async def _wait(
+        self, invocation_id: str, receive: Receive, waiter: asyncio.Future[Outcome]
+    ) -> Outcome | None:
         """The invocation's outcome, or None when the client disconnected first (it runs on)."""
-        waiter = self.engine.outcome_waiter(invocation_id)
         if waiter.done():
             return waiter.result()
         gone = asyncio.ensure_future(_disconnect(receive))
@@ -190,9 +194,10 @@ class Ingress:
     # ---- answers
 
     async def _respond_outcome(
-        self, send: Send, invocation_id: str, outcome: Outcome, handler: Handler | None
+        self, send: Send, invocation_id: str, outcome: Outcome, handler: Handler | None, idempotent: bool
     ) -> None:
-        inv = self.engine.reader().get_invocation(invocation_id)
+        # Only idempotent requests need the stored record (for `idempotency-expires`).
+        inv = self.engine.reader().get_invocation(invocation_id) if idempotent else None
         headers = self._id_headers(invocation_id, inv)
         if outcome.failure is not None:
             failure = outcome.failure
