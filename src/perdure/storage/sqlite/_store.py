@@ -15,7 +15,7 @@ from perdure.storage.sqlite._reader import Reader
 from perdure.storage.sqlite._transaction import Transaction
 from perdure.storage.sqlite._view import View
 from perdure.storage.sqlite._writer import Job, Writer
-from perdure.storage.sqlite._writes import Writes, statements
+from perdure.storage.sqlite._writes import Writes, batch
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 
@@ -111,14 +111,14 @@ class Store:
         loop = asyncio.get_running_loop()
         writes = open_._w
         try:
-            batch = statements(writes)
+            values = batch(writes)
         except BaseException as e:  # a bug: nothing was applied, but the engine must stop here
             self._failure = e
             raise
         done: asyncio.Future[None] = loop.create_future()
         self._view.layers.append(writes)
         self._committing.append(done)
-        self._writer.submit(Job(batch, _on_loop(loop, lambda error: self._durable(done, error))))
+        self._writer.submit(Job(values, _on_loop(loop, lambda error: self._durable(done, error))))
         return _wait(done)
 
     def rollback(self, txn: api.Transaction) -> None:

@@ -32,35 +32,27 @@ class Transaction:
     # ---- InvocationTable
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
-        entry = self._w.invocations.get(invocation_id)
-        record = (entry[0] if entry is not None else self._view.slot(invocation_id)).record
+        record = (self._w.invocations.get(invocation_id) or self._before(invocation_id)).record
         return None if record is None else _decode(record)
 
     def put_invocation(self, invocation: Invocation) -> None:
         inv = invocation
         invocations = self._w.invocations
-        entry = invocations.get(inv.id)
-        if entry is not None:
-            seq, old = entry[0].seq, entry[1]
-        else:
-            old = self._view.slot(inv.id)
-            seq = old.seq
+        seq = (invocations.get(inv.id) or self._before(inv.id)).seq
         if seq is None:
             seq = self._new_seq()
         ident = (inv.service, inv.handler, inv.key, inv.created_at)
-        invocations[inv.id] = (Slot(seq, _encode(inv), inv.status, inv.modified_at, ident), old)
+        invocations[inv.id] = Slot(seq, _encode(inv), inv.status, inv.modified_at, ident)
 
     def delete_invocation(self, invocation_id: str) -> None:
-        invocations = self._w.invocations
-        entry = invocations.get(invocation_id)
-        slot, old = entry if entry is not None else (self._view.slot(invocation_id),) * 2
+        slot = self._w.invocations.get(invocation_id) or self._before(invocation_id)
         if slot.record is not None:
-            invocations[invocation_id] = (Slot(slot.seq, None), old)
+            self._w.invocations[invocation_id] = Slot(slot.seq, None)
 
     def invocations_with_status(self, status: Status) -> list[Invocation]:
         records = self._view.with_status(status.value)
         for writes in (*self._view.layers, self._w):
-            for invocation_id, (slot, _) in writes.invocations.items():
+            for invocation_id, slot in writes.invocations.items():
                 if slot.record is not None and slot.status == status:
                     records[invocation_id] = slot.record
                 else:
@@ -68,6 +60,13 @@ class Transaction:
         found = [_decode(r) for r in records.values()]
         found.sort(key=lambda inv: (inv.created_at, inv.id))
         return found
+
+    def _before(self, invocation_id: str) -> Slot:
+        """The id's slot in the view, looked up once per transaction (the view holds still meanwhile)."""
+        slot = self._w.seen.get(invocation_id)
+        if slot is None:
+            slot = self._w.seen[invocation_id] = self._view.slot(invocation_id)
+        return slot
 
     def _new_seq(self) -> int:
         seq = self._w.max_seq = self._view.next_seq()
@@ -92,37 +91,34 @@ class Transaction:
             if (ops := writes.journals.get(invocation_id)) is not None
         ]
         if not chain:
-            seq = self._seq(invocation_id)
+            seq = (self._w.invocations.get(invocation_id) or self._before(invocation_id)).seq
             return [] if seq is None else self._view.journal(seq)
-        start = max((n for n, ops in enumerate(chain) if ops.cleared), default=-1)
-        entries = {} if start >= 0 else self._view.journal_by_index(chain[-1].seq)
-        for ops in chain[max(start, 0) :]:
+        start = 0
+        for n, ops in enumerate(chain):
+            if ops.cleared:  # what came before it does not count
+                start = n
+        entries = {} if chain[start].cleared else self._view.journal_by_index(chain[-1].seq)
+        for ops in chain[start:]:
             entries.update(ops.entries)
         return [entries[i] for i in sorted(entries)]
 
     def delete_journal(self, invocation_id: str) -> None:
         ops = self._w.journals.get(invocation_id)
         if ops is None:
-            seq = self._seq(invocation_id)
+            seq = (self._w.invocations.get(invocation_id) or self._before(invocation_id)).seq
             if seq is None:
                 return  # no row anywhere
             ops = self._w.journals[invocation_id] = JournalOps(seq)
         ops.cleared = True
         ops.entries.clear()
 
-    def _seq(self, invocation_id: str) -> int | None:
-        entry = self._w.invocations.get(invocation_id)
-        return (entry[0] if entry is not None else self._view.slot(invocation_id)).seq
-
     def _seq_for_journal(self, invocation_id: str) -> int:
         """The id's seq; a journal written before its invocation (or without one) allocates it."""
-        invocations = self._w.invocations
-        entry = invocations.get(invocation_id)
-        slot, old = entry if entry is not None else (self._view.slot(invocation_id),) * 2
+        slot = self._w.invocations.get(invocation_id) or self._before(invocation_id)
         if slot.seq is not None:
             return slot.seq
         seq = self._new_seq()
-        invocations[invocation_id] = (Slot(seq, None), old)
+        self._w.invocations[invocation_id] = Slot(seq, None)
         return seq
 
     # ---- StateTable
@@ -142,9 +138,12 @@ class Transaction:
     def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]:
         k = (service, key)
         chain = [ops for writes in (*self._view.layers, self._w) if (ops := writes.state.get(k)) is not None]
-        start = max((n for n, ops in enumerate(chain) if ops.cleared), default=-1)
-        state = {} if start >= 0 else self._view.all_state(service, key)
-        for ops in chain[max(start, 0) :]:
+        start = 0
+        for n, ops in enumerate(chain):
+            if ops.cleared:
+                start = n
+        state = {} if chain and chain[start].cleared else self._view.all_state(service, key)
+        for ops in chain[start:]:
             for name, value in ops.values.items():
                 if value is None:
                     state.pop(name, None)

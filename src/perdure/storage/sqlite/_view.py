@@ -4,9 +4,9 @@ Three layers, read top-down (the open transaction's own `Writes` sits above all 
 
 1. `layers`: the `Writes` of committing transactions, oldest first. Each stays here until the
    loop hears that its COMMIT returned; it is then dropped and merged into the caches (2).
-2. Caches of durable data: invocation slots (LRU, `cache_size`), locks and inbox queues (bounded
-   alike). They are *read-through* caches of the database: an entry is only ever set from a read
-   of the database or from a layer that just became durable, so evicting any entry is safe.
+2. Caches of durable data: invocation slots, locks, inbox queues and whole state maps, each bounded
+   (`Cache`). They are *read-through* caches of the database: an entry is only ever set from a read
+   of the database or from a layer that just became durable, so dropping any entry is safe.
 3. The database, through a read-only connection used only on the event loop thread.
 
 Why a read in (3) is never stale: a row is read there only when no layer covers it. A row that
@@ -18,13 +18,21 @@ database shows at least everything the layers no longer cover, and whatever newe
 (a COMMIT finishing while the layer is still there) is shadowed by the layer with the same values.
 One process writes a database at a time (the engine's node owns it), so nothing else changes rows
 behind the caches.
+
+Caches are filled from the database only where no layer covers the row — except whole state maps,
+which `all_state` caches even under layers. Such a read may already include the first few layers
+(their COMMIT returned, their merge not yet run); merging them again is harmless, because a layer's
+effect on a key (optional clear-all, then each name's last value) gives every name the value of
+the last layer touching it, however often earlier layers are applied — and every later layer is
+still applied on top by the transaction, then merged in order.
 """
 
 from __future__ import annotations
 
+import enum
 import sqlite3
-from collections import OrderedDict, deque
-from typing import Any
+from collections import deque
+from typing import Final, Generic, Literal, TypeVar
 
 from perdure.storage.api import Entry, Timer
 from perdure.storage.sqlite._writes import ABSENT, Key, Slot, Writes
@@ -47,14 +55,64 @@ _WITH_STATUS = "SELECT id, record FROM invocations WHERE status = ?"
 _EMPTY: deque[tuple[int, str]] = deque()
 
 
+class _Miss(enum.Enum):
+    MISS = enum.auto()
+
+
+_MISS: Final = _Miss.MISS  # not cached (a cached value may be None)
+#: A key's state is cached only while its names and values total at most this many bytes.
+STATE_CACHE_BYTES = 16 * 1024
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Cache(Generic[K, V]):
+    """An approximate LRU of about `size` entries in two generations.
+
+    Hits in the old generation are copied to the new one; when the new one holds size/2 entries it
+    becomes the old one, and the old one is dropped whole. Every operation is O(1), and merging a
+    whole durable layer is one `dict.update` — no per-entry bookkeeping on the event loop.
+    """
+
+    __slots__ = ("_half", "_new", "_old")
+
+    def __init__(self, size: int) -> None:
+        self._half = max(1, size // 2)
+        self._new: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+
+    def get(self, key: K) -> V | Literal[_Miss.MISS]:
+        value = self._new.get(key, _MISS)
+        if value is _MISS:
+            value = self._old.get(key, _MISS)
+            if value is not _MISS:
+                self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._new[key] = value
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, {}
+
+    def update(self, items: dict[K, V]) -> None:
+        self._new.update(items)
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, {}
+
+    def discard(self, key: K) -> None:
+        self._new.pop(key, None)
+        self._old.pop(key, None)
+
+
 class View:
     def __init__(self, conn: sqlite3.Connection, *, cache_size: int, last_seq: int, inbox_seq: int) -> None:
         self.layers: list[Writes] = []
         self._execute = conn.execute
-        self._cache_size = cache_size
-        self._slots: OrderedDict[str, Slot] = OrderedDict()
-        self._locks: OrderedDict[Key, str | None] = OrderedDict()
-        self._inboxes: OrderedDict[Key, deque[tuple[int, str]]] = OrderedDict()
+        self._slots: Cache[str, Slot] = Cache(cache_size)
+        self._locks: Cache[Key, str | None] = Cache(cache_size)
+        self._inboxes: Cache[Key, deque[tuple[int, str]]] = Cache(cache_size)
+        self._states: Cache[Key, tuple[dict[bytes, bytes], int]] = Cache(cache_size)  # (state, bytes)
         self.last_seq = last_seq  # the highest invocation seq allocated so far
         self.durable_seq = last_seq  # no journal rows exist under a seq above this one
         self._inbox_seq = inbox_seq
@@ -71,14 +129,12 @@ class View:
 
     def slot(self, invocation_id: str) -> Slot:
         for layer in reversed(self.layers):
-            entry = layer.invocations.get(invocation_id)
-            if entry is not None:
-                return entry[0]
-        slots = self._slots
-        slot = slots.get(invocation_id)
-        if slot is not None:
-            slots.move_to_end(invocation_id)
-            return slot
+            written = layer.invocations.get(invocation_id)
+            if written is not None:
+                return written
+        cached = self._slots.get(invocation_id)
+        if cached is not _MISS:
+            return cached
         rows = self._execute(_SLOT, (invocation_id,)).fetchall()
         if not rows:
             slot = ABSENT
@@ -87,39 +143,36 @@ class View:
             seq, record, status, modified_at, service, handler, key, created_at = row
             ident = None if record is None else (service, handler, key, created_at)
             slot = Slot(seq, record, status, modified_at, ident)
-        self._remember(slots, invocation_id, slot)
+        self._slots.put(invocation_id, slot)
         return slot
 
     def lock(self, key: Key) -> str | None:
         for layer in reversed(self.layers):
-            if key in layer.locks:
-                return layer.locks[key]
-        locks = self._locks
-        if key in locks:
-            locks.move_to_end(key)
-            return locks[key]
-        rows = self._execute(_LOCK, key).fetchall()
-        holder: str | None = rows[0][0] if rows else None
-        self._remember(locks, key, holder)
+            locks = layer.locks
+            if key in locks:
+                return locks[key]
+        holder = self._locks.get(key)
+        if holder is _MISS:
+            rows = self._execute(_LOCK, key).fetchall()
+            holder = rows[0][0] if rows else None
+            self._locks.put(key, holder)
         return holder
 
     def inbox(self, key: Key) -> deque[tuple[int, str]]:
         """The queue of `key` as (inbox seq, invocation id), oldest first; callers must not mutate it."""
         for layer in reversed(self.layers):
-            queue = layer.inboxes.get(key)
-            if queue is not None:
-                return queue
-        inboxes = self._inboxes
-        queue = inboxes.get(key)
-        if queue is not None:
-            inboxes.move_to_end(key)
-            return queue
+            written = layer.inboxes.get(key)
+            if written is not None:
+                return written
+        cached = self._inboxes.get(key)
+        if cached is not _MISS:
+            return cached
         rows = self._execute(_INBOX, key).fetchall()
         queue = deque(rows) if rows else _EMPTY
-        self._remember(inboxes, key, queue)
+        self._inboxes.put(key, queue)
         return queue
 
-    # ---- durable rows only (the transaction applies the layers on top)
+    # ---- durable data only (the transaction applies the layers on top)
 
     def journal(self, seq: int) -> list[Entry]:
         if seq > self.durable_seq:  # allocated by a transaction that is not durable yet: no rows
@@ -132,11 +185,22 @@ class View:
         return {i: Entry(t, p) for i, t, p in self._execute(_JOURNAL_IDX, (seq,)).fetchall()}
 
     def state(self, service: str, key: str, name: bytes) -> bytes | None:
+        cached = self._states.get((service, key))
+        if cached is not _MISS:
+            return cached[0].get(name)
         rows = self._execute(_STATE, (service, key, name)).fetchall()
         return bytes(rows[0][0]) if rows else None
 
     def all_state(self, service: str, key: str) -> dict[bytes, bytes]:
-        return dict(self._execute(_ALL_STATE, (service, key)).fetchall())
+        """The state of (service, key), as a dict the caller may keep and change."""
+        cached = self._states.get((service, key))
+        if cached is not _MISS:
+            return dict(cached[0])
+        state: dict[bytes, bytes] = dict(self._execute(_ALL_STATE, (service, key)).fetchall())
+        size = sum(len(n) + len(v) for n, v in state.items())
+        if size <= STATE_CACHE_BYTES:
+            self._states.put((service, key), (dict(state), size))
+        return state
 
     def timer(self, timer_id: str) -> Timer | None:
         rows = self._execute(_TIMER, (timer_id,)).fetchall()
@@ -151,23 +215,30 @@ class View:
     def durable(self) -> Writes:
         """Drop the oldest layer, merging it into the caches; return it."""
         writes = self.layers.pop(0)
-        slots, locks, inboxes = self._slots, self._locks, self._inboxes
-        for invocation_id, (slot, _) in writes.invocations.items():
-            slots.pop(invocation_id, None)
-            slots[invocation_id] = slot
-        for key, holder in writes.locks.items():
-            locks.pop(key, None)
-            locks[key] = holder
-        for key, queue in writes.inboxes.items():
-            inboxes.pop(key, None)
-            inboxes[key] = queue
-        self.durable_seq = max(self.durable_seq, writes.max_seq)
-        for cache in (slots, locks, inboxes):
-            while len(cache) > self._cache_size:
-                cache.popitem(last=False)
+        self._slots.update(writes.invocations)
+        self._locks.update(writes.locks)
+        self._inboxes.update(writes.inboxes)
+        states = self._states
+        for key, ops in writes.state.items():
+            state: dict[bytes, bytes]
+            if ops.cleared:
+                state, size = {}, 0
+            else:
+                cached = states.get(key)
+                if cached is _MISS:
+                    continue  # not cached, and the layer does not know the whole state either
+                state, size = cached
+            for name, value in ops.values.items():
+                old = state.pop(name, None)
+                if old is not None:
+                    size -= len(name) + len(old)
+                if value is not None:
+                    state[name] = value
+                    size += len(name) + len(value)
+            if size <= STATE_CACHE_BYTES:
+                states.put(key, (state, size))
+            else:
+                states.discard(key)
+        if writes.max_seq > self.durable_seq:
+            self.durable_seq = writes.max_seq
         return writes
-
-    def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        cache[key] = value
-        if len(cache) > self._cache_size:
-            cache.popitem(last=False)

@@ -1,7 +1,8 @@
 """The writer thread: the only user of the write connection once the store is open.
 
-It applies committed batches strictly in order. Batches that queued up while it was busy go into one
-SQLite transaction (one fsync for all of them); each batch's `done` callback runs after that COMMIT
+It applies committed batches strictly in order. A lone batch is one autocommit statement (its
+COMMIT and fsync included: one GIL-free step); batches that queued up while it was busy go into one
+transaction (one fsync for all of them). Each batch's `done` callback runs after its COMMIT
 returned, with None or the error that stopped it. After a failure every later batch is refused with
 the same error (fail-stop: the store above turns it into `StoreFailed`).
 """
@@ -14,18 +15,18 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from perdure.storage.sqlite._writes import Statement
+from perdure.storage.sqlite._writes import APPLY, SCHEMA
 
 Done = Callable[[BaseException | None], None]
 
 
 class Job:
-    """One committed transaction: its statements, and what to call once they are durable (or not)."""
+    """One committed transaction: its `batch()` values, and what to call once durable (or not)."""
 
-    __slots__ = ("done", "statements")
+    __slots__ = ("done", "values")
 
-    def __init__(self, statements: list[Statement], done: Done) -> None:
-        self.statements = statements
+    def __init__(self, values: tuple[object, ...], done: Done) -> None:
+        self.values = values
         self.done = done
 
 
@@ -39,6 +40,8 @@ class _Stop:
 class Writer:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        for sql in SCHEMA:
+            conn.execute(sql)
         self._queue: queue.SimpleQueue[Job | _Stop] = queue.SimpleQueue()
         # A daemon: an event loop that exits without closing its store must not hang the process.
         self._thread = threading.Thread(target=self._run, name="perdure-sqlite-writer", daemon=True)
@@ -80,11 +83,13 @@ class Writer:
     def _apply(self, jobs: list[Job]) -> BaseException | None:
         conn = self._conn
         try:
-            conn.execute("BEGIN")
-            for job in jobs:
-                for sql, params in job.statements:
-                    conn.execute(sql, params)
-            conn.execute("COMMIT")
+            if len(jobs) == 1:
+                conn.execute(APPLY, jobs[0].values)
+            else:
+                conn.execute("BEGIN")
+                for job in jobs:
+                    conn.execute(APPLY, job.values)
+                conn.execute("COMMIT")
         except Exception as e:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):

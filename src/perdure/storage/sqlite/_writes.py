@@ -1,26 +1,28 @@
-"""One transaction's buffered writes, and the few set-based SQL statements that apply them.
+"""One transaction's buffered writes, and the one SQL statement that applies them.
 
 A `Writes` is coalesced per row as the transaction goes (the last put of an invocation wins, a
 journal or state `clear` drops what the transaction wrote before it), so it holds each row's
 *final* effect and the statements can run in any order between tables: deletes first, then inserts.
 
-Each statement gets all its rows as one JSON array (`json_each`) plus one blob holding the byte
-strings (records, payloads, state names and values) that rows cut out with `substr()`. Applying a
-batch is then one `execute` per statement kind, each a single C-level step that runs without the
-GIL: `executemany` would bind every row under the GIL and, with the event loop busy, wait for the
-GIL again after every row.
+A batch is applied by inserting one row into a TEMP view whose INSTEAD OF trigger runs every
+set-based statement (`SCHEMA`). Each statement reads its rows from one JSON array (`json_each`) and
+cuts byte strings (records, payloads, state names and values) out of one blob with `substr()`. So a
+whole batch — and, in autocommit, its COMMIT and fsync — is a single `execute`, one C-level step that
+runs without the GIL: `executemany` (or one `execute` per statement) would need the GIL back after
+every row (or statement), and a busy event loop hands it over only every switch interval (5 ms).
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
+from collections.abc import Sequence
 from typing import NamedTuple
+
+import msgspec
 
 from perdure.storage.api import Entry, Timer
 
 Key = tuple[str, str]  # (service, key)
-Statement = tuple[str, tuple[object, ...]]
 
 
 class Slot(NamedTuple):
@@ -68,13 +70,17 @@ class Writes:
         "journals",
         "locks",
         "max_seq",
+        "seen",
         "state",
         "timers",
     )
 
     def __init__(self) -> None:
-        # id -> (slot after this transaction, slot before it): the pair decides INSERT/UPDATE/DELETE.
-        self.invocations: dict[str, tuple[Slot, Slot]] = {}
+        self.invocations: dict[str, Slot] = {}  # id -> its slot after this transaction
+        # id -> its slot before this transaction, for every id read or written: the view does not
+        # change while the transaction is open, so each id is looked up there once. For a written id,
+        # (seen, invocations) decides between INSERT, UPDATE and DELETE.
+        self.seen: dict[str, Slot] = {}
         self.journals: dict[str, JournalOps] = {}
         self.state: dict[Key, StateOps] = {}
         self.locks: dict[Key, str | None] = {}  # None: released
@@ -85,7 +91,7 @@ class Writes:
         self.max_seq = 0  # the highest invocation seq this transaction allocated
 
 
-# ---- SQL. ?1 is the JSON array of rows; ?2, when used, the blob that byte columns are cut from.
+# ---- SQL. In each statement {rows} is the JSON array of rows, {blob} the blob byte columns come from.
 
 
 def _c(i: int, row: str = "value") -> str:
@@ -94,197 +100,238 @@ def _c(i: int, row: str = "value") -> str:
 
 def _b(i: int, row: str = "value") -> str:
     """A byte column stored as (offset, length) at row positions i and i+1."""
-    return f"substr(?2, {_c(i, row)}, {_c(i + 1, row)})"
+    return f"substr({{blob}}, {_c(i, row)}, {_c(i + 1, row)})"
 
 
 def _cols(n: int, row: str = "value") -> str:
     return ", ".join(_c(i, row) for i in range(n))
 
 
-_INV_DELETE = "DELETE FROM invocations WHERE seq IN (SELECT value FROM json_each(?1))"
-_INV_INSERT = (
-    "INSERT INTO invocations (seq, id, service, handler, key, status, created_at, modified_at, record)"
-    f" SELECT {_cols(8)}, {_b(8)} FROM json_each(?1)"
+_J = "j.value"
+_EACH = "FROM json_each({rows})"
+# (column with the rows, column with the blob or "", statement), in the order they run: per table,
+# deletes before inserts; journal_ids last, as it looks at the other tables.
+_STATEMENTS = (
+    ("inv_delete", "", f"DELETE FROM invocations WHERE seq IN (SELECT value {_EACH})"),
+    (
+        "inv_insert",
+        "inv_insert_blob",
+        "INSERT INTO invocations (seq, id, service, handler, key, status, created_at, modified_at, record)"
+        f" SELECT {_cols(8)}, {_b(8)} {_EACH}",
+    ),
+    # UPDATEs name only the columns that change, so SQLite touches the status index only when it must.
+    (
+        "inv_update",
+        "inv_update_blob",
+        f"UPDATE invocations SET modified_at = {_c(1, _J)}, record = {_b(2, _J)}"
+        f" {_EACH} AS j WHERE invocations.seq = {_c(0, _J)}",
+    ),
+    (
+        "inv_status",
+        "inv_status_blob",
+        f"UPDATE invocations SET status = {_c(1, _J)}, modified_at = {_c(2, _J)}, record = {_b(3, _J)}"
+        f" {_EACH} AS j WHERE invocations.seq = {_c(0, _J)}",
+    ),
+    (
+        "inv_all",
+        "inv_all_blob",
+        f"UPDATE invocations SET service = {_c(1, _J)}, handler = {_c(2, _J)}, key = {_c(3, _J)},"
+        f" status = {_c(4, _J)}, created_at = {_c(5, _J)}, modified_at = {_c(6, _J)}, record = {_b(7, _J)}"
+        f" {_EACH} AS j WHERE invocations.seq = {_c(0, _J)}",
+    ),
+    ("journal_delete", "", f"DELETE FROM journal WHERE seq IN (SELECT value {_EACH})"),
+    (
+        "journal_put",
+        "journal_blob",
+        f"INSERT OR REPLACE INTO journal (seq, idx, type, payload) SELECT {_cols(3)}, {_b(3)} {_EACH}",
+    ),
+    ("state_clear_all", "", f"DELETE FROM state WHERE (service, key) IN (SELECT {_cols(2)} {_EACH})"),
+    (
+        "state_clear",
+        "state_clear_blob",
+        f"DELETE FROM state WHERE (service, key, name) IN (SELECT {_cols(2)}, {_b(2)} {_EACH})",
+    ),
+    (
+        "state_set",
+        "state_set_blob",
+        "INSERT OR REPLACE INTO state (service, key, name, value)"
+        f" SELECT {_cols(2)}, {_b(2)}, {_b(4)} {_EACH}",
+    ),
+    ("lock_release", "", f"DELETE FROM locks WHERE (service, key) IN (SELECT {_cols(2)} {_EACH})"),
+    (
+        "lock_set",
+        "",
+        f"INSERT OR REPLACE INTO locks (service, key, invocation_id) SELECT {_cols(3)} {_EACH}",
+    ),
+    ("inbox_delete", "", f"DELETE FROM inbox WHERE (service, key, seq) IN (SELECT {_cols(3)} {_EACH})"),
+    ("inbox_push", "", f"INSERT INTO inbox (service, key, seq, invocation_id) SELECT {_cols(4)} {_EACH}"),
+    ("timer_delete", "", f"DELETE FROM timers WHERE id IN (SELECT value {_EACH})"),
+    (
+        "timer_put",
+        "",
+        "INSERT OR REPLACE INTO timers (id, fire_at, kind, invocation_id, completion_id)"
+        f" SELECT {_cols(5)} {_EACH}",
+    ),
+    # journal_ids holds the seq of a journal without an invocation row. For the ids whose rows were
+    # deleted or that gained such a journal, make it match the tables rather than track every case.
+    (
+        "journal_ids",
+        "",
+        f"DELETE FROM journal_ids WHERE id IN (SELECT {_c(0)} {_EACH}"
+        f" WHERE EXISTS (SELECT 1 FROM invocations WHERE seq = {_c(1)})"
+        f" OR NOT EXISTS (SELECT 1 FROM journal WHERE seq = {_c(1)}))",
+    ),
+    (
+        "journal_ids",
+        "",
+        f"INSERT OR IGNORE INTO journal_ids (id, seq) SELECT {_cols(2)} {_EACH}"
+        f" WHERE NOT EXISTS (SELECT 1 FROM invocations WHERE seq = {_c(1)})"
+        f" AND EXISTS (SELECT 1 FROM journal WHERE seq = {_c(1)})",
+    ),
 )
-# UPDATEs name only the columns that change, so SQLite touches the status index only when it must.
-_INV_UPDATE = (
-    f"UPDATE invocations SET modified_at = {_c(1, 'j.value')}, record = {_b(2, 'j.value')}"
-    f" FROM json_each(?1) AS j WHERE invocations.seq = {_c(0, 'j.value')}"
-)
-_INV_UPDATE_STATUS = (
-    f"UPDATE invocations SET status = {_c(1, 'j.value')}, modified_at = {_c(2, 'j.value')},"
-    f" record = {_b(3, 'j.value')} FROM json_each(?1) AS j WHERE invocations.seq = {_c(0, 'j.value')}"
-)
-_INV_UPDATE_ALL = (
-    "UPDATE invocations SET"
-    f" service = {_c(1, 'j.value')}, handler = {_c(2, 'j.value')}, key = {_c(3, 'j.value')},"
-    f" status = {_c(4, 'j.value')}, created_at = {_c(5, 'j.value')}, modified_at = {_c(6, 'j.value')},"
-    f" record = {_b(7, 'j.value')} FROM json_each(?1) AS j WHERE invocations.seq = {_c(0, 'j.value')}"
-)
-_JOURNAL_DELETE = "DELETE FROM journal WHERE seq IN (SELECT value FROM json_each(?1))"
-_JOURNAL_PUT = (
-    f"INSERT OR REPLACE INTO journal (seq, idx, type, payload) SELECT {_cols(3)}, {_b(3)} FROM json_each(?1)"
-)
-_STATE_CLEAR_ALL = f"DELETE FROM state WHERE (service, key) IN (SELECT {_cols(2)} FROM json_each(?1))"
-_STATE_CLEAR = (
-    f"DELETE FROM state WHERE (service, key, name) IN (SELECT {_cols(2)}, {_b(2)} FROM json_each(?1))"
-)
-_STATE_SET = (
-    f"INSERT OR REPLACE INTO state (service, key, name, value) SELECT {_cols(2)}, {_b(2)}, {_b(4)}"
-    " FROM json_each(?1)"
-)
-_LOCK_RELEASE = f"DELETE FROM locks WHERE (service, key) IN (SELECT {_cols(2)} FROM json_each(?1))"
-_LOCK_SET = f"INSERT OR REPLACE INTO locks (service, key, invocation_id) SELECT {_cols(3)} FROM json_each(?1)"
-_INBOX_DELETE = f"DELETE FROM inbox WHERE (service, key, seq) IN (SELECT {_cols(3)} FROM json_each(?1))"
-_INBOX_PUSH = f"INSERT INTO inbox (service, key, seq, invocation_id) SELECT {_cols(4)} FROM json_each(?1)"
-_TIMER_DELETE = "DELETE FROM timers WHERE id IN (SELECT value FROM json_each(?1))"
-_TIMER_PUT = (
-    "INSERT OR REPLACE INTO timers (id, fire_at, kind, invocation_id, completion_id)"
-    f" SELECT {_cols(5)} FROM json_each(?1)"
-)
-# journal_ids holds the seq of a journal that has no invocation row. For ids whose rows were deleted
-# or that gained an orphan journal, make it match the tables rather than track every case.
-_JOURNAL_IDS_DROP = (
-    f"DELETE FROM journal_ids WHERE id IN (SELECT {_c(0)} FROM json_each(?1)"
-    f" WHERE EXISTS (SELECT 1 FROM invocations WHERE seq = {_c(1)})"
-    f" OR NOT EXISTS (SELECT 1 FROM journal WHERE seq = {_c(1)}))"
-)
-_JOURNAL_IDS_KEEP = (
-    f"INSERT OR IGNORE INTO journal_ids (id, seq) SELECT {_cols(2)} FROM json_each(?1)"
-    f" WHERE NOT EXISTS (SELECT 1 FROM invocations WHERE seq = {_c(1)})"
-    f" AND EXISTS (SELECT 1 FROM journal WHERE seq = {_c(1)})"
-)
+_COLUMNS = tuple(dict.fromkeys(c for rows, blob, _ in _STATEMENTS for c in (rows, blob) if c))
+_INDEX = {name: i for i, name in enumerate(_COLUMNS)}
 
-_to_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+#: Run once on the write connection (TEMP objects live with it); then `APPLY` with `batch()`'s values.
+SCHEMA = (
+    f"CREATE TEMP VIEW perdure_batch ({', '.join(_COLUMNS)}) AS SELECT {', '.join('NULL' for _ in _COLUMNS)}",
+    "CREATE TEMP TRIGGER perdure_apply_batch INSTEAD OF INSERT ON perdure_batch BEGIN "
+    + " ".join(sql.format(rows=f"NEW.{rows}", blob=f"NEW.{blob}") + ";" for rows, blob, sql in _STATEMENTS)
+    + " END",
+)
+APPLY = f"INSERT INTO perdure_batch VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+_json = msgspec.json.Encoder().encode
+# Every blob starts with one byte: substr() of an empty blob is NULL, of a non-empty one at its end x''.
+# So offsets (1-based in substr) start at 2. The loops below run for every row of every batch, on
+# the event loop: they keep (rows, parts, next offset) per column in local variables, and rows are
+# tuples, which the first garbage collection untracks (lists would be traversed until freed).
+_LEAD = b"\x00"
 
 
-class _Rows:
-    """One statement's rows and the blob its byte columns are cut from."""
-
-    __slots__ = ("offset", "parts", "rows")
-
-    def __init__(self) -> None:
-        self.rows: list[object] = []
-        # A leading byte: substr() of an empty blob is NULL, of a non-empty one at its end is x''.
-        self.parts: list[bytes] = [b"\x00"]
-        self.offset = 2  # substr() counts from 1
-
-    def cut(self, data: bytes) -> int:
-        """Append `data` to the blob; return its offset (its length is len(data))."""
-        offset = self.offset
-        self.parts.append(data)
-        self.offset = offset + len(data)
-        return offset
-
-    def statement(self, sql: str, out: list[Statement]) -> None:
-        if self.rows:
-            if len(self.parts) > 1:
-                out.append((sql, (_to_json(self.rows), b"".join(self.parts))))
-            else:
-                out.append((sql, (_to_json(self.rows),)))
-
-
-def statements(w: Writes) -> list[Statement]:
-    """The SQL that applies `w` to a database holding everything committed before it."""
-    inv_delete, inv_insert, update, update_status, update_all = _Rows(), _Rows(), _Rows(), _Rows(), _Rows()
+def batch(w: Writes) -> tuple[object, ...]:
+    """The values for `APPLY` that apply `w` to a database holding everything committed before it."""
+    out: list[object] = [None] * len(_COLUMNS)
+    seen = w.seen
     reconcile: dict[str, int] = {}
-    for id, (new, old) in w.invocations.items():
-        seq, record = new.seq, new.record
-        assert seq is not None  # a slot written by a transaction always has its seq
+    deleted: list[int] = []
+    insert: list[object] = []
+    insert_parts, insert_at = [_LEAD], 2
+    update: list[object] = []
+    update_parts, update_at = [_LEAD], 2
+    update_status: list[object] = []
+    status_parts, status_at = [_LEAD], 2
+    update_all: list[object] = []
+    all_parts, all_at = [_LEAD], 2
+    for id, new in w.invocations.items():
+        seq, record, status, at, ident = new  # at: modified_at
+        assert seq is not None  # a slot a transaction wrote always has its seq
+        old = seen[id]
         if record is None:
             if old.record is not None:
-                inv_delete.rows.append(seq)
+                deleted.append(seq)
             reconcile[id] = seq
             continue
         n = len(record)
-        ident = new.ident
         assert ident is not None
         if old.record is None:
-            off = inv_insert.cut(record)
-            inv_insert.rows.append(
-                [seq, id, ident[0], ident[1], ident[2], new.status, ident[3], new.modified_at, off, n]
-            )
-            if old.seq is not None:  # not a fresh seq: it may have a journal_ids row to drop
+            insert.append((seq, id, ident[0], ident[1], ident[2], status, ident[3], at, insert_at, n))
+            insert_parts.append(record)
+            insert_at += n
+            if old.seq is not None:  # not a fresh seq: a journal_ids row may have to go
                 reconcile[id] = seq
         elif ident != old.ident:
-            off = update_all.cut(record)
-            update_all.rows.append(
-                [seq, ident[0], ident[1], ident[2], new.status, ident[3], new.modified_at, off, n]
-            )
-        elif new.status != old.status:
-            off = update_status.cut(record)
-            update_status.rows.append([seq, new.status, new.modified_at, off, n])
+            update_all.append((seq, ident[0], ident[1], ident[2], status, ident[3], at, all_at, n))
+            all_parts.append(record)
+            all_at += n
+        elif status != old.status:
+            update_status.append((seq, status, at, status_at, n))
+            status_parts.append(record)
+            status_at += n
         else:
-            off = update.cut(record)
-            update.rows.append([seq, new.modified_at, off, n])
+            update.append((seq, at, update_at, n))
+            update_parts.append(record)
+            update_at += n
+    _put(out, "inv_delete", deleted)
+    _put(out, "inv_insert", insert, "inv_insert_blob", insert_parts)
+    _put(out, "inv_update", update, "inv_update_blob", update_parts)
+    _put(out, "inv_status", update_status, "inv_status_blob", status_parts)
+    _put(out, "inv_all", update_all, "inv_all_blob", all_parts)
 
-    journal_delete, journal_put = _Rows(), _Rows()
+    cleared: list[object] = []
+    entries: list[object] = []
+    parts, at = [_LEAD], 2
+    invocations = w.invocations
     for id, ops in w.journals.items():
         seq = ops.seq
         if ops.cleared:
-            journal_delete.rows.append(seq)
+            cleared.append(seq)
             reconcile[id] = seq
-        rows, cut = journal_put.rows, journal_put.cut
+        elif (invocations.get(id) or seen[id]).record is None:  # a journal without invocation row
+            reconcile[id] = seq
         for idx, entry in ops.entries.items():
             payload = entry.payload
-            rows.append([seq, idx, entry.type, cut(payload), len(payload)])
+            n = len(payload)
+            entries.append((seq, idx, entry.type, at, n))
+            parts.append(payload)
+            at += n
+    _put(out, "journal_delete", cleared)
+    _put(out, "journal_put", entries, "journal_blob", parts)
 
-    state_clear_all, state_clear, state_set = _Rows(), _Rows(), _Rows()
+    cleared_keys: list[object] = []
+    clears: list[object] = []
+    clear_parts, clear_at = [_LEAD], 2
+    sets: list[object] = []
+    set_parts, set_at = [_LEAD], 2
     for (service, key), sops in w.state.items():
         if sops.cleared:
-            state_clear_all.rows.append([service, key])
+            cleared_keys.append((service, key))
         for name, value in sops.values.items():
             if value is None:
-                state_clear.rows.append([service, key, state_clear.cut(name), len(name)])
+                clears.append((service, key, clear_at, len(name)))
+                clear_parts.append(name)
+                clear_at += len(name)
             else:
-                state_set.rows.append(
-                    [service, key, state_set.cut(name), len(name), state_set.cut(value), len(value)]
-                )
+                sets.append((service, key, set_at, len(name), set_at + len(name), len(value)))
+                set_parts += (name, value)
+                set_at += len(name) + len(value)
+    _put(out, "state_clear_all", cleared_keys)
+    _put(out, "state_clear", clears, "state_clear_blob", clear_parts)
+    _put(out, "state_set", sets, "state_set_blob", set_parts)
 
-    lock_release, lock_set = _Rows(), _Rows()
+    released: list[object] = []
+    held: list[object] = []
     for (service, key), holder in w.locks.items():
         if holder is None:
-            lock_release.rows.append([service, key])
+            released.append((service, key))
         else:
-            lock_set.rows.append([service, key, holder])
+            held.append((service, key, holder))
+    _put(out, "lock_release", released)
+    _put(out, "lock_set", held)
 
-    inbox_delete, inbox_push = _Rows(), _Rows()
-    inbox_delete.rows.extend(list(row) for row in w.inbox_dropped)
-    inbox_push.rows.extend(list(row) for row in w.inbox_pushed.values())
+    _put(out, "inbox_delete", w.inbox_dropped)
+    _put(out, "inbox_push", list(w.inbox_pushed.values()))
 
-    timer_delete, timer_put = _Rows(), _Rows()
-    for timer_id, timer in w.timers.items():
-        if timer is None:
-            timer_delete.rows.append(timer_id)
+    gone: list[object] = []
+    timers: list[object] = []
+    for timer_id, t in w.timers.items():
+        if t is None:
+            gone.append(timer_id)
         else:
-            timer_put.rows.append(
-                [timer.id, timer.fire_at, timer.kind, timer.invocation_id, timer.completion_id]
-            )
+            timers.append((t.id, t.fire_at, t.kind, t.invocation_id, t.completion_id))
+    _put(out, "timer_delete", gone)
+    _put(out, "timer_put", timers)
 
-    ids = _Rows()
-    ids.rows.extend([id, seq] for id, seq in reconcile.items())
+    # Last: these look at the other tables to decide whether a journal_ids row is needed.
+    ids = list(reconcile.items())
+    _put(out, "journal_ids", ids)
+    return tuple(out)
 
-    out: list[Statement] = []
-    for table, sql in (
-        (inv_delete, _INV_DELETE),
-        (inv_insert, _INV_INSERT),
-        (update, _INV_UPDATE),
-        (update_status, _INV_UPDATE_STATUS),
-        (update_all, _INV_UPDATE_ALL),
-        (journal_delete, _JOURNAL_DELETE),
-        (journal_put, _JOURNAL_PUT),
-        (state_clear_all, _STATE_CLEAR_ALL),
-        (state_clear, _STATE_CLEAR),
-        (state_set, _STATE_SET),
-        (lock_release, _LOCK_RELEASE),
-        (lock_set, _LOCK_SET),
-        (inbox_delete, _INBOX_DELETE),
-        (inbox_push, _INBOX_PUSH),
-        (timer_delete, _TIMER_DELETE),
-        (timer_put, _TIMER_PUT),
-        # After every other table: they decide whether a journal_ids row is needed.
-        (ids, _JOURNAL_IDS_DROP),
-        (ids, _JOURNAL_IDS_KEEP),
-    ):
-        table.statement(sql, out)
-    return out
+
+def _put(
+    out: list[object], column: str, rows: Sequence[object], blob: str = "", parts: list[bytes] | None = None
+) -> None:
+    if rows:
+        out[_INDEX[column]] = _json(rows).decode()
+        if parts is not None:
+            out[_INDEX[blob]] = b"".join(parts)

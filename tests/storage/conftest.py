@@ -1,0 +1,102 @@
+"""Fixtures and helpers shared by the storage tests: stores of every backend, records to store."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perdure.storage import memory
+from perdure.storage import sqlite as sqlite_backend
+from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Store, Transaction
+
+BACKENDS = ["memory", "sqlite"]
+
+OpenStore = Callable[..., sqlite_backend.Store]
+
+
+@pytest.fixture
+async def open_sqlite(tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Factory: open (or reopen) a sqlite store in tmp_path; every store opened is closed at the end."""
+    opened: list[sqlite_backend.Store] = []
+
+    def open_(name: str = "perdure.db", synchronous: str = "FULL", **options: Any) -> sqlite_backend.Store:
+        store = sqlite_backend.Store(tmp_path / name, synchronous=synchronous, **options)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()  # idempotent: tests may have closed it already
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, open_sqlite: OpenStore) -> AsyncIterator[Store]:
+    s: Store = memory.Store() if request.param == "memory" else open_sqlite()
+    yield s
+    if request.param == "memory":
+        await s.close()
+
+
+@contextlib.asynccontextmanager
+async def committed(store: Store) -> AsyncIterator[Transaction]:
+    """One transaction, committed when the block ends."""
+    txn = store.begin()
+    yield txn
+    await store.commit(txn)
+
+
+def full_invocation(id: str = "inv-1") -> Invocation:
+    """An invocation with every field away from its default, nested structs and lists included."""
+    return Invocation(
+        id=id,
+        service="Greeter",
+        handler="greet",
+        key="alice",
+        exclusive=True,
+        status=Status.SUSPENDED,
+        created_at=1_700_000_000_000,
+        modified_at=1_700_000_000_500,
+        execute_at=1_700_000_001_000,
+        idempotency_key="idem-7",
+        callers=[Caller(invocation_id="parent-1", completion_id=3), Caller("parent-2", 1)],
+        attempt=4,
+        failures=2,
+        last_failure=Failure(code=500, message="boom"),
+        next_retry_at=1_700_000_002_000,
+        journal_length=12,
+        command_count=6,
+        attempt_start_length=9,
+        last_progress_at=1_700_000_000_400,
+        attempts_since_progress=1,
+        waiting_completions=[1, 5, 8],
+        waiting_signals=[2],
+        notified=[4, 6],
+        outcome=Outcome(value=None, failure=Failure(code=409, message="conflict")),
+        completed_at=1_700_000_003_000,
+        retention_until=1_700_086_400_000,
+        random_seed=0xDEADBEEF,
+    )
+
+
+def inv(id: str, *, service: str = "Svc", status: Status = Status.RUNNING, created_at: int = 0) -> Invocation:
+    return Invocation(id=id, service=service, handler="h", status=status, created_at=created_at)
+
+
+@contextlib.contextmanager
+def writer_blocked(path: Path) -> Iterator[None]:
+    """Hold the database's write lock from another connection: the store's commits wait behind it.
+
+    They wait up to the store's busy_timeout (5 s by default), so keep the block short.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
