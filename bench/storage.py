@@ -7,10 +7,13 @@ record reads and puts, 9 journal entries, 2 lock reads, a state read and write, 
 mix `bench/core.py` profiles show. Invocation i uses key i % 1,000.
 
 `serial` awaits each commit before the next begin (the store API before pipelining, so the same
-script measures an older store too); `pipelined` begins the next batch as soon as the previous
-commit was called, keeping up to `--depth` commits in flight.
+workload runs on an older store too); `pipelined` begins the next batch as soon as the previous
+commit was called, keeping up to `--depth` commits in flight. `--against REV` also runs the
+workload (serial only) on the store of git revision REV, extracted into a temporary directory, and
+prints both: before/after in one table.
 
     .venv/bin/python bench/storage.py [--invocations 20000] [--batch 250] [--modes serial,pipelined]
+    .venv/bin/python bench/storage.py --against 7b18d5c^   # the store before write-behind/pipelining
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -112,6 +117,20 @@ async def run(
     return result
 
 
+def against(rev: str, args: argparse.Namespace) -> list[str]:
+    """This script's table rows for the store of git revision `rev` (serial mode only)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="perdure-bench-") as tmp:
+        archive = subprocess.run(["git", "archive", rev, "src"], cwd=root, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        command = [sys.executable, __file__, "--modes", "serial", "--rows-only"]
+        command += ["--invocations", str(args.invocations), "--batch", str(args.batch)]
+        command += ["--synchronous", args.synchronous, "--label", rev]
+        env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
+        done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    return done.stdout.splitlines()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invocations", type=int, default=20_000)
@@ -119,27 +138,38 @@ async def main() -> None:
     parser.add_argument("--depth", type=int, default=2, help="pipelined: commits in flight")
     parser.add_argument("--modes", default="serial,pipelined")
     parser.add_argument("--synchronous", default="FULL,NORMAL")
+    parser.add_argument("--against", metavar="REV", help="also measure the store of this git revision")
+    parser.add_argument("--label", default="this tree", help=argparse.SUPPRESS)
+    parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    modes = args.modes.split(",")
-    print(
-        f"{args.invocations:,} invocations, {args.batch} new per transaction (~{5 * args.batch} commands);"
-        f" {KEYS:,} keys; pipelined depth {args.depth}; pid {os.getpid()}"
-    )
-    header = (
-        f"{'synchronous':<12}{'mode':<11}{'inv/s':>9}{'loop us/inv':>13}{'cpu us/inv':>12}{'wait ms/txn':>13}"
-    )
-    print(header)
+    rows = []
     for synchronous in args.synchronous.split(","):
-        for mode in modes:
+        for mode in args.modes.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 r = await run(
                     Path(tmp) / "bench.db", synchronous, mode, args.invocations, args.batch, args.depth
                 )
             n = args.invocations
-            print(
-                f"{synchronous:<12}{mode:<11}{n / r['wall']:>9,.0f}{r['loop_cpu'] / n * 1e6:>13.0f}"
-                f"{r['cpu'] / n * 1e6:>12.0f}{r['commit_wait'] / r['batches'] * 1e3:>13.1f}"
+            rows.append(
+                f"{args.label:<12}{synchronous:<12}{mode:<11}{n / r['wall']:>9,.0f}"
+                f"{r['loop_cpu'] / n * 1e6:>13.0f}{r['cpu'] / n * 1e6:>12.0f}"
+                f"{r['commit_wait'] / r['batches'] * 1e3:>13.1f}"
             )
+    if args.rows_only:
+        print("\n".join(rows))
+        return
+    if args.against:
+        rows = against(args.against, args) + rows
+    print(
+        f"{args.invocations:,} invocations, {args.batch} new per transaction (~{5 * args.batch} commands);"
+        f" {KEYS:,} keys; pipelined depth {args.depth}"
+    )
+    print(
+        f"{'store':<12}{'synchronous':<12}{'mode':<11}{'inv/s':>9}{'loop us/inv':>13}{'cpu us/inv':>12}",
+        end="",
+    )
+    print(f"{'wait ms/txn':>13}")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

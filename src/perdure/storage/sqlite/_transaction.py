@@ -32,13 +32,15 @@ class Transaction:
     # ---- InvocationTable
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
-        record = (self._w.invocations.get(invocation_id) or self._before(invocation_id)).record
-        return None if record is None else _decode(record)
+        w = self._w
+        slot = w.invocations.get(invocation_id) or w.seen.get(invocation_id) or self._before(invocation_id)
+        return None if slot.record is None else _decode(slot.record)
 
     def put_invocation(self, invocation: Invocation) -> None:
         inv = invocation
-        invocations = self._w.invocations
-        seq = (invocations.get(inv.id) or self._before(inv.id)).seq
+        w = self._w
+        invocations = w.invocations
+        seq = (invocations.get(inv.id) or w.seen.get(inv.id) or self._before(inv.id)).seq
         if seq is None:
             seq = self._new_seq()
         ident = (inv.service, inv.handler, inv.key, inv.created_at)
@@ -114,7 +116,8 @@ class Transaction:
 
     def _seq_for_journal(self, invocation_id: str) -> int:
         """The id's seq; a journal written before its invocation (or without one) allocates it."""
-        slot = self._w.invocations.get(invocation_id) or self._before(invocation_id)
+        w = self._w
+        slot = w.invocations.get(invocation_id) or w.seen.get(invocation_id) or self._before(invocation_id)
         if slot.seq is not None:
             return slot.seq
         seq = self._new_seq()
