@@ -227,3 +227,30 @@ def test_invocation_record_is_the_api_struct() -> None:
     """The record column is a plain msgpack Invocation, so SQL views can decode it."""
     record = _encode(full_invocation())
     assert msgspec.msgpack.decode(record, type=Invocation) == full_invocation()
+
+
+async def test_journal_reads_before_and_beyond_the_recent_layers(open_sqlite: OpenStore) -> None:
+    """Whole journals in memory (fresh, then appended) and ones that need the database plus layers."""
+    store = open_sqlite()
+    expected: dict[str, list[Entry]] = {"a": [], "b": []}
+    async with committed(store) as t:
+        t.put_invocation(inv("b"))  # b's seq comes from an earlier transaction than its journal
+    for n in range(_view.RECENT_LAYERS + 4):
+        first = store.begin()
+        for i in ("a", "b") if n % 3 else ("a",):
+            entry = E[(n + len(i)) % 10]
+            first.append_entries(i, len(expected[i]), [entry])
+            expected[i].append(entry)
+        committing = asyncio.ensure_future(store.commit(first))
+        second = store.begin()
+        assert second.read_journal("a") == expected["a"]
+        assert second.read_journal("b") == expected["b"]
+        await asyncio.gather(committing, store.commit(second))
+        txn = store.begin()
+        assert txn.read_journal("a") == expected["a"]
+        assert txn.read_journal("b") == expected["b"]
+        await store.commit(txn)
+    await store.close()
+    store = open_sqlite()
+    assert store.reader().read_journal("a") == expected["a"]
+    assert store.reader().read_journal("b") == expected["b"]

@@ -21,6 +21,7 @@ SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 
 #: Transactions that may be committing (commit() called, not yet durable) when begin() is called.
 MAX_COMMITTING = 3
+MIN_SQLITE = (3, 33, 0)
 
 _LAST_SEQ = (
     "SELECT max((SELECT coalesce(max(seq), 0) FROM invocations), (SELECT coalesce(max(seq), 0) FROM journal),"
@@ -41,7 +42,8 @@ class StoreFailed(RuntimeError):
 class Store:
     """A SQLite database file as a perdure store: write-behind transactions, pipelined group commit.
 
-    `cache_size` bounds each of the caches of durable data (invocation records, locks, inbox queues).
+    `cache_size` bounds the caches of durable data: that many invocation records, locks and inbox
+    queues, and a tenth as many state maps (each at most 16 KiB). Needs SQLite 3.33 or newer.
     """
 
     def __init__(
@@ -52,6 +54,11 @@ class Store:
         busy_timeout: float = 5.0,
         cache_size: int = 50_000,
     ) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"perdure's sqlite store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer"
+                f" (UPDATE ... FROM, JSON functions); this Python uses SQLite {sqlite3.sqlite_version}"
+            )
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(
@@ -95,7 +102,7 @@ class Store:
             raise RuntimeError(
                 f"{MAX_COMMITTING} transactions are still committing; await the oldest commit() first"
             )
-        txn = self._open = Transaction(self._view, Writes())
+        txn = self._open = Transaction(self._view, Writes(self._view.last_seq))
         return txn
 
     def commit(self, txn: api.Transaction) -> Coroutine[Any, Any, None]:

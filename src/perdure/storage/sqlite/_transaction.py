@@ -79,28 +79,34 @@ class Transaction:
     def append_entries(self, invocation_id: str, start_index: int, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        ops = self._w.journals.get(invocation_id)
+        w = self._w
+        ops = w.journals.get(invocation_id)
         if ops is None:
-            ops = self._w.journals[invocation_id] = JournalOps(self._seq_for_journal(invocation_id))
+            seq = self._seq_for_journal(invocation_id)
+            ops = w.journals[invocation_id] = JournalOps(seq, fresh=seq > w.first_seq)
         stored = ops.entries
         for i, entry in enumerate(entries, start_index):
             stored[i] = entry
 
     def read_journal(self, invocation_id: str) -> list[Entry]:
+        w = self._w
+        seq = (
+            w.invocations.get(invocation_id) or w.seen.get(invocation_id) or self._before(invocation_id)
+        ).seq
+        if seq is None:
+            return []
+        view = self._view
         chain = [
             ops
-            for writes in (*self._view.layers, self._w)
-            if (ops := writes.journals.get(invocation_id)) is not None
+            for journals in (*view.recent, *(layer.journals for layer in view.layers), w.journals)
+            if (ops := journals.get(invocation_id)) is not None and ops.seq == seq
         ]
-        if not chain:
-            seq = (self._w.invocations.get(invocation_id) or self._before(invocation_id)).seq
-            return [] if seq is None else self._view.journal(seq)
-        start = 0
+        start = -1
         for n, ops in enumerate(chain):
-            if ops.cleared:  # what came before it does not count
+            if ops.cleared or ops.fresh:  # nothing before it counts
                 start = n
-        entries = {} if chain[start].cleared else self._view.journal_by_index(chain[-1].seq)
-        for ops in chain[start:]:
+        entries = view.journal(seq) if start < 0 else {}
+        for ops in chain[max(start, 0) :]:
             entries.update(ops.entries)
         return [entries[i] for i in sorted(entries)]
 

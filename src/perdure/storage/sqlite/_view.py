@@ -4,9 +4,10 @@ Three layers, read top-down (the open transaction's own `Writes` sits above all 
 
 1. `layers`: the `Writes` of committing transactions, oldest first. Each stays here until the
    loop hears that its COMMIT returned; it is then dropped and merged into the caches (2).
-2. Caches of durable data: invocation slots, locks, inbox queues and whole state maps, each bounded
-   (`Cache`). They are *read-through* caches of the database: an entry is only ever set from a read
-   of the database or from a layer that just became durable, so dropping any entry is safe.
+2. Caches of durable data: invocation slots, locks, inbox queues and whole state maps, each
+   bounded (`Cache`), and the journal writes of the last few durable layers (`recent`). They are
+   *read-through* caches of the database: an entry is only ever set from a read of the database or
+   from a layer that just became durable, so dropping any entry is safe.
 3. The database, through a read-only connection used only on the event loop thread.
 
 Why a read in (3) is never stale: a row is read there only when no layer covers it. A row that
@@ -20,11 +21,14 @@ One process writes a database at a time (the engine's node owns it), so nothing 
 behind the caches.
 
 Caches are filled from the database only where no layer covers the row — except whole state maps,
-which `all_state` caches even under layers. Such a read may already include the first few layers
-(their COMMIT returned, their merge not yet run); merging them again is harmless, because a layer's
-effect on a key (optional clear-all, then each name's last value) gives every name the value of
-the last layer touching it, however often earlier layers are applied — and every later layer is
-still applied on top by the transaction, then merged in order.
+which are cached even under layers, and journals, read from the database under layers. Such a
+read may already include the first few layers (their COMMIT returned, their merge not yet run);
+applying them again is harmless, because a layer's effect on a state map or journal (optional
+clear, then each name's or index's last value) gives every name or index the value of the last
+layer touching it, however often earlier layers are applied — and every later layer is still
+applied on top, in order. A journal needs no database read at all when its writes in `recent`,
+the layers and the transaction start with a clear, or with the transaction that allocated its seq
+(`JournalOps.fresh`): there were no rows before.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections import deque
 from typing import Final, Generic, Literal, TypeVar
 
 from perdure.storage.api import Entry, Timer
-from perdure.storage.sqlite._writes import ABSENT, Key, Slot, Writes
+from perdure.storage.sqlite._writes import ABSENT, JournalOps, Key, Slot, Writes
 
 # One probe for both places an id's seq can live (journal_ids only for a journal without invocation).
 _SLOT = (
@@ -43,8 +47,7 @@ _SLOT = (
     " FROM invocations WHERE id = ?1"
     " UNION ALL SELECT seq, NULL, NULL, 0, NULL, NULL, NULL, NULL FROM journal_ids WHERE id = ?1"
 )
-_JOURNAL = "SELECT type, payload FROM journal WHERE seq = ? ORDER BY idx"
-_JOURNAL_IDX = "SELECT idx, type, payload FROM journal WHERE seq = ?"
+_JOURNAL = "SELECT idx, type, payload FROM journal WHERE seq = ?"
 _STATE = "SELECT value FROM state WHERE service = ? AND key = ? AND name = ?"
 _ALL_STATE = "SELECT name, value FROM state WHERE service = ? AND key = ?"
 _LOCK = "SELECT invocation_id FROM locks WHERE service = ? AND key = ?"
@@ -62,6 +65,8 @@ class _Miss(enum.Enum):
 _MISS: Final = _Miss.MISS  # not cached (a cached value may be None)
 #: A key's state is cached only while its names and values total at most this many bytes.
 STATE_CACHE_BYTES = 16 * 1024
+#: Durable layers whose journal writes stay readable in memory.
+RECENT_LAYERS = 8
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -112,7 +117,11 @@ class View:
         self._slots: Cache[str, Slot] = Cache(cache_size)
         self._locks: Cache[Key, str | None] = Cache(cache_size)
         self._inboxes: Cache[Key, deque[tuple[int, str]]] = Cache(cache_size)
-        self._states: Cache[Key, tuple[dict[bytes, bytes], int]] = Cache(cache_size)  # (state, bytes)
+        # (state, its bytes); fewer keys, as each may hold up to STATE_CACHE_BYTES (80 MiB at most).
+        self._states: Cache[Key, tuple[dict[bytes, bytes], int]] = Cache(cache_size // 10)
+        # The journal writes of the last few durable layers: a journal read soon after it was written
+        # (an invocation queued behind its key starts) finds its whole journal here, no SQL.
+        self.recent: deque[dict[str, JournalOps]] = deque(maxlen=RECENT_LAYERS)
         self.last_seq = last_seq  # the highest invocation seq allocated so far
         self.durable_seq = last_seq  # no journal rows exist under a seq above this one
         self._inbox_seq = inbox_seq
@@ -174,15 +183,11 @@ class View:
 
     # ---- durable data only (the transaction applies the layers on top)
 
-    def journal(self, seq: int) -> list[Entry]:
+    def journal(self, seq: int) -> dict[int, Entry]:
+        """The durable journal of `seq` by index."""
         if seq > self.durable_seq:  # allocated by a transaction that is not durable yet: no rows
-            return []
-        return [Entry(t, p) for t, p in self._execute(_JOURNAL, (seq,)).fetchall()]
-
-    def journal_by_index(self, seq: int) -> dict[int, Entry]:
-        if seq > self.durable_seq:
             return {}
-        return {i: Entry(t, p) for i, t, p in self._execute(_JOURNAL_IDX, (seq,)).fetchall()}
+        return {i: Entry(t, p) for i, t, p in self._execute(_JOURNAL, (seq,)).fetchall()}
 
     def state(self, service: str, key: str, name: bytes) -> bytes | None:
         cached = self._states.get((service, key))
@@ -239,6 +244,7 @@ class View:
                 states.put(key, (state, size))
             else:
                 states.discard(key)
+        self.recent.append(writes.journals)
         if writes.max_seq > self.durable_seq:
             self.durable_seq = writes.max_seq
         return writes

@@ -39,12 +39,16 @@ ABSENT = Slot(None, None)
 
 
 class JournalOps:
-    """A transaction's effect on one journal: optionally cleared, then entries by index."""
+    """A transaction's effect on one journal: optionally cleared, then entries by index.
 
-    __slots__ = ("cleared", "entries", "seq")
+    `fresh`: the transaction allocated the seq, so no entries existed before these.
+    """
 
-    def __init__(self, seq: int) -> None:
+    __slots__ = ("cleared", "entries", "fresh", "seq")
+
+    def __init__(self, seq: int, *, fresh: bool = False) -> None:
         self.seq = seq
+        self.fresh = fresh
         self.cleared = False
         self.entries: dict[int, Entry] = {}
 
@@ -63,6 +67,7 @@ class Writes:
     """A transaction's writes: its own view while open, an overlay of the store's while committing."""
 
     __slots__ = (
+        "first_seq",
         "inbox_dropped",
         "inbox_pushed",
         "inboxes",
@@ -75,7 +80,8 @@ class Writes:
         "timers",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, first_seq: int = 0) -> None:
+        self.first_seq = first_seq  # seqs above this one were allocated by this transaction
         self.invocations: dict[str, Slot] = {}  # id -> its slot after this transaction
         # id -> its slot before this transaction, for every id read or written: the view does not
         # change while the transaction is open, so each id is looked up there once. For a written id,
