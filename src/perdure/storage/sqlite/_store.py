@@ -70,6 +70,7 @@ class Store:
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        loop_conn: sqlite3.Connection | None = None
         try:
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":  # e.g. a filesystem without shared memory: readers would block the writer
@@ -79,12 +80,14 @@ class Store:
             last_seq: int = self._conn.execute(_LAST_SEQ).fetchone()[0]
             inbox_seq: int = self._conn.execute(_INBOX_SEQ).fetchone()[0]
             loop_conn = self._connect_read_only()
+            self._writer = Writer(self._conn)  # from here on, only its thread uses the write connection
         except BaseException:
+            if loop_conn is not None:
+                loop_conn.close()
             self._conn.close()
             raise
         self._loop_conn = loop_conn  # cache misses of open transactions, on the event loop thread only
         self._view = View(loop_conn, cache_size=cache_size, last_seq=last_seq, inbox_seq=inbox_seq)
-        self._writer = Writer(self._conn)
         self._read_conn: sqlite3.Connection | None = None  # for Reader, opened on first use
         self._open: Transaction | None = None
         self._committing: list[asyncio.Future[None]] = []  # oldest first, parallel to the view's layers
