@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import lifecycle
+from perdure.engine import catalog, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
     Command,
+    DeleteKafkaCluster,
+    DeleteSubscription,
     FireTimer,
+    Ingest,
     Invoke,
     Kill,
     Pause,
     Purge,
+    PutKafkaCluster,
+    PutSubscription,
     Recover,
     Resume,
 )
@@ -53,6 +58,16 @@ class StateMachine:
                 lifecycle.pause(step, command.invocation_id)
             case Purge():
                 lifecycle.purge(step, command.invocation_id)
+            case Ingest():
+                intake.ingest(step, command)
+            case PutSubscription():
+                catalog.put_subscription(step, command)
+            case DeleteSubscription():
+                catalog.delete_subscription(step, command)
+            case PutKafkaCluster():
+                catalog.put_cluster(step, command)
+            case DeleteKafkaCluster():
+                catalog.delete_cluster(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from perdure.engine.actions import (
     AbortAttempt,
@@ -25,6 +25,7 @@ from perdure.engine.actions import (
     Rejected,
     ScheduleTimer,
     StartAttempt,
+    SubscriptionsChanged,
 )
 from perdure.engine.commands import Command, Invoke, Kill, Pause, Purge, Recover, Resume
 from perdure.engine.counters import Counters
@@ -43,10 +44,14 @@ from perdure.retry import DEFAULT
 from perdure.runtime.clock import Clock, SystemClock
 from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.processor import Processor
+from perdure.runtime.subscriptions import Subscriptions
 from perdure.runtime.timers import TimerService
 from perdure.sdk.service import App, Handler, handler_of
 from perdure.storage import open_store, sqlite
 from perdure.storage.api import Outcome, Reader, Store
+
+if TYPE_CHECKING:
+    from perdure.kafka import KafkaIntake
 
 T = TypeVar("T")
 
@@ -80,7 +85,7 @@ def registry_of(app: App) -> Registry:
     return registry
 
 
-class Engine:
+class Engine(Subscriptions):
     """perdure's engine in this process: an async context manager.
 
     `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Store`; `clock` defaults to the
@@ -97,6 +102,9 @@ class Engine:
         self._invoker: InProcessInvoker | None = None
         self._timers: TimerService | None = None
         self.counters = Counters()
+        self._completion_listeners: list[Callable[[str], None]] = []
+        self.kafka: KafkaIntake | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle
 
@@ -120,6 +128,19 @@ class Engine:
         processor.start()
         self._timers.start()
         await processor.submit_and_wait(Recover())
+        await self._declare()
+        from perdure.kafka import KafkaIntake  # the composition root starts the Kafka edge too
+
+        self.kafka = KafkaIntake(self)
+        await self.kafka.start()
+
+    async def _declare(self) -> None:
+        """Apply the Kafka clusters and subscriptions the app declares in code (idempotent)."""
+        for name, properties in self.app.kafka_clusters.items():
+            if self.kafka_clusters().get(name) != dict(properties):
+                await self.put_kafka_cluster(name, properties)
+        for declared in self.app.subscriptions:
+            await self.create_subscription(declared.source, declared.sink_uri, declared.options, replace=True)
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Wait (up to `timeout` s) until no attempt is computing and every command is durable.
@@ -142,6 +163,11 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
+        if self.kafka is not None:
+            await self.kafka.stop()
+            self.kafka = None
+        for task in list(self._background):
+            task.cancel()
         if self._timers is not None:
             await self._timers.stop()
         if self._invoker is not None:
@@ -175,6 +201,12 @@ class Engine:
                 for waiter in self._waiters.pop(action.invocation_id, ()):
                     if not waiter.done():
                         waiter.set_result(action.outcome)
+                for listener in self._completion_listeners:
+                    listener(action.invocation_id)
+            elif type(action) is SubscriptionsChanged and self.kafka is not None:
+                task = asyncio.get_running_loop().create_task(self.kafka.sync())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     @property
     def processor(self) -> Processor:

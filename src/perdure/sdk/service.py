@@ -24,7 +24,7 @@ import enum
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -114,6 +114,8 @@ class ServiceBase:
     def __init__(self, name: str, *, options: HandlerOptions | None = None) -> None:
         if not _NAME.match(name):
             raise ValueError(f"invalid service name {name!r}: use letters, digits, '_', '-' or '.'")
+        if name.startswith("__perdure"):
+            raise ValueError(f"invalid service name {name!r}: names starting with '__perdure' are reserved")
         self.name = name
         self.options = options or HandlerOptions()
         self.handlers: dict[str, Handler] = {}
@@ -187,14 +189,42 @@ class VirtualObject(ServiceBase):
         return register
 
 
+@dataclass(frozen=True)
+class KafkaSubscription:
+    """Records of a Kafka topic pushed to a handler, declared in code with the `App`.
+
+        KafkaSubscription("kafka://local/user-updates", update_user_event, {"auto.offset.reset": "earliest"})
+
+    `sink` is a decorated handler or `"service://SERVICE/HANDLER"`; `options` are Restate's
+    (librdkafka-named) consumer options. Applied at every engine start: declaring it again is
+    the same subscription.
+    """
+
+    source: str
+    sink: Callable[..., Awaitable[Any]] | str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sink_uri(self) -> str:
+        if isinstance(self.sink, str):
+            return self.sink
+        return f"service://{handler_of(self.sink).qualified_name}"
+
+
 @dataclass
 class App:
-    """The set of services one engine (or deployment) serves.
+    """The set of services one engine (or deployment) serves, and what feeds them.
 
-    app = perdure.App([user_updates, profile])
+        app = perdure.App(
+            [user_updates],
+            kafka_clusters={"local": {"bootstrap.servers": "127.0.0.1:9092"}},
+            subscriptions=[KafkaSubscription("kafka://local/user-updates", update_user_event)],
+        )
     """
 
     services: list[ServiceBase] = field(default_factory=list)
+    kafka_clusters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    subscriptions: list[KafkaSubscription] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._by_name: dict[str, ServiceBase] = {}

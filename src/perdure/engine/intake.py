@@ -1,0 +1,104 @@
+"""Kafka records in: each record becomes exactly one invocation.
+
+The next offset of (subscription, topic, partition) is stored in the same transaction as the
+invocations created from the records before it, so a crash can never lose a record or ingest one
+twice: the consumer seeks back to the stored offset, and records below it are skipped here.
+Invocation ids are derived from (subscription, topic, partition, offset), a second guard.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from perdure.engine import catalog, lifecycle
+from perdure.engine.actions import Rejected
+from perdure.engine.commands import Ingest, Invoke, KafkaRecord
+from perdure.engine.step import Step
+from perdure.protocol import ids
+from perdure.storage.api import Failure, Subscription
+
+SERVICE_SCHEME = "service://"
+
+
+def sink_target(subscription: Subscription) -> tuple[str, str]:
+    """(service, handler) of a `service://SVC/HANDLER` sink."""
+    service, _, handler = subscription.sink.removeprefix(SERVICE_SCHEME).partition("/")
+    return service, handler
+
+
+def object_key(key: bytes) -> str:
+    """A record key as an object key: UTF-8 text, or URL-safe base64 of keys that are not UTF-8."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.urlsafe_b64encode(key).decode()
+
+
+def record_id(
+    subscription_id: str, topic: str, partition: int, offset: int, service: str, key: str | None
+) -> str:
+    digest = hashlib.blake2b(
+        f"{subscription_id}\0{topic}\0{partition}\0{offset}".encode(), digest_size=16
+    ).digest()
+    if key is None:
+        return ids.encode(int.from_bytes(digest[:8], "big"), digest)
+    return ids.encode(ids.partition_key(service, key), digest)
+
+
+def headers(subscription_id: str, topic: str, partition: int, record: KafkaRecord) -> list[tuple[str, str]]:
+    """What the handler sees in `ctx.request().headers`: Restate's kafka.* headers, then the record's own.
+
+    Record header values that are not UTF-8 are passed as `base64:` + URL-safe base64.
+    """
+    out = [
+        ("kafka.topic", topic),
+        ("kafka.partition", str(partition)),
+        ("kafka.offset", str(record.offset)),
+        ("kafka.timestamp", str(record.timestamp)),
+        ("restate.subscription.id", subscription_id),
+    ]
+    if record.key is not None:
+        out.append(("kafka.key", base64.urlsafe_b64encode(record.key).decode()))
+    for name, value in record.headers:
+        try:
+            out.append((name, value.decode("utf-8")))
+        except UnicodeDecodeError:
+            out.append((name, "base64:" + base64.urlsafe_b64encode(value).decode()))
+    return out
+
+
+def ingest(step: Step, cmd: Ingest) -> None:
+    subscription = catalog.get_subscription(step, cmd.subscription_id)
+    if subscription is None:
+        step.actions.append(Rejected(cmd.subscription_id, "no such subscription", code=404))
+        return
+    service, handler = sink_target(subscription)
+    info = step.registry.get(service, handler)
+    keyed = info is not None and info.keyed
+    next_offset = catalog.get_offset(step, subscription.id, cmd.topic, cmd.partition)
+    for record in cmd.records:
+        if next_offset is not None and record.offset < next_offset:
+            continue  # already ingested (re-read after a crash or rebalance)
+        where = f"{cmd.topic}/{cmd.partition}/{record.offset}"
+        failure = cmd.rejected.get(record.offset)
+        key = object_key(record.key) if keyed and record.key is not None else None
+        if failure is None and keyed and key is None:
+            failure = Failure(400, f"record {where} has no key, but {service}/{handler} is keyed by it")
+        lifecycle.invoke(
+            step,
+            Invoke(
+                invocation_id=record_id(
+                    subscription.id, cmd.topic, cmd.partition, record.offset, service, key
+                ),
+                service=service,
+                handler=handler,
+                key=key if keyed else None,
+                input=record.value or b"",
+                headers=headers(subscription.id, cmd.topic, cmd.partition, record),
+                failure=failure,
+            ),
+        )
+        next_offset = record.offset + 1
+    if next_offset is not None:
+        catalog.set_offset(step, subscription.id, cmd.topic, cmd.partition, next_offset)
