@@ -54,20 +54,22 @@ class _Partition:
         "inflight",
         "next_offset",
         "paused",
+        "queued",
         "retry_at",
         "slot",
         "tp",
     )
 
-    def __init__(self, tp: Any, slot: Slot, delay: float) -> None:
+    def __init__(self, tp: Any, delay: float) -> None:
         self.tp = tp
-        self.slot = slot
+        self.slot = Slot()
         self.assigned = False
         self.paused = False  # by backpressure
         self.held = False  # paused in the consumer (backpressure or a failed ingest)
         self.next_offset: int | None = None  # durably accepted up to here
         self.committed: int | None = None  # last offset committed to the group
         self.inflight: deque[asyncio.Task[None]] = deque()
+        self.queued = 0  # records handed to ingest tasks, not yet accepted
         self.failed: int | None = None  # first offset of a batch whose ingest failed
         self.retry_at = 0.0
         self.delay = delay
@@ -238,7 +240,14 @@ class SubscriptionConsumer:
         previous = part.inflight[-1] if part.inflight else None
         task = asyncio.create_task(self._ingest(part, records, previous))
         part.inflight.append(task)
-        task.add_done_callback(part.inflight.remove)
+        part.queued += len(records)
+        task.add_done_callback(lambda t: self._done(part, t, len(records)))
+        self._backpressure(part)
+
+    def _done(self, part: _Partition, task: asyncio.Task[None], n: int) -> None:
+        part.inflight.remove(task)
+        part.queued -= n
+        self._maybe_resume(part)  # its invocations may all have completed already
 
     async def _ingest(
         self, part: _Partition, records: list[KafkaRecord], previous: asyncio.Task[None] | None
@@ -279,7 +288,10 @@ class SubscriptionConsumer:
             part.next_offset = last
         if self.state == "retrying" and not any(p.failed is not None for p in self._parts.values()):
             self.state, self.error = "running", None
-        if len(part.slot) > self.max_pending and not part.paused:
+
+    def _backpressure(self, part: _Partition) -> None:
+        """Pause a partition with more than `max_pending` invocations accepted or queued, not completed."""
+        if not part.paused and len(part.slot) + part.queued > self.max_pending:
             part.paused = True
             self._hold(part)
             log.debug("kafka subscription %s: %s paused (%d pending)", self.id, part.tp, len(part.slot))
@@ -315,15 +327,12 @@ class SubscriptionConsumer:
                 part.delay = min(part.delay * 2, self.retry_max)
                 self._hold(part)
 
-    def _completed(self, slot: Slot) -> None:
-        """A pending invocation completed: resume a paused partition once half its backlog is done."""
-        if len(slot) > self.max_pending // 2:
-            return
-        for part in self._parts.values():
-            if part.slot is slot and part.paused:
-                part.paused = False
-                self._hold(part)
-                log.debug("kafka subscription %s: %s resumed", self.id, part.tp)
+    def _maybe_resume(self, part: _Partition) -> None:
+        """Resume a partition paused by backpressure once half its backlog is done."""
+        if part.paused and len(part.slot) + part.queued <= self.max_pending // 2:
+            part.paused = False
+            self._hold(part)
+            log.debug("kafka subscription %s: %s resumed", self.id, part.tp)
 
     async def _drain(self, parts: list[_Partition]) -> None:
         for part in parts:
@@ -361,10 +370,10 @@ class SubscriptionConsumer:
             key = (tp.topic, tp.partition)
             part = self._parts.get(key)
             if part is None:
-                slot = Slot(self._completed)
                 part = self._parts[key] = _Partition(
-                    TopicPartition(tp.topic, tp.partition), slot, self.retry_initial
+                    TopicPartition(tp.topic, tp.partition), self.retry_initial
                 )
+                part.slot.on_completed = lambda _slot, part=part: self._maybe_resume(part)
             part.assigned = True
             part.committed = None
             part.failed, part.retry_at, part.held = None, 0.0, False  # a new assignment is not paused
@@ -372,8 +381,8 @@ class SubscriptionConsumer:
             if offset is not None:
                 consumer.seek(tp, offset)
                 part.next_offset = offset
-            part.paused = len(part.slot) > self.max_pending
-            self._hold(part)
+            part.paused = False
+            self._backpressure(part)
         log.info("kafka subscription %s: assigned %s", self.id, _names(tps))
 
     async def revoked(self, tps: list[Any]) -> None:
