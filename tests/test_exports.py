@@ -15,6 +15,7 @@ def test_top_level_exports() -> None:
             "HandlerOptions",
             "InvalidInputError",
             "JournalMismatchError",
+            "KafkaSubscription",
             "ManualClock",
             "ObjectContext",
             "ObjectSharedContext",

@@ -33,7 +33,7 @@ from perdure.runtime.node import Engine
 from perdure.sdk.attempt import gather, select
 from perdure.sdk.context import Context, ObjectContext, ObjectSharedContext, Request
 from perdure.sdk.options import HandlerOptions
-from perdure.sdk.service import App, Service, VirtualObject
+from perdure.sdk.service import App, KafkaSubscription, Service, VirtualObject
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "HandlerOptions",
     "InvalidInputError",
     "JournalMismatchError",
+    "KafkaSubscription",
     "ManualClock",
     "ObjectContext",
     "ObjectSharedContext",
