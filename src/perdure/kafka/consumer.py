@@ -419,13 +419,17 @@ class SubscriptionConsumer:
         for (topic, partition), part in sorted(self._parts.items()):
             if not part.assigned and not part.slot.ids:
                 continue
-            high = consumer.highwater(part.tp) if part.tp in assignment else None
-            lag = high - part.next_offset if high is not None and part.next_offset is not None else None
+            high = position = None
+            if part.tp in assignment:
+                high = consumer.highwater(part.tp)
+                position = _position(consumer, part.tp)
+            consumed = part.next_offset if part.next_offset is not None else position
+            lag = high - consumed if high is not None and consumed is not None else None
             partitions.append(
                 PartitionStats(
                     topic=topic,
                     partition=partition,
-                    consumed_offset=part.next_offset,
+                    consumed_offset=consumed,
                     high_watermark=high,
                     lag=max(lag, 0) if lag is not None else None,
                     in_flight=len(part.slot),
@@ -443,6 +447,15 @@ class SubscriptionConsumer:
             records=self.records,
             partitions=partitions,
         )
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """The consumer's fetch position, known without a broker round trip (None if not yet)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except (AttributeError, AssertionError, TypeError):
+        return None
 
 
 async def _leave_generation_zero(consumer: Any) -> None:

@@ -10,10 +10,11 @@ class PartitionStats:
     """One partition as this consumer sees it.
 
     `consumed_offset` is the next offset whose record is not yet durably accepted (the offset
-    stored with the invocations); `high_watermark` is the broker's next offset, known after the
-    first fetch; `lag` is their difference. `in_flight` counts invocations accepted from this
-    partition that have not completed (since the intake started); `oldest_pending_ms` is the age
-    of the oldest of them. `paused` is true while backpressure holds the partition.
+    stored with the invocations; before any, the consumer's position); `high_watermark` is the
+    broker's next offset, known after the first fetch; `lag` is their difference. `in_flight`
+    counts invocations accepted from this partition that have not completed (since the intake
+    started); `oldest_pending_ms` is the age of the oldest of them. `paused` is true while the
+    partition is held: by backpressure, or for a retry after a failed ingest.
     """
 
     topic: str
