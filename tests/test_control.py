@@ -73,3 +73,22 @@ async def test_purge_only_completed_invocations() -> None:
         await h.purge(invocation_id)
         assert h.reader().get_invocation(invocation_id) is None
         assert h.reader().read_journal(invocation_id) == []
+
+
+async def test_retention_sweep_frees_idempotency_keys() -> None:
+    short = VirtualObject("short")
+
+    @short.handler(options=perdure.HandlerOptions(idempotency_retention=timedelta(hours=1)))
+    async def once(ctx: ObjectContext) -> int:
+        n = (await ctx.get("n") or 0) + 1
+        ctx.set("n", n)
+        return n
+
+    async with Harness(perdure.App([short])) as h:
+        assert await h.object_call(once, key="k", idempotency_key="same") == 1
+        assert await h.object_call(once, key="k", idempotency_key="same") == 1  # the stored result
+        await h.advance(timedelta(minutes=59))
+        assert await h.sweep() == 0
+        await h.advance(timedelta(minutes=2))
+        assert await h.sweep() == 1
+        assert await h.object_call(once, key="k", idempotency_key="same") == 2  # a new invocation

@@ -44,7 +44,7 @@ def _schema_1_database(path: Path) -> None:
 async def test_migration_0002_keeps_every_schema_1_row(open_sqlite: OpenStore, tmp_path: Path) -> None:
     _schema_1_database(tmp_path / "perdure.db")
     store = open_sqlite()
-    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 2
     assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     reader = store.reader()
     assert reader.get_invocation("inv-b") == full_invocation("inv-b")

@@ -20,6 +20,7 @@ SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
     # 0002: invocations and journals keyed by `seq`; journals without an invocation row map their
     # id in `journal_ids`. UNION ALL (not a coalesce over outer joins) lets SQLite push a filter on
     # the id into each arm, so `WHERE id = ?` seeks by index instead of scanning every journal.
+    # 0003 only adds an index: the views of 0002 hold.
     2: (
         (
             "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
@@ -36,6 +37,7 @@ SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
         frozenset({"invocations", "journal", "journal_ids", "state"}),
     ),
 }
+SQLITE_BASE[3] = SQLITE_BASE[2]
 
 # ---- layer 1 on a memory store: a snapshot copied into tables of the base shape.
 

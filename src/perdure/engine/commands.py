@@ -68,6 +68,13 @@ class Purge:
 
 
 @dataclass(frozen=True, slots=True)
+class Expire:
+    """Forget these completed invocations if their retention has passed (the retention sweeper)."""
+
+    invocation_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaRecord:
     """One Kafka record as consumed: it becomes exactly one invocation."""
 
@@ -135,6 +142,7 @@ Command = (
     | Kill
     | Pause
     | Purge
+    | Expire
     | Ingest
     | PutSubscription
     | DeleteSubscription

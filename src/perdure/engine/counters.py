@@ -14,3 +14,4 @@ class Counters:
     completed_ok: int = 0
     completed_failed: int = 0
     journal_entries: int = 0
+    expired: int = 0  # completed invocations deleted after their retention

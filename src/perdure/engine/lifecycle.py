@@ -10,6 +10,7 @@ holds any other key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from perdure.engine.actions import (
@@ -297,6 +298,15 @@ def kill(step: Step, invocation_id: str) -> None:
     elif inv.status is Status.PENDING and inv.key is not None:
         step.txn.inbox_remove(inv.service, inv.key, inv.id)
     complete(step, inv, _failed(409, "killed"))
+
+
+def expire(step: Step, invocation_ids: Sequence[str]) -> None:
+    """Delete completed invocations whose retention has passed: an idempotency key is free again."""
+    for invocation_id in invocation_ids:
+        inv = step.load(invocation_id)
+        if inv is not None and inv.status is Status.COMPLETED and (inv.retention_until or 0) <= step.now:
+            step.forget(inv)
+            step.counters.expired += 1
 
 
 def purge(step: Step, invocation_id: str) -> None:

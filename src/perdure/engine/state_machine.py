@@ -15,6 +15,7 @@ from perdure.engine.commands import (
     Command,
     DeleteKafkaCluster,
     DeleteSubscription,
+    Expire,
     FireTimer,
     Ingest,
     Invoke,
@@ -58,6 +59,8 @@ class StateMachine:
                 lifecycle.pause(step, command.invocation_id)
             case Purge():
                 lifecycle.purge(step, command.invocation_id)
+            case Expire():
+                lifecycle.expire(step, command.invocation_ids)
             case Ingest():
                 intake.ingest(step, command)
             case PutSubscription():

@@ -11,7 +11,8 @@ An engine opened on an existing store resumes everything unfinished.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +28,7 @@ from perdure.engine.actions import (
     StartAttempt,
     SubscriptionsChanged,
 )
-from perdure.engine.commands import Command, Invoke, Kill, Pause, Purge, Recover, Resume
+from perdure.engine.commands import Command, Expire, Invoke, Kill, Pause, Purge, Recover, Resume
 from perdure.engine.counters import Counters
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
@@ -89,11 +90,20 @@ class Engine(Subscriptions):
     """perdure's engine in this process: an async context manager.
 
     `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Store`; `clock` defaults to the
-    wall clock (tests pass a `ManualClock`).
+    wall clock (tests pass a `ManualClock`). Every `sweep_interval` (None: never; call `sweep()`)
+    completed invocations past their retention are deleted, freeing their idempotency keys.
     """
 
-    def __init__(self, app: App, store: str | Store = "memory:", *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        store: str | Store = "memory:",
+        *,
+        clock: Clock | None = None,
+        sweep_interval: timedelta | None = timedelta(minutes=1),
+    ) -> None:
         self.app = app
+        self.sweep_interval = sweep_interval
         self.clock: Clock = clock or SystemClock()
         self._store_arg = store
         self._store: Store | None = None
@@ -118,7 +128,16 @@ class Engine(Subscriptions):
     async def start(self) -> None:
         store = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
         self._store = store
-        machine = StateMachine(registry_of(self.app), self.clock.now_ms)
+        registry = registry_of(self.app)
+        self._min_retention_ms = min(
+            (
+                min(h.idempotency_retention_ms, h.journal_retention_ms)
+                for hs in registry.services.values()
+                for h in hs.values()
+            ),
+            default=24 * 3600 * 1000,
+        )
+        machine = StateMachine(registry, self.clock.now_ms)
         self.counters = machine.counters
         processor = Processor(store, machine, self._dispatch)
         self._processor = processor
@@ -133,6 +152,36 @@ class Engine(Subscriptions):
 
         self.kafka = KafkaIntake(self)
         await self.kafka.start()
+        if self.sweep_interval is not None:
+            interval_ms = int(self.sweep_interval.total_seconds() * 1000)
+            self._spawn(self._sweep_every(interval_ms))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def sweep(self, limit: int = 1000) -> int:
+        """Delete completed invocations past their retention; returns how many went."""
+        expired_before = self.counters.expired
+        cursor: tuple[int, str] | None = None
+        while True:
+            rows = self.reader().completed_before(
+                self.clock.now_ms() - self._min_retention_ms, after=cursor, limit=limit
+            )
+            if rows:
+                await self.processor.submit_and_wait(Expire([invocation_id for _, invocation_id in rows]))
+            if len(rows) < limit:
+                return self.counters.expired - expired_before
+            cursor = rows[-1]
+
+    async def _sweep_every(self, interval_ms: int) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now_ms() + interval_ms)
+            try:
+                await self.sweep()
+            except Exception:
+                logging.getLogger("perdure.engine").exception("retention sweep failed; retrying later")
 
     async def _declare(self) -> None:
         """Apply the Kafka clusters and subscriptions the app declares in code (idempotent)."""
@@ -204,9 +253,7 @@ class Engine(Subscriptions):
                 for listener in self._completion_listeners:
                     listener(action.invocation_id)
             elif type(action) is SubscriptionsChanged and self.kafka is not None:
-                task = asyncio.get_running_loop().create_task(self.kafka.sync())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self.kafka.sync())
 
     @property
     def processor(self) -> Processor:

@@ -180,6 +180,15 @@ class Reader(Protocol):
         """Every stored timer, ordered by fire time (used to rebuild the timer wheel at start)."""
         ...
 
+    def completed_before(
+        self, modified_before: int, *, after: tuple[int, str] | None = None, limit: int = 1000
+    ) -> list[tuple[int, str]]:
+        """(modified_at, id) of completed invocations last modified before `modified_before`.
+
+        Ordered by (modified_at, id) and starting after `after`: a cursor for the retention sweeper.
+        """
+        ...
+
     def count_invocations(self) -> dict[Status, int]:
         """Invocations per status; every status is present, with 0 when none."""
         ...

@@ -191,6 +191,16 @@ class _Reader:
             if (status is None or inv.status == status) and (service is None or inv.service == service)
         ][:limit]
 
+    def completed_before(
+        self, modified_before: int, *, after: tuple[int, str] | None = None, limit: int = 1000
+    ) -> list[tuple[int, str]]:
+        found = sorted(
+            (inv.modified_at, inv.id)
+            for inv in self._t.invocations_sorted()
+            if inv.status is Status.COMPLETED and inv.modified_at < modified_before
+        )
+        return [row for row in found if after is None or row > after][:limit]
+
     def all_timers(self) -> list[Timer]:
         return sorted(self._t.timers.values(), key=lambda t: (t.fire_at, t.id))
 

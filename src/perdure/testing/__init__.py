@@ -48,7 +48,8 @@ class Harness(Engine):
         store: str | Store = "memory:",
     ) -> None:
         self.manual_clock = clock or ManualClock(autojump=autojump)
-        super().__init__(app, store, clock=self.manual_clock)
+        # No background retention sweeps on a test clock: tests call `await h.sweep()`.
+        super().__init__(app, store, clock=self.manual_clock, sweep_interval=None)
 
     async def __aenter__(self) -> Harness:
         await self.start()

@@ -26,6 +26,10 @@ _LIST_INVOCATIONS = {
         "SELECT record FROM invocations WHERE status = ? AND service = ? ORDER BY created_at, id LIMIT ?"
     ),
 }
+_COMPLETED_BEFORE = (
+    "SELECT modified_at, id FROM invocations WHERE status = 'completed' AND modified_at < ?1"
+    " AND (modified_at, id) > (?2, ?3) ORDER BY modified_at, id LIMIT ?4"
+)
 _COUNT_INVOCATIONS = "SELECT status, count(*) FROM invocations GROUP BY status"
 
 
@@ -58,6 +62,13 @@ class Reader:
         params.append(limit)
         sql = _LIST_INVOCATIONS[status is not None, service is not None]
         return [_decode(r[0]) for r in self._execute(sql, params).fetchall()]
+
+    def completed_before(
+        self, modified_before: int, *, after: tuple[int, str] | None = None, limit: int = 1000
+    ) -> list[tuple[int, str]]:
+        at, last = after if after is not None else (-1, "")
+        rows = self._execute(_COMPLETED_BEFORE, (modified_before, at, last, limit)).fetchall()
+        return [(m, i) for m, i in rows]
 
     def all_timers(self) -> list[Timer]:
         return [Timer(*row) for row in self._execute(_ALL_TIMERS).fetchall()]

@@ -6,7 +6,7 @@ import sqlite3
 from importlib import resources
 
 # Ordered migration scripts; migration N (1-based) brings the schema to user_version N.
-MIGRATIONS = ("0001_initial.sql", "0002_seq_keys.sql")
+MIGRATIONS = ("0001_initial.sql", "0002_seq_keys.sql", "0003_completed_by_age.sql")
 
 
 class SchemaError(RuntimeError):
