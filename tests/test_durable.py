@@ -349,7 +349,9 @@ async def test_unknown_targets_and_missing_keys_are_rejected_before_invoking() -
 
 @flaky.handler(
     options=perdure.HandlerOptions(
-        retry_policy=RetryPolicy(max_attempts=None, max_duration=timedelta(seconds=10), on_max_attempts="kill")
+        retry_policy=RetryPolicy(
+            max_attempts=None, max_duration=timedelta(seconds=10), on_max_attempts="kill"
+        )
     )
 )
 async def gives_up_by_time(ctx: Context) -> None:
@@ -360,7 +362,9 @@ async def gives_up_by_time(ctx: Context) -> None:
 async def test_max_duration_without_progress_ends_retries() -> None:
     attempts.clear()
     async with Harness(perdure.App([flaky]), autojump=True) as h:
-        with pytest.raises(TerminalError, match="gave up after 6 attempts; last error: ConnectionError: still down"):
+        with pytest.raises(
+            TerminalError, match="gave up after 6 attempts; last error: ConnectionError: still down"
+        ):
             await h.service_call(gives_up_by_time)
         # attempts at 0, 0.5, 1.5, 3.5, 7.5 and 15.5 s: the first failure at or past 10 s ends it
         assert len(attempts["by_time"]) == 6

@@ -191,7 +191,7 @@ class Engine(Subscriptions):
         for declared in self.app.subscriptions:
             await self.create_subscription(declared.source, declared.sink_uri, declared.options, replace=True)
 
-    async def drain(self, timeout: float = 10.0) -> bool:
+    async def drain(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - a grace period, not a scope
         """Wait (up to `timeout` s) until no attempt is computing and every command is durable.
 
         Attempts waiting on timers or calls stay suspended or parked; they resume after restart.
