@@ -215,11 +215,11 @@ class KafkaSubscription:
 class App:
     """The set of services one engine (or deployment) serves, and what feeds them.
 
-        app = perdure.App(
-            [user_updates],
-            kafka_clusters={"local": {"bootstrap.servers": "127.0.0.1:9092"}},
-            subscriptions=[KafkaSubscription("kafka://local/user-updates", update_user_event)],
-        )
+    app = perdure.App(
+        [user_updates],
+        kafka_clusters={"local": {"bootstrap.servers": "127.0.0.1:9092"}},
+        subscriptions=[KafkaSubscription("kafka://local/user-updates", update_user_event)],
+    )
     """
 
     services: list[ServiceBase] = field(default_factory=list)
