@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import invocations, metrics, services
+from perdure.admin import invocations, kafka, metrics, services
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
@@ -72,6 +72,7 @@ class Admin:
                 ("PATCH", "/invocations/(?P<id>[^/]+)/(?P<action>[^/]+)", self.control),
                 ("GET", "/state/(?P<service>[^/]+)/(?P<key>.+)", self.get_state),
                 ("POST", "/query", self.query),
+                *kafka.Endpoints(engine).routes(),
             )
         ]
 

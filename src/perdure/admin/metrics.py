@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from perdure.admin import kafka
 from perdure.runtime.node import Engine
 from perdure.storage.api import Status
 
@@ -64,4 +65,6 @@ def render(engine: Engine) -> str:
     out.one("attempts_in_memory", "gauge", "Attempts held in memory now.", engine.invoker.active)
     out.one("timers_pending", "gauge", "Durable timers scheduled and not yet fired.", len(engine.timers))
     out.one("inbox_depth", "gauge", "Invocations waiting in a key's queue.", counts[Status.PENDING])
+    for family in kafka.metric_families(engine.kafka):
+        out.family(*family)
     return out.text()
