@@ -12,25 +12,36 @@ the fields below:
     admin_port = 9070
     drain_timeout = 10.0                 # seconds to let running attempts finish on shutdown
     log_level = "warning"
+    kafka = ["embedded", "prod=10.0.0.5:9092,10.0.0.6:9092"]   # Kafka clusters to register
+    kafka_port = 0                       # port of the embedded broker (0 picks a free one)
 
 The matching variables are `PERDURE_APP`, `PERDURE_DB`, `PERDURE_INGRESS_PORT`, ... Relative
 paths in a file (`db`, a file-path `app`) are relative to the file's directory. Bad keys and
 values raise `ConfigError`, whose message names the key, where it came from, and the fix.
+
+`kafka` entries are `NAME=BOOTSTRAP` (a cluster's `bootstrap.servers`, comma-separated hosts) or
+`embedded` (start a local tansu broker and register it as cluster `local`). In
+`PERDURE_KAFKA` and on the command line several entries are separated by spaces or commas:
+`PERDURE_KAFKA="embedded prod=10.0.0.5:9092,10.0.0.6:9092"` (a `host:port` after a comma
+belongs to the cluster before it).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
+__all__ = ["EMBEDDED_KAFKA", "ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
 
 ENV_PREFIX = "PERDURE_"
+#: The `kafka` entry that starts a local dev broker, and the cluster name it is registered as.
+EMBEDDED_KAFKA, EMBEDDED_CLUSTER = "embedded", "local"
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -51,6 +62,19 @@ class Settings:
     admin_port: int = 9070
     drain_timeout: float = 10.0
     log_level: str = "warning"
+    kafka: tuple[str, ...] = ()
+    kafka_port: int = 0
+
+    @property
+    def kafka_embedded(self) -> bool:
+        """Whether to start a local dev broker (registered as cluster `local`)."""
+        return EMBEDDED_KAFKA in self.kafka
+
+    @property
+    def kafka_clusters(self) -> dict[str, str]:
+        """The `NAME=BOOTSTRAP` entries of `kafka`: cluster name -> `bootstrap.servers`."""
+        pairs = (entry.partition("=") for entry in self.kafka if entry != EMBEDDED_KAFKA)
+        return {name: servers for name, _, servers in pairs}
 
     @property
     def store_url(self) -> str:
@@ -87,7 +111,13 @@ def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 
-    if key in ("ingress_port", "admin_port"):
+    if key == "kafka":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad('a list of "NAME=HOST:PORT" or "embedded" strings')
+        return _kafka_entries(value, source)
+    if key in ("ingress_port", "admin_port", "kafka_port"):
         if from_text and isinstance(value, str):
             try:
                 value = int(value.strip())
@@ -121,6 +151,48 @@ def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
     if not value:
         raise bad("a non-empty string")
     return value
+
+
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$")
+
+
+def _kafka_entries(values: list[str] | tuple[str, ...], source: str) -> tuple[str, ...]:
+    """Parse `kafka` values into `("embedded", "NAME=h1:9092,h2:9092", ...)`; raises `ConfigError`.
+
+    Entries are separated by whitespace, `;` or `,`; a `host:port` token without `=` continues the
+    bootstrap list of the cluster before it.
+    """
+    example = "e.g. --kafka local=127.0.0.1:9092 or --kafka embedded"
+    clusters: dict[str, list[str]] = {}
+    embedded = False
+    last: str | None = None
+    for token in (t for v in values for t in re.split(r"[\s,;]+", v) if t):
+        if token == EMBEDDED_KAFKA:
+            embedded, last = True, None
+            continue
+        name, eq, server = token.partition("=")
+        if not eq:
+            if last is None:
+                raise ConfigError(f"{source}: {token!r} must be NAME=HOST:PORT or embedded ({example})")
+            name, server = last, token
+        elif not _CLUSTER_NAME.match(name):
+            raise ConfigError(
+                f"{source}: bad Kafka cluster name {name!r}: use letters, digits, '.', '_', '-' ({example})"
+            )
+        elif name in clusters:
+            raise ConfigError(f"{source}: Kafka cluster {name!r} is given twice")
+        if not _SERVER.match(server):
+            raise ConfigError(f"{source}: Kafka cluster {name!r}: {server!r} is not HOST:PORT ({example})")
+        clusters.setdefault(name, []).append(server)
+        last = name
+    if embedded and EMBEDDED_CLUSTER in clusters:
+        raise ConfigError(
+            f"{source}: kafka 'embedded' registers its broker as cluster {EMBEDDED_CLUSTER!r}; "
+            f"give the other cluster another name"
+        )
+    entries = [EMBEDDED_KAFKA] if embedded else []
+    return tuple(entries + [f"{name}={','.join(servers)}" for name, servers in clusters.items()])
 
 
 def _rebase(key: str, value: str, base: Path) -> str:
@@ -171,7 +243,7 @@ def read_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in flags.items():
         if key not in _FIELDS:
             raise ConfigError(f"unknown setting {key!r}; {_suggest(key)}")
-        if value is not None:
+        if value is not None and value != ():  # a repeatable option given no times
             found[key] = _convert(key, value, f"option {flag_name(key)}", from_text=True)
     return found
 

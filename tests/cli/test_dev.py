@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
 
+from perdure.config import ConfigError, load_settings
+from perdure.engine.catalog import clusters
 from perdure.storage import open_store
 from perdure.storage.api import Status
 
@@ -188,3 +197,209 @@ def test_callers_of_unfinished_invocations_get_503_at_shutdown(tmp_path: Path) -
             await store.close()
 
     asyncio.run(still_sleeping())
+
+
+# ---- --kafka: clusters registered at start; `embedded` runs a tansu broker as cluster `local`
+
+KAFKA_APP = str(ROOT / "tests" / "kafka_examples" / "subscribed_app.py") + ":app"
+_EMBEDDED = re.compile(r"kafka\s+local = (127\.0\.0\.1:(\d+)) \(embedded tansu broker, pid (\d+);")
+
+
+def _embedded(server: Server) -> tuple[str, int, int]:
+    """(bootstrap, port, pid) of the embedded broker, from the banner."""
+    found = _EMBEDDED.search(server.output)
+    assert found is not None, server.output
+    return found.group(1), int(found.group(2)), int(found.group(3))
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """True once `pid` has exited (a zombie waiting for a reaper counts as exited)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+        else:
+            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dev_kafka_embedded_feeds_the_apps_subscription_and_stops_the_broker(tmp_path: Path) -> None:
+    db = tmp_path / "k.db"
+    args = ("--kafka", "embedded", "--kafka", "other=127.0.0.1:1")
+    server = DevServer(KAFKA_APP, db, stderr=tmp_path / "err", args=args).start()
+    try:
+        bootstrap, _, pid = _embedded(server)
+        assert "kafka     other = 127.0.0.1:1" in server.output
+
+        async def produce() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            try:
+                for n, key in enumerate((b"k1", b"k2", b"k1")):
+                    await producer.send_and_wait("events", json.dumps({"n": n}).encode(), key=key)
+            finally:
+                await producer.stop()
+
+        asyncio.run(produce())  # the app's subscription (declared in code) names cluster `local`
+        deadline = time.monotonic() + 20
+        state: dict[str, object] = {}
+        while time.monotonic() < deadline and state.get("n") != 2:
+            state = httpx.get(server.admin + "/state/events/k1", timeout=5).json()["state"]
+            time.sleep(0.05)
+        assert state.get("n") == 2, state
+        last: Any = state["last"]
+        assert last["n"] == 2 and last["offset"].isdigit()  # kafka.offset reaches the handler
+        code, _ = server.stop(signal.SIGTERM)
+    finally:
+        server.kill()
+    assert code == 0, server.stderr
+    assert "stopped cleanly" in server.output and "Traceback" not in server.stderr
+    assert _gone(pid), "the embedded broker outlived perdure dev"
+
+    async def catalog() -> dict[str, dict[str, str]]:
+        store = open_store(f"sqlite:///{db}")
+        try:
+            return {c.name: dict(c.properties) for c in clusters(store.reader())}
+        finally:
+            await store.close()
+
+    assert asyncio.run(catalog()) == {
+        "local": {
+            "bootstrap.servers": bootstrap,
+            "session.timeout.ms": "2000",
+            "heartbeat.interval.ms": "200",
+        },
+        "other": {"bootstrap.servers": "127.0.0.1:1"},
+    }
+
+
+def test_a_second_ctrl_c_kills_the_embedded_broker_too(tmp_path: Path) -> None:
+    args = ("--kafka", "embedded", "--drain-timeout", "30")
+    server = DevServer(SAMPLE, tmp_path / "d.db", stderr=tmp_path / "err", args=args).start()
+
+    def long_call() -> None:
+        with contextlib.suppress(httpx.TransportError):  # the server exits under it
+            httpx.post(server.ingress + "/jobs/work", json=20, timeout=30)
+
+    try:
+        _, _, pid = _embedded(server)
+        threading.Thread(target=long_call, daemon=True).start()
+        time.sleep(0.3)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        code, _ = server.stop(signal.SIGINT)
+    finally:
+        server.kill()
+    assert code == 130, server.output
+    assert _gone(pid), "the embedded broker outlived a second Ctrl-C"
+
+
+def test_serve_takes_kafka_from_env_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "perdure.toml"
+    config.write_text(f'app = "{SAMPLE}"\nkafka = ["prod=10.0.0.5:9092"]\ningress_port = 0\nadmin_port = 0\n')
+    port = _free_port()
+    server = Server(["serve", "--config", str(config)], stderr=tmp_path / "err", cwd=tmp_path)
+    server.start(env={"PERDURE_KAFKA": "embedded", "PERDURE_KAFKA_PORT": str(port)})
+    try:
+        assert _embedded(server)[1] == port
+        assert "prod" not in server.output  # the variable replaces the file's list
+        code, _ = server.stop()
+    finally:
+        server.kill()
+    assert code == 0, server.stderr
+
+
+def test_kafka_startup_errors_are_one_line_with_the_fix(tmp_path: Path) -> None:
+    def dev(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "perdure.cli", "dev", *args, "--db", str(tmp_path / "e.db")]
+        return subprocess.run(
+            [*command, "--ingress-port", "0", "--admin-port", "0"], capture_output=True, text=True, timeout=60
+        )
+
+    no_cluster = dev(KAFKA_APP)  # the app subscribes to kafka://local/events, and nothing provides `local`
+    assert no_cluster.returncode == 1
+    [line] = no_cluster.stderr.strip().splitlines()
+    assert "unknown Kafka cluster 'local'" in line and "pass --kafka NAME=HOST:PORT" in line, line
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = dev(SAMPLE, "--kafka", "embedded", "--kafka-port", str(port))
+    assert busy.returncode == 1
+    assert busy.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} for the embedded Kafka broker: the port is in use. "
+        "Stop the other process or pick another port with --kafka-port (0 picks a free one)"
+    ]
+
+    bad = dev(SAMPLE, "--kafka", "127.0.0.1:9092")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "error: option --kafka: '127.0.0.1:9092' must be NAME=HOST:PORT or embedded "
+        "(e.g. --kafka local=127.0.0.1:9092 or --kafka embedded)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"env": {"PERDURE_KAFKA": "embedded"}}, ("embedded",)),
+        # Spaces or commas separate entries; a host:port after a comma continues the cluster before it.
+        (
+            {"env": {"PERDURE_KAFKA": "a=h1:9092,h2:9092,b=[::1]:9093 embedded"}},
+            ("embedded", "a=h1:9092,h2:9092", "b=[::1]:9093"),
+        ),
+        (
+            {"flags": {"kafka": ("a=h:1", "embedded")}, "env": {"PERDURE_KAFKA": "b=h:2"}},
+            ("embedded", "a=h:1"),
+        ),
+        ({"flags": {"kafka": ()}, "env": {"PERDURE_KAFKA": "b=h:2"}}, ("b=h:2",)),  # no flag given
+        ({"file": 'kafka = "embedded"\nkafka_port = 9092'}, ("embedded",)),
+        ({"file": 'kafka = ["a=h:1", "b=h:2"]'}, ("a=h:1", "b=h:2")),
+    ],
+)
+def test_kafka_settings(tmp_path: Path, given: dict[str, Any], expected: tuple[str, ...]) -> None:
+    file = None
+    if "file" in given:
+        file = tmp_path / "perdure.toml"
+        file.write_text(given["file"])
+    s = load_settings(file=file, env=given.get("env", {}), flags=given.get("flags", {}))
+    assert s.kafka == expected
+    assert s.kafka_embedded == ("embedded" in expected)
+    assert s.kafka_clusters == dict(e.split("=", 1) for e in expected if e != "embedded")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "local=h:1 embedded",
+            "kafka 'embedded' registers its broker as cluster 'local'; give the other cluster",
+        ),
+        ("a=h:1 a=h:2", "Kafka cluster 'a' is given twice"),
+        ("a=h", "Kafka cluster 'a': 'h' is not HOST:PORT"),
+        ("a/b=h:1", "bad Kafka cluster name 'a/b'"),
+        ("h:9092", "'h:9092' must be NAME=HOST:PORT or embedded"),
+    ],
+)
+def test_kafka_setting_errors(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"environment variable PERDURE_KAFKA: {message}")):
+        load_settings(env={"PERDURE_KAFKA": value})
+    with pytest.raises(ConfigError, match="kafka_port must be an integer port"):
+        load_settings(env={"PERDURE_KAFKA_PORT": "x"})

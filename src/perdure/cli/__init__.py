@@ -89,6 +89,22 @@ def server_options(fn: Any) -> Any:
             ),
         ),
         click.option(
+            "--kafka",
+            multiple=True,
+            metavar="NAME=BOOTSTRAP|embedded",
+            help=(
+                "Register a Kafka cluster at start (repeatable): NAME=HOST:PORT[,HOST:PORT...], or "
+                "'embedded' to start a local dev broker (tansu) as cluster 'local'. "
+                f"[env {ENV_PREFIX}KAFKA, entries separated by spaces]"
+            ),
+        ),
+        click.option(
+            "--kafka-port",
+            type=int,
+            metavar="PORT",
+            help=f"Port of the embedded Kafka broker [default 0 = a free port; env {ENV_PREFIX}KAFKA_PORT].",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
             help=f"Log verbosity on stderr [default warning; env {ENV_PREFIX}LOG_LEVEL].",
@@ -135,12 +151,18 @@ def dev(app: str, **flags: Any) -> None:
     lives in .perdure/dev.db unless --db says otherwise; restarting on the same file resumes
     everything unfinished. Options can also come from PERDURE_* environment variables.
 
+    --kafka embedded also starts a local Kafka broker (tansu, records in memory) and registers it
+    as cluster 'local'; --kafka NAME=HOST:PORT registers an existing cluster. Subscribe topics to
+    handlers with POST /subscriptions on the admin API (or App(subscriptions=[...]) in code).
+
     Ctrl-C or SIGTERM stops accepting HTTP, lets running attempts finish (--drain-timeout),
     stops cleanly and exits 0; a second Ctrl-C exits at once (as safe as a crash).
 
     \b
       perdure dev examples/user_updates.py:app
       perdure dev myapp:app --db /tmp/try.db --ingress-port 8081 --admin-port 9071
+      perdure dev examples/user_updates.py:app --kafka embedded
+      perdure dev myapp:app --kafka local=127.0.0.1:9092
     """
     settings = _configured(file=None, flags={"app": app, **flags}, defaults=Settings(db=DEV_DB))
     _run_server(settings, f"perdure dev {app}")
@@ -171,6 +193,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       admin_port = 9070                # PERDURE_ADMIN_PORT
       drain_timeout = 10               # PERDURE_DRAIN_TIMEOUT (seconds)
       log_level = "warning"            # PERDURE_LOG_LEVEL
+      kafka = ["embedded", "prod=10.0.0.5:9092"]   # PERDURE_KAFKA="embedded prod=10.0.0.5:9092"
+      kafka_port = 9092                # PERDURE_KAFKA_PORT (the embedded broker's; 0 = free)
 
     Relative paths in the file are relative to the file. Shutdown works as in `perdure dev`.
     """

