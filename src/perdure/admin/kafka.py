@@ -152,7 +152,9 @@ class Endpoints:
         except UnknownTargetError:
             raise HTTPError(404, f"no Kafka cluster named {name!r}") from None
         except ConflictError as e:
-            raise HTTPError(409, f"{e}; delete them first") from None
+            users = [s.id for s in self.engine.subscriptions() if s.source.startswith(f"kafka://{name}/")]
+            used_by = ", ".join(users) or str(e)
+            raise HTTPError(409, f"Kafka cluster {name!r} is used by {used_by}: delete those first") from None
         return Response(200, {})
 
     def _cluster(self, name: str) -> dict[str, str]:
@@ -212,7 +214,12 @@ class Endpoints:
         if cluster not in clusters:
             known = ", ".join(clusters) or "none"
             raise HTTPError(400, f"unknown Kafka cluster {cluster!r} in {source} (known clusters: {known})")
-        existing = self.engine.subscription(subscription_id(source, sink))
+        sub_id = subscription_id(source, sink)
+        try:
+            consumer_config(sub_id, clusters[cluster], options)  # bad options: 400 before any 409
+        except InvalidInputError as e:
+            raise HTTPError(400, str(e)) from None
+        existing = self.engine.subscription(sub_id)
         if existing is not None:
             wanted = effective_options(Subscription(existing.id, source, sink, options), clusters[cluster])
             have = effective_options(existing, clusters[cluster])

@@ -213,6 +213,10 @@ cli.add_command(manage.services)
 cli.add_command(manage.invocations)
 cli.add_command(manage.state)
 cli.add_command(manage.sql)
+from .subscriptions import kafka_clusters, subscriptions  # noqa: E402  (kept next to its registration)
+
+cli.add_command(kafka_clusters)
+cli.add_command(subscriptions)
 
 
 def main() -> None:
