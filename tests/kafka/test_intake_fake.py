@@ -209,3 +209,18 @@ async def test_rebalance_between_two_consumers(
         await a.stop()
     assert engine.skipped == 0  # every consumer started at the stored offsets: nothing re-read
     assert sum(engine.stored_offsets("sub_1").values()) == produced
+
+
+async def test_stored_offset_past_the_end_is_reported(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic()
+    await produce(producer, name, 5)
+    engine = engine_for(broker, sub(name), auto_complete=True)
+    engine.offsets["sub_1"] = {(name, 0): 100}  # as if the topic had been recreated
+    async with KafkaIntake(engine) as intake:
+        await wait_until(lambda: intake.stats()[0].error is not None, what="the warning")
+        [stats] = intake.stats()
+        assert stats.state == "running" and "stored offset 100 is past the end" in str(stats.error)
+        assert stats.partitions[0].last_fetch_ms is not None and stats.partitions[0].last_fetch_ms < 5000
+    assert not engine.created

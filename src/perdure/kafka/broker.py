@@ -57,7 +57,8 @@ class Broker:
     """A tansu broker in a child process on loopback, memory storage; an async context manager.
 
     `log_path` receives the broker's output (a temporary file when not given), so a chatty broker
-    never blocks on a full pipe. `stop()` signals its pid: SIGTERM, then SIGKILL after `stop_timeout`.
+    never blocks on a full pipe. `stop()` signals its pid: SIGINT (tansu exits at once), SIGTERM
+    (it waits for clients ~5 s), then SIGKILL after `stop_timeout`.
     """
 
     def __init__(
@@ -181,16 +182,19 @@ class Broker:
         proc, self._proc = self._proc, None
         code: int | None = None
         if proc is not None:
-            if proc.poll() is None:
+            # tansu exits at once on SIGINT; on SIGTERM it waits ~5 s for connected clients.
+            for sig, wait in ((signal.SIGINT, 1.0), (signal.SIGTERM, self.stop_timeout)):
+                if proc.poll() is not None:
+                    break
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
+                    os.kill(proc.pid, sig)
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    await asyncio.to_thread(proc.wait, self.stop_timeout)
-                if proc.poll() is None:
-                    log.warning("tansu pid %s ignored SIGTERM: SIGKILL", proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGKILL)
-                    await asyncio.to_thread(proc.wait)
+                    await asyncio.to_thread(proc.wait, wait)
+            if proc.poll() is None:
+                log.warning("tansu pid %s ignored SIGINT and SIGTERM: SIGKILL", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(proc.wait)
             code = proc.returncode
         if self._log_file is not None:
             self._log_file.close()
@@ -198,7 +202,7 @@ class Broker:
         return code
 
     async def stop(self) -> None:
-        """Stop the broker by pid (SIGTERM, then SIGKILL); its records are gone."""
+        """Stop the broker by pid (SIGINT, SIGTERM, then SIGKILL); its records are gone."""
         await self._terminate()
         if self._owns_log and self._log_path is not None:
             with contextlib.suppress(OSError):

@@ -29,6 +29,9 @@ from perdure.storage.api import Subscription
 
 log = logging.getLogger("perdure.kafka")
 
+#: A consumer without any fetch response for this long reports state `retrying`.
+STALLED_MS = 15_000
+
 
 class IngestEngine(Protocol):
     """What the Kafka intake needs from the engine (`perdure.Engine` has it)."""
@@ -58,6 +61,7 @@ class _Partition:
         "retry_at",
         "slot",
         "tp",
+        "warned",
     )
 
     def __init__(self, tp: Any, delay: float) -> None:
@@ -73,6 +77,7 @@ class _Partition:
         self.failed: int | None = None  # first offset of a batch whose ingest failed
         self.retry_at = 0.0
         self.delay = delay
+        self.warned = False  # about a stored offset past the partition's end
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -345,6 +350,7 @@ class SubscriptionConsumer:
         if not force and now - self._last_commit < self.commit_interval:
             return
         self._last_commit = now
+        self._warn_past_end(consumer)
         offsets = {
             p.tp: p.next_offset
             for p in self._parts.values()
@@ -359,6 +365,15 @@ class SubscriptionConsumer:
             return
         for tp, offset in offsets.items():
             self._parts[(tp.topic, tp.partition)].committed = offset
+
+    def _warn_past_end(self, consumer: Any) -> None:
+        for part in self._parts.values():
+            if part.warned or not part.assigned or part.next_offset is None:
+                continue
+            high = consumer.highwater(part.tp)
+            if high is not None and high < part.next_offset:
+                part.warned = True
+                log.warning("kafka subscription %s: %s", self.id, _past_end(part, high))
 
     # ---- rebalances
 
@@ -412,19 +427,25 @@ class SubscriptionConsumer:
     # ---- visibility
 
     def stats(self) -> SubscriptionStats:
-        now = time.monotonic()
+        now, wall_ms = time.monotonic(), int(time.time() * 1000)
         consumer = self._consumer
         assignment = consumer.assignment() if consumer is not None else frozenset()
-        partitions = []
+        partitions, problems, fetching = [], [], []
         for (topic, partition), part in sorted(self._parts.items()):
             if not part.assigned and not part.slot.ids:
                 continue
-            high = position = None
+            high = position = fetched = None
             if part.tp in assignment:
                 high = consumer.highwater(part.tp)
                 position = _position(consumer, part.tp)
+                polled = consumer.last_poll_timestamp(part.tp)
+                fetched = max(wall_ms - polled, 0) if polled is not None else None
+                if not part.held:
+                    fetching.append(fetched)
             consumed = part.next_offset if part.next_offset is not None else position
             lag = high - consumed if high is not None and consumed is not None else None
+            if lag is not None and lag < 0 and part.next_offset is not None:
+                problems.append(_past_end(part, high))
             partitions.append(
                 PartitionStats(
                     topic=topic,
@@ -435,18 +456,33 @@ class SubscriptionConsumer:
                     in_flight=len(part.slot),
                     oldest_pending_ms=part.slot.oldest_age_ms(now),
                     paused=part.held,
+                    last_fetch_ms=fetched,
                 )
             )
+        state, error = self.state, self.error
+        if state == "running" and fetching and all(f is not None and f > STALLED_MS for f in fetching):
+            silent = min(f for f in fetching if f is not None) // 1000
+            state, error = "retrying", f"no fetch response for {silent} s: is the broker reachable?"
+        if problems and error is None:
+            error = "; ".join(problems)
         return SubscriptionStats(
             subscription_id=self.id,
             source=self.subscription.source,
             sink=self.subscription.sink,
             group_id=self.group_id,
-            state=self.state,
-            error=self.error,
+            state=state,
+            error=error,
             records=self.records,
             partitions=partitions,
         )
+
+
+def _past_end(part: _Partition, high: Any) -> str:
+    return (
+        f"{part.tp.topic}/{part.tp.partition}: the stored offset {part.next_offset} is past the end "
+        f"of the partition ({high}): was the topic recreated? Records below {part.next_offset} count "
+        "as already consumed"
+    )
 
 
 def _position(consumer: Any, tp: Any) -> int | None:

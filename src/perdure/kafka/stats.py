@@ -14,7 +14,8 @@ class PartitionStats:
     broker's next offset, known after the first fetch; `lag` is their difference. `in_flight`
     counts invocations accepted from this partition that have not completed (since the intake
     started); `oldest_pending_ms` is the age of the oldest of them. `paused` is true while the
-    partition is held: by backpressure, or for a retry after a failed ingest.
+    partition is held: by backpressure, or for a retry after a failed ingest. `last_fetch_ms` is
+    the age of the broker's last fetch response for it (it answers about twice a second).
     """
 
     topic: str
@@ -25,15 +26,17 @@ class PartitionStats:
     in_flight: int
     oldest_pending_ms: int | None
     paused: bool
+    last_fetch_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionStats:
     """One subscription's consumer: its state and the partitions assigned to it.
 
-    `state` is `starting`, `running`, `retrying` (the broker is unreachable, or ingest failed:
-    it retries with backoff), `error` (it cannot run as configured: unknown cluster or sink, bad
-    option; fixed by changing the subscription) or `stopped`. `error` says why.
+    `state` is `starting`, `running`, `retrying` (the broker is unreachable or silent for 15 s,
+    or an ingest failed: it retries with backoff), `error` (it cannot run as configured: unknown
+    cluster or sink, bad option; fixed by changing the subscription) or `stopped`. `error` says
+    why; a running subscription may carry one too (a stored offset past a partition's end).
     """
 
     subscription_id: str
