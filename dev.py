@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """perdure's developer entry point: needs nothing but Python 3.11+.
 
-    python3 dev.py demo     set up .venv (first time); `perdure dev` on the example, called over HTTP
+    python3 dev.py demo     set up .venv (first time); the seed example fed from Kafka by `perdure dev`
+                            (`demo --http`: the same example called over HTTP; `demo --exit`: stop after)
     python3 dev.py test     set up .venv (first time) and run the whole test suite
     python3 dev.py lint     ruff + mypy
     python3 dev.py bench    the benchmarks in bench/

@@ -1,247 +1,391 @@
-"""The guided demo: `perdure dev` on the user-updates example, called over HTTP like any service.
+"""The guided demo: the seed example fed from Kafka, with a queue per user.
 
-It starts `perdure dev examples/user_updates.py:app` (ports 8080/9070, or free ones if those are
-taken), waits until it is healthy, then makes a few HTTP calls — a call, a delayed send, a call with
-an idempotency key made twice, an attach, a rejected input — printing each as the `curl` command
-that does the same, with the answer. It shows every user's state through the admin API and the
-invocations with `perdure invocations list`, then leaves the server running for you to curl until
-Ctrl-C (or stops it at once with --exit).
+It starts `perdure dev examples/user_updates.py:app --kafka embedded` — engine, SQLite journal,
+HTTP ingress, admin API and a local Kafka broker (cluster `local`) in one process — and then:
 
-    python3 dev.py demo                  # or: .venv/bin/python examples/demo.py [--exit]
+1. creates the topic `user-updates` (4 partitions) and subscribes the `updateUserEvent` handler to
+   it through the admin API (`POST /subscriptions`, printed as the curl command);
+2. produces 2,000 user updates for 50 users, keyed by user. Five users are brand-new accounts
+   whose profile is not ready yet: their first update sleeps 5 s durably (`ctx.sleep`) and their
+   later updates queue behind it, while the other users — on the same partitions — go on;
+3. follows the invocations to completion (a progress bar for the other users, one for the five);
+4. shows per-user results (updates handled, the role kept in K/V state, in offset order), the
+   subscription's offsets per partition, a poison record that failed alone, and one HTTP call of
+   the same handler (Kafka and RPC, no code change);
+5. keeps running until Ctrl-C (or stops at once with --exit).
+
+    python3 dev.py demo              # or: .venv/bin/python examples/demo.py [--exit] [--users 50] ...
+    python3 dev.py demo --http       # the HTTP tour instead: calls, delayed sends, idempotency keys
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import json
+import math
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import demo_http
 import httpx
-from rich.console import Console
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from demo_support import (
+    ROOT,
+    console,
+    free_ports,
+    perdure_command,
+    run_cli,
+    show,
+    start_server,
+    supervise,
+    wait_healthy,
+)
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from perdure.cli.sample import curl_line
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = "examples/user_updates.py:app"
-HEALTH_TIMEOUT_S = 30.0
-
-console = Console(highlight=False, soft_wrap=True)
-
-
-def port_or_free(port: int) -> int:
-    """`port` when nothing listens there on 127.0.0.1, else a free one."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+TOPIC, PARTITIONS = "user-updates", 4
+SINK = "service://userUpdates/updateUserEvent"
+#: Each update asks for one of these permission sets, so each user's final role shows which
+#: update ran last.
+PERMISSIONS = (["read"], ["read", "write"], ["admin", "read"], ["billing", "read"])
+#: How long the demo waits for all invocations before it says what is missing.
+WAIT_S = 60.0
+#: The example's durable sleep when a profile is not ready (examples/user_updates.py RETRY_AFTER).
+SLEEP_S = 5
 
 
-def start_server(db: Path, ingress_port: int, admin_port: int) -> subprocess.Popen[bytes]:
-    """`perdure dev` in its own process group: Ctrl-C reaches the demo, which forwards it once."""
-    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        stale.unlink(missing_ok=True)  # a fresh journal for every demo run
-    command = [sys.executable, "-m", "perdure.cli", "dev", APP, "--db", str(db)]
-    command += ["--ingress-port", str(ingress_port), "--admin-port", str(admin_port)]
-    console.print(
-        f"[dim]$ perdure dev {APP} --db {db} --ingress-port {ingress_port} --admin-port {admin_port}[/]"
+def role_of(permissions: list[str]) -> str:
+    """What the example's `set_permissions` answers (and the handler stores as `role`)."""
+    return f"role-{'-'.join(sorted(permissions)) or 'none'}"
+
+
+@dataclass
+class Plan:
+    """The records to produce, and what the handler should make of them."""
+
+    users: list[str]
+    new_accounts: list[str]
+    records: list[tuple[str, bytes]] = field(default_factory=list)  # (key, value), in produce order
+    per_user: Counter[str] = field(default_factory=Counter)
+    last_role: dict[str, str] = field(default_factory=dict)
+    poison_key: str = ""
+
+    @property
+    def others(self) -> list[str]:
+        return [u for u in self.users if u not in self.new_accounts]
+
+
+#: A poison record: truncated JSON, which the handler's input type cannot decode.
+POISON = b'{"profile": {"name": '
+
+
+def make_plan(users: int, updates: int, new: int) -> Plan:
+    """`updates` records round-robin over `users` users, `new` of them brand-new accounts (their
+    first update says `"account": "new"`), and one poison record half way."""
+    names = [f"user{i:02d}" for i in range(users)]
+    new_accounts = sorted({names[(k * users // new + 7) % users] for k in range(new)}) if new else []
+    plan = Plan(names, new_accounts, poison_key=names[min(3, users - 1)])
+    order = [(j, i) for j in range(math.ceil(updates / users)) for i in range(users)][:updates]
+    for n, (j, i) in enumerate(order):
+        if n == len(order) // 2:
+            plan.records.append((plan.poison_key, POISON))
+        name, permissions = names[i], PERMISSIONS[(i + j) % len(PERMISSIONS)]
+        profile = {"name": name, **({"account": "new"} if j == 0 and name in new_accounts else {})}
+        update = {"profile": profile, "permissions": permissions, "resources": [f"disk-{j}"]}
+        plan.records.append((name, json.dumps(update).encode()))
+        plan.per_user[name] += 1
+        plan.last_role[name] = role_of(permissions)
+    return plan
+
+
+# ---- the Kafka side: a topic, records
+
+
+async def create_topic(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, plan: Plan) -> dict[str, int]:
+    """Produce the plan's records with a progress bar; returns each user's partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    partitions: dict[str, int] = {}
+    try:
+        with Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            task = progress.add_task(f"producing to {TOPIC}", total=len(plan.records))
+            sent = []
+            for key, value in plan.records:
+                future = await producer.send(TOPIC, value, key=key.encode())
+                future.add_done_callback(lambda _: progress.advance(task))
+                sent.append((key, future))
+            await producer.flush()
+            for key, future in sent:
+                partitions[key] = (await future).partition
+    finally:
+        await producer.stop()
+    return partitions
+
+
+# ---- the perdure side: follow the invocations over the admin API
+
+
+def query(http: httpx.Client, admin: str, sql: str) -> list[dict[str, Any]]:
+    response = http.post(f"{admin}/query", json={"query": sql})
+    response.raise_for_status()
+    rows: list[dict[str, Any]] = response.json()["rows"]
+    return rows
+
+
+COMPLETED = (
+    "SELECT target_service_key AS user, count(*) AS n FROM sys_invocation "
+    "WHERE target_service_name = 'userUpdates' AND completion_result = 'success' GROUP BY 1"
+)
+
+
+def follow(
+    http: httpx.Client, admin: str, plan: Plan, started: float
+) -> tuple[dict[str, float], Counter[str]]:
+    """Progress bars until every update is handled; returns when each user was done, and counts."""
+    done_at: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    groups = {
+        f"{len(plan.others)} other users": plan.others,
+        f"{len(plan.new_accounts)} new accounts (first update: profile not ready, sleeps {SLEEP_S} s)": (
+            plan.new_accounts
+        ),
+    }
+    columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {
+            progress.add_task(name, total=sum(plan.per_user[u] for u in users)): users
+            for name, users in groups.items()
+            if users
+        }
+        deadline = time.monotonic() + WAIT_S
+        while len(done_at) < len(plan.users) and time.monotonic() < deadline:
+            counts = Counter({row["user"]: row["n"] for row in query(http, admin, COMPLETED)})
+            now = time.monotonic() - started
+            for user in plan.users:
+                if user not in done_at and counts[user] >= plan.per_user[user]:
+                    done_at[user] = now
+            for task, users in tasks.items():
+                progress.update(task, completed=sum(counts[u] for u in users))
+            time.sleep(0.1)
+    return done_at, counts
+
+
+ROLES = (
+    "SELECT service_key AS user, value_utf8 AS role FROM state "
+    "WHERE service_name = 'userUpdates' AND key = 'role'"
+)
+TOTALS = "SELECT count(*) AS n FROM sys_invocation WHERE target_service_name = 'userUpdates'"
+FAILED = "SELECT target, completion_failure FROM sys_invocation WHERE completion_result = 'failure'"
+
+
+def results_table(
+    plan: Plan,
+    partitions: dict[str, int],
+    done_at: dict[str, float],
+    counts: Counter[str],
+    roles: dict[str, str],
+) -> Table:
+    """The new accounts and a few other users in full; one summary row for the rest."""
+    table = Table("user", "partition", "updates", "role", "done after", "", box=None, header_style="bold")
+    shown = plan.new_accounts + plan.others[: max(0, 12 - len(plan.new_accounts))]
+    for user in shown:
+        role, want = roles.get(user, "-"), plan.last_role[user]
+        table.add_row(
+            user,
+            str(partitions.get(user, "?")),
+            f"{counts[user]}/{plan.per_user[user]}",
+            f"{role} [green]✓[/]" if role == want else f"{role} [red]✗ (expected {want})[/]",
+            f"{done_at[user]:.1f} s" if user in done_at else "[yellow]not yet[/]",
+            f"[dim]new account: slept {SLEEP_S} s[/]" if user in plan.new_accounts else "",
+        )
+    rest = [u for u in plan.others if u not in shown]
+    if rest:
+        complete = sum(1 for u in rest if counts[u] == plan.per_user[u])
+        right = sum(1 for u in rest if roles.get(u) == plan.last_role[u])
+        latest = max((done_at[u] for u in rest if u in done_at), default=0.0)
+        table.add_row(
+            f"{len(rest)} more", "", f"{complete} × all", f"{right} × [green]✓[/]", f"≤ {latest:.1f} s"
+        )
+    return table
+
+
+def partitions_table(subscription: dict[str, Any], partitions: dict[str, int]) -> Table:
+    users = Counter(partitions.values())
+    table = Table(
+        "partition",
+        "users",
+        "consumed offset",
+        "high watermark",
+        "lag",
+        "in flight",
+        "paused",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
     )
-    return subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    for p in subscription.get("partitions", []):
+        table.add_row(
+            f"{p['topic']}/{p['partition']}",
+            str(users[p["partition"]]),
+            *(str(p[k]) if p[k] is not None else "-" for k in ("consumed_offset", "high_watermark", "lag")),
+            str(p["in_flight"]),
+            "yes" if p["paused"] else "no",
+        )
+    return table
 
 
-def wait_healthy(server: subprocess.Popen[bytes], ingress: str, admin: str) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"perdure dev exited with status {server.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError):
-            if (
-                httpx.get(f"{ingress}/restate/health", timeout=1).status_code == 200
-                and httpx.get(f"{admin}/health", timeout=1).status_code == 200
-            ):
-                return
-        time.sleep(0.05)
-    server.kill()
-    sys.exit(f"perdure dev was not healthy after {HEALTH_TIMEOUT_S:g} s")
-
-
-def show(
-    http: httpx.Client,
-    title: str,
-    url: str,
-    *,
-    method: str = "POST",
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    shown_headers: tuple[str, ...] = (),
-) -> httpx.Response:
-    """Make one request, printing it as a curl line and then the answer."""
-    data = None if body is None else json.dumps(body).encode()
-    content_type = None if body is None else "application/json"
-    console.print(f"\n[bold]{escape(title)}[/]")
-    line = curl_line(url, method=method, body=data, content_type=content_type, headers=headers)
-    console.print(f"[cyan]$ {escape(line)}[/]")
-    response = http.request(
-        method,
-        url,
-        content=data,
-        headers={**(headers or {}), **({"content-type": content_type} if content_type else {})},
-    )
-    style = "green" if response.is_success else "yellow"
-    extra = "".join(
-        f"  {name}: {response.headers[name]}" for name in shown_headers if name in response.headers
-    )
-    console.print(f"[{style}]{response.status_code}[/] {escape(response.text)}[dim]{escape(extra)}[/]")
-    return response
-
-
-def showcase(ingress: str, admin: str) -> None:
-    update = {"profile": {"name": "alice"}, "permissions": ["read", "write"], "resources": ["disk-1"]}
+def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
+    """The tour; returns what to try next."""
+    produced = len(plan.records)
     with httpx.Client(timeout=30) as http:
+        console.print("\n[bold]1. A topic, and a subscription that pushes its records to the handler[/]")
+        console.print(
+            f"[cyan]$ kafka-topics --bootstrap-server {bootstrap} --create --topic {TOPIC} "
+            f"--partitions {PARTITIONS}[/]  [dim](done here with aiokafka's admin client)[/]"
+        )
+        asyncio.run(create_topic(bootstrap))
+        answer = show(
+            http,
+            "Subscribe the handler to the topic (records become invocations keyed by the record key)",
+            f"{admin}/subscriptions",
+            body={
+                "source": f"kafka://local/{TOPIC}",
+                "sink": SINK,
+                "options": {"auto.offset.reset": "earliest"},
+            },
+        )
+        if not answer.is_success:
+            raise SystemExit(f"could not create the subscription: {answer.status_code} {answer.text}")
+        subscription_id = answer.json()["id"]
+        console.print(
+            f"[dim]  (the same with the CLI: perdure subscriptions create kafka://local/{TOPIC} {SINK} "
+            "--option auto.offset.reset=earliest)[/]"
+        )
+
+        console.print(
+            f"\n[bold]2. {produced - 1:,} user updates for {len(plan.users)} users, keyed by user, "
+            f"and one poison record[/]\n"
+            f"  {', '.join(plan.new_accounts)} are new accounts: the profile store is not ready for them "
+            f"yet, so their first update\n  sleeps {SLEEP_S} s durably (ctx.sleep) and their later updates "
+            "queue behind it. Everyone else should not wait."
+        )
+        started = time.monotonic()
+        partitions = asyncio.run(produce(bootstrap, plan))
+
+        console.print("\n[bold]3. perdure pushes every record to the handler, with a queue per user[/]")
+        done_at, counts = follow(http, admin, plan, started)
+
+        roles = {row["user"]: json.loads(row["role"]) for row in query(http, admin, ROLES)}
+        console.print(
+            "\n[bold]4. Per user: updates handled, and the role kept in K/V state[/] "
+            "[dim](✓ = the role of the user's last update: handled in offset order)[/]"
+        )
+        console.print(results_table(plan, partitions, done_at, counts, roles))
+        [totals] = query(http, admin, TOTALS)
+        console.print(
+            f"  {produced:,} records → {totals['n']:,} invocations: {sum(counts.values()):,} updates "
+            f"handled and 1 poison record failed. Each record exactly once."
+        )
+        if plan.new_accounts and plan.new_accounts[0] in partitions:
+            slow = plan.new_accounts[0]
+            same = [u for u in plan.others if partitions.get(u) == partitions[slow] and u in done_at]
+            if same:
+                console.print(
+                    f"  {slow} shares partition {partitions[slow]} with {len(same)} other users: they were "
+                    f"all done after {max(done_at[u] for u in same):.1f} s while {slow} slept; its own "
+                    f"{plan.per_user[slow] - 1} later updates waited, in order.\n"
+                    "  [bold]A slow key holds up its own queue, never its partition.[/]"
+                )
+
+        console.print(
+            "\n[bold]5. The subscription, per partition: offsets are stored with the invocations[/]"
+        )
+        console.print(f"[cyan]$ curl {admin}/subscriptions/{subscription_id}[/]")
+        subscription = http.get(f"{admin}/subscriptions/{subscription_id}").json()
+        console.print(
+            f"  status {subscription.get('status')}, {subscription.get('records', 0):,} records accepted"
+        )
+        console.print(partitions_table(subscription, partitions))
+
+        console.print("\n[bold]6. The poison record failed alone (400, naming topic/partition/offset)[/]")
+        run_cli("sql", FAILED, "--admin-url", admin)
+        console.print(
+            f"  {plan.poison_key}'s {plan.per_user[plan.poison_key]} good updates were all handled: a bad "
+            "record never blocks its key or its partition."
+        )
+
+        user = plan.new_accounts[0] if plan.new_accounts else plan.users[0]
+        update = {"profile": {"name": user}, "permissions": ["admin", "billing"], "resources": ["disk-http"]}
         show(
             http,
-            "A call: the handler runs, its steps are journaled, the caller gets the result",
-            f"{ingress}/userUpdates/alice/updateUserEvent",
+            "7. Kafka and RPC: the same handler, called over HTTP (same queue, same state)",
+            f"{ingress}/userUpdates/{user}/updateUserEvent",
             body=update,
         )
-        bob = {"profile": {"name": "bob"}, "permissions": ["read"], "resources": ["disk-2"]}
-        sent = show(
-            http,
-            "A send with a delay: accepted durably now (202), runs in 2 seconds — even across a restart",
-            f"{ingress}/userUpdates/bob/updateUserEvent/send?delay=2s",
-            body=bob,
-        )
-        carol = {"profile": {"name": "carol"}, "permissions": ["admin"], "resources": []}
-        for attempt in ("once", "twice: the same invocation answers, the handler does not run again"):
-            show(
-                http,
-                f"A call with an idempotency key, {attempt}",
-                f"{ingress}/userUpdates/carol/updateUserEvent",
-                body=carol,
-                headers={"idempotency-key": "carol-signup-1"},
-                shown_headers=("x-restate-id",),
-            )
-        show(
-            http,
-            "A bad input fails for good (TerminalError → HTTP 400, never retried)",
-            f"{ingress}/userUpdates/dave/updateUserEvent",
-            body={"profile": {}},
-        )
-        invocation_id = sent.json()["invocationId"]
-        show(
-            http,
-            "Attach to the delayed send: waits until it has run, then returns its result",
-            f"{ingress}/restate/invocation/{invocation_id}/attach",
-            method="GET",
-        )
+        state = http.get(f"{admin}/state/userUpdates/{user}").json()["state"]
+        console.print(f"[cyan]$ curl {admin}/state/userUpdates/{user}[/]\n{escape(json.dumps(state))}")
 
-        console.print("\n[bold]Per-user state, read through the admin API[/]")
-        table = Table(
-            "user", "state (GET /state/userUpdates/{user})", box=None, header_style="bold", pad_edge=False
-        )
-        for user in ("alice", "bob", "carol", "dave"):
-            state = http.get(f"{admin}/state/userUpdates/{user}").json()["state"]
-            table.add_row(user, json.dumps(state) if state else "[dim]none: the update failed[/]")
-        console.print(f"[cyan]$ curl {admin}/state/userUpdates/alice[/]")
-        console.print(table)
-
-    console.print("\n[bold]The invocations, as the management command shows them[/]")
-    console.print(f"[cyan]$ perdure invocations list --admin-url {admin}[/]")
-    sys.stdout.flush()
-    subprocess.run(
-        [sys.executable, "-m", "perdure.cli", "invocations", "list", "--admin-url", admin], check=False
-    )
-
-
-def interrupt(signum: int, frame: object) -> None:
-    """SIGTERM to the demo stops the server the same way Ctrl-C does."""
-    raise KeyboardInterrupt
-
-
-def perdure_command() -> str:
-    """How to type `perdure` here: plain when it is on PATH, else the venv's script."""
-    script = Path(sys.executable).parent / "perdure"
-    found = shutil.which("perdure")
-    if found is not None and Path(found).resolve() == script.resolve():
-        return "perdure"
-    with contextlib.suppress(ValueError):
-        return str(script.relative_to(Path.cwd()))
-    return str(script)
-
-
-def stop(server: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    if server.poll() is None:
-        server.send_signal(sig)
-    try:
-        return server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return server.wait()
+    produce_hint = json.dumps({"profile": {"name": user}, "permissions": ["read"]})
+    return [
+        f"[cyan]kcat -P -b {bootstrap} -t {TOPIC} -K: <<< '{user}:{escape(produce_hint)}'[/]"
+        "   [dim](or any Kafka client)[/]",
+        f"[cyan]{perdure_command()} subscriptions list --admin-url {admin}[/]",
+        f"[cyan]{perdure_command()} invocations list --key {user} --admin-url {admin}[/]",
+        f'[cyan]{perdure_command()} sql "SELECT status, count(*) FROM sys_invocation GROUP BY 1" '
+        f"--admin-url {admin}[/]",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exit", action="store_true", help="stop the server after the showcase")
+    parser.add_argument("--http", action="store_true", help="the HTTP tour instead of the Kafka one")
     parser.add_argument(
         "--db", type=Path, default=ROOT / ".perdure" / "demo.db", help="the demo's SQLite file (recreated)"
     )
     parser.add_argument("--ingress-port", type=int, default=8080, help="used if free, else a free port")
     parser.add_argument("--admin-port", type=int, default=9070, help="used if free, else a free port")
+    parser.add_argument("--kafka-port", type=int, default=9092, help="used if free, else a free port")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--new-accounts", type=int, default=5, help="users whose first update sleeps 5 s")
     args = parser.parse_args()
+    if args.users < 1 or args.updates < args.users:
+        parser.error("--users must be at least 1, and --updates at least --users")
 
-    ingress_port = port_or_free(args.ingress_port)
-    admin_port = port_or_free(args.admin_port)
-    if admin_port == ingress_port:
-        admin_port = port_or_free(0)
+    ingress_port, admin_port, kafka_port = free_ports(args.ingress_port, args.admin_port, args.kafka_port)
+    if args.http:
+        demo_http.main(args.db, ingress_port, admin_port, exit_now=args.exit)
+        return
     ingress, admin = f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{admin_port}"
-    signal.signal(signal.SIGTERM, interrupt)
-    server = start_server(args.db, ingress_port, admin_port)
-    try:
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    plan = make_plan(args.users, args.updates, args.new_accounts)
+    ports = ["--ingress-port", str(ingress_port), "--admin-port", str(admin_port)]
+    server = start_server(args.db, [*ports, "--kafka", "embedded", "--kafka-port", str(kafka_port)])
+
+    def tour() -> list[str]:
         wait_healthy(server, ingress, admin)
-        showcase(ingress, admin)
-        if args.exit:
-            console.print("\n[dim]--exit: stopping perdure dev (SIGTERM)[/]")
-            code = stop(server)
-            console.print(f"perdure dev exited with status {code}")
-            sys.exit(code)
-        erin = {"profile": {"name": "erin"}, "permissions": ["read"]}
-        try_it = curl_line(
-            f"{ingress}/userUpdates/erin/updateUserEvent",
-            body=json.dumps(erin).encode(),
-            content_type="application/json",
-        )
-        env_hint = "" if admin_port == 9070 else f"   [dim](or export PERDURE_ADMIN_URL={admin})[/]"
-        console.print(
-            "\n[bold green]perdure dev keeps running.[/] Try it:\n"
-            f"  [cyan]{escape(try_it)}[/]\n"
-            f"  [cyan]{perdure_command()} invocations list --admin-url {admin}[/]{env_hint}\n"
-            "Ctrl-C stops it (running attempts finish first)."
-        )
-        while server.poll() is None:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        server.send_signal(signal.SIGINT)  # forwarded once: perdure dev drains and stops
-        try:
-            code = server.wait(30)
-        except KeyboardInterrupt:  # a second Ctrl-C: perdure dev exits at once
-            server.send_signal(signal.SIGINT)
-            code = server.wait()
-        sys.exit(0 if code == 0 else code)
-    finally:
-        if server.poll() is None:
-            stop(server)
+        return showcase(ingress, admin, bootstrap, plan)
+
+    supervise(server, tour, exit_now=args.exit)
 
 
 if __name__ == "__main__":

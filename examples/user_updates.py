@@ -4,7 +4,8 @@ Each user's updates are processed one at a time, in order; a slow user never blo
 If the profile system is not ready, the handler sleeps durably for 5 seconds and tries again.
 Every step's result is journaled, so a crash resumes at the step where it stopped.
 
-Run the demo:  python examples/user_updates.py [--users 20] [--db .perdure/demo.db]
+Run it in-process:  python examples/user_updates.py [--users 20] [--db .perdure/demo.db]
+Fed from Kafka:     python3 dev.py demo   (examples/demo.py: `perdure dev … --kafka embedded`)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Systems:
     """Stand-ins for a profile store, a permission service and a provisioning API.
 
     The profile store is "not ready" for a user the first `not_ready_times` times it is asked,
-    to show the durable retry-with-sleep loop.
+    and once more for a brand-new account (`profile["account"] == "new"`): it is still being
+    created. Either way the handler shows the durable retry-with-sleep loop.
     """
 
     def __init__(self, not_ready_times: int = 0) -> None:
@@ -48,7 +50,8 @@ class Systems:
     def update_profile(self, profile: dict[str, str]) -> str:
         name = profile["name"]
         self.asked[name] = self.asked.get(name, 0) + 1
-        if self.asked[name] <= self.not_ready_times:
+        creating = 1 if profile.get("account") == "new" else 0
+        if self.asked[name] <= self.not_ready_times + creating:
             return NOT_READY
         return f"user-{name}"
 

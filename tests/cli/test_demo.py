@@ -1,7 +1,12 @@
-"""The README's first command: `python3 dev.py demo` runs examples/demo.py (here with --exit)."""
+"""The README's first command: `python3 dev.py demo` runs examples/demo.py (here with --exit).
+
+The default tour feeds the seed example from Kafka (`perdure dev … --kafka embedded`); `--http`
+is the HTTP tour of the same example.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,14 +15,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_calls_the_example_over_http_and_stops(tmp_path: Path) -> None:
+def demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     options = ["--exit", "--db", str(tmp_path / "demo.db"), "--ingress-port", "0", "--admin-port", "0"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), *options],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *options, *extra],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
+        env={**os.environ, "COLUMNS": "200"},  # rich's width when not on a terminal: no wrapped rows
     )
+
+
+def test_demo_feeds_the_example_from_kafka_and_stops(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--kafka-port", "0")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "perdure dev examples/user_updates.py:app" in out and "--kafka embedded" in out
+    assert re.search(r"kafka\s+local = 127\.0\.0\.1:\d+ \(embedded tansu broker", out)  # the banner
+    assert re.search(r'201 \{"id":"sub_\w+","source":"kafka://local/user-updates"', out)
+    assert "producing to user-updates" in out and "2001/2001" in out
+    assert re.search(r"45 other users .* 1800/1800", out) and re.search(r"5 new accounts .* 200/200", out)
+    rows = dict(re.findall(r"^ (user\d\d) .*?(\d+/\d+) .*$", out, re.MULTILINE))
+    assert rows and all(updates == "40/40" for updates in rows.values()), rows
+    assert re.search(r"^ user07 .* ✓ .* new account: slept 5 s", out, re.MULTILINE)
+    assert re.search(r"^ 38 more\s+38 × all\s+38 × ✓", out, re.MULTILINE)
+    assert "2,001 records → 2,001 invocations: 2,000 updates handled and 1 poison record failed" in out
+    assert "A slow key holds up its own queue, never its partition." in out
+    # The new accounts slept 5 s; everyone else was done long before.
+    slow = [float(s) for s in re.findall(r"^ user\d\d .* (\d+\.\d) s\s+new account", out, re.MULTILINE)]
+    [fast] = [float(s) for s in re.findall(r"≤ (\d+\.\d) s", out)]
+    assert len(slow) == 5 and min(slow) >= 5 and fast < min(slow) - 2, (slow, fast)
+    assert "status running, 2,001 records accepted" in out
+    partitions = re.findall(r"^user-updates/(\d)\s+\d+\s+(\d+)\s+(\d+)\s+0\s+0\s+no", out, re.MULTILINE)
+    assert len(partitions) == 4 and sum(int(c) for _, c, _ in partitions) == 2001
+    assert all(consumed == high for _, consumed, high in partitions)
+    assert re.search(r"record user-updates/\d/\d+ rejected by userUpdates/updateUserEvent", out)
+    assert '200 "role-admin-billing"' in out and '{"role": "role-admin-billing"}' in out  # over HTTP
+    assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_http_calls_the_example_over_http_and_stops(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--http")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "perdure dev examples/user_updates.py:app" in out  # the server's banner
