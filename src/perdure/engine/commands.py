@@ -54,6 +54,24 @@ class Kill:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancel:
+    """Ask an invocation to cancel: a CANCEL signal it observes at its next await (queued or
+    scheduled ones complete at once with 409 "cancelled")."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteSignal:
+    """Complete signal `idx` of an invocation (an awakeable) with a value or a failure."""
+
+    invocation_id: str
+    idx: int
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Stop retrying/running an invocation until it is resumed (it keeps its key)."""
 
@@ -140,6 +158,8 @@ Command = (
     | FireTimer
     | Resume
     | Kill
+    | Cancel
+    | CompleteSignal
     | Pause
     | Purge
     | Expire

@@ -12,7 +12,7 @@ from typing import Any
 from perdure.engine import lifecycle
 from perdure.engine.commands import AttemptOutput, Invoke
 from perdure.engine.step import Step
-from perdure.protocol import ids
+from perdure.protocol import awakeables, ids
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import message_type
 from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Timer
@@ -164,7 +164,31 @@ def _output(step: Step, inv: Invocation, m: Any) -> None:
         inv.outcome = Outcome(value=m.value.content)
 
 
+def _send_signal(step: Step, inv: Invocation, m: Any) -> None:
+    if m.WhichOneof("signal_id") != "idx":
+        raise _InvalidCommand("named signals are not supported")
+    if m.idx == pm.CANCEL_SIGNAL:
+        lifecycle.cancel(step, m.target_invocation_id, report=False)
+        return
+    result = m.WhichOneof("result")
+    failure = Failure(m.failure.code, m.failure.message) if result == "failure" else None
+    value = m.value.content if result == "value" else None
+    lifecycle.complete_signal(step, m.target_invocation_id, m.idx, value, failure, report=False)
+
+
+def _complete_awakeable(step: Step, inv: Invocation, m: Any) -> None:
+    try:
+        target, idx = awakeables.parse(m.awakeable_id)
+    except ValueError as e:
+        raise _InvalidCommand(str(e)) from None
+    failure = Failure(m.failure.code, m.failure.message) if m.WhichOneof("result") == "failure" else None
+    value = m.value.content if m.WhichOneof("result") == "value" else None
+    lifecycle.complete_signal(step, target, idx, value, failure, report=False)
+
+
 _EFFECTS: dict[int, Callable[[Step, Invocation, Any], None]] = {
+    pm.TYPE_OF[pm.SendSignalCommand]: _send_signal,
+    pm.TYPE_OF[pm.CompleteAwakeableCommand]: _complete_awakeable,
     pm.TYPE_OF[pm.OutputCommand]: _output,
     pm.TYPE_OF[pm.SetStateCommand]: _set_state,
     pm.TYPE_OF[pm.ClearStateCommand]: _clear_state,

@@ -27,6 +27,7 @@ from perdure.engine.registry import DAY_MS
 from perdure.engine.step import Step
 from perdure.protocol import ids
 from perdure.protocol import messages as pm
+from perdure.protocol.codec import message_type
 from perdure.storage.api import Failure, Invocation, Outcome, Status, Timer
 
 
@@ -255,16 +256,19 @@ def fire_timer(step: Step, timer: Timer) -> None:
         start(step, inv)
 
 
-def _control(step: Step, invocation_id: str, allowed: set[Status], verb: str) -> Invocation | None:
-    """The invocation an operator command applies to, or None (with a Rejected action)."""
+def _control(
+    step: Step, invocation_id: str, allowed: set[Status], verb: str, report: bool = True
+) -> Invocation | None:
+    """The invocation a command applies to, or None (with a Rejected action when `report`)."""
     inv = step.load(invocation_id)
     if inv is None:
-        step.actions.append(Rejected(invocation_id, "no such invocation", code=404))
+        if report:
+            step.actions.append(Rejected(invocation_id, "no such invocation", code=404))
         return None
     if inv.status not in allowed:
-        step.actions.append(
-            Rejected(invocation_id, f"cannot {verb} an invocation that is {inv.status.value}")
-        )
+        if report:
+            message = f"cannot {verb} an invocation that is {inv.status.value}"
+            step.actions.append(Rejected(invocation_id, message))
         return None
     return inv
 
@@ -289,10 +293,13 @@ def pause(step: Step, invocation_id: str) -> None:
     inv.next_retry_at = None
 
 
-def kill(step: Step, invocation_id: str) -> None:
-    inv = _control(step, invocation_id, _UNFINISHED, "kill")
+def kill(step: Step, invocation_id: str, report: bool = True) -> None:
+    """Stop now, without running more user code — and so the calls it is waiting on."""
+    inv = _control(step, invocation_id, _UNFINISHED, "kill", report)
     if inv is None:
         return
+    for child in _calls_in_flight(step, inv):
+        kill(step, child, report=False)
     if inv.status is Status.RUNNING:
         step.actions.append(AbortAttempt(inv.id))
     elif inv.status is Status.PENDING and inv.key is not None:
@@ -307,6 +314,68 @@ def expire(step: Step, invocation_ids: Sequence[str]) -> None:
         if inv is not None and inv.status is Status.COMPLETED and (inv.retention_until or 0) <= step.now:
             step.forget(inv)
             step.counters.expired += 1
+
+
+def cancel(step: Step, invocation_id: str, report: bool = True) -> None:
+    """`report=False` for cancellations from handlers: a target that has finished is fine."""
+    inv = _control(step, invocation_id, _UNFINISHED, "cancel", report)
+    if inv is None:
+        return
+    if inv.status in (Status.PENDING, Status.SCHEDULED):
+        if inv.status is Status.PENDING and inv.key is not None:
+            step.txn.inbox_remove(inv.service, inv.key, inv.id)
+        complete(step, inv, _failed(409, "cancelled"))
+        return
+    signal(step, inv, pm.CANCEL_SIGNAL, pm.SignalNotification(idx=pm.CANCEL_SIGNAL, void=pm.Void()))
+    if inv.status in (Status.BACKING_OFF, Status.PAUSED):
+        start(step, inv)  # let it observe the cancellation (and compensate) now
+
+
+def signal(step: Step, inv: Invocation, idx: int, message: Any) -> None:
+    """Deliver a signal (awakeable result, CANCEL) to an unfinished invocation."""
+    notify(step, inv, message, -idx)
+
+
+def complete_signal(
+    step: Step,
+    invocation_id: str,
+    idx: int,
+    value: bytes | None,
+    failure: Failure | None,
+    report: bool = True,
+) -> None:
+    inv = step.load(invocation_id)
+    if inv is None:
+        if report:
+            step.actions.append(Rejected(invocation_id, "no such invocation", code=404))
+        return
+    message = pm.SignalNotification(idx=idx)
+    if failure is not None:
+        message.failure.CopyFrom(pm.Failure(code=failure.code, message=failure.message))
+    else:
+        message.value.content = value or b""
+    signal(step, inv, idx, message)  # completed invocations ignore it: Restate answers 202 anyway
+
+
+def _calls_in_flight(step: Step, inv: Invocation) -> list[str]:
+    """Ids of the invocations `inv` called and has no result from yet."""
+    call, call_id, call_result = (
+        pm.TYPE_OF[pm.CallCommand],
+        pm.TYPE_OF[pm.CallInvocationIdCompletion],
+        pm.TYPE_OF[pm.CallCompletion],
+    )
+    id_handles: dict[int, int] = {}  # id notification handle -> result handle
+    children: dict[int, str] = {}  # result handle -> child id
+    finished: set[int] = set()
+    for message in step.read_journal(inv):
+        code = message_type(message)
+        if code == call:
+            id_handles[message.invocation_id_notification_idx] = message.result_completion_id
+        elif code == call_id and message.completion_id in id_handles:
+            children[id_handles[message.completion_id]] = message.invocation_id
+        elif code == call_result:
+            finished.add(message.completion_id)
+    return [child for handle, child in children.items() if handle not in finished]
 
 
 def purge(step: Step, invocation_id: str) -> None:

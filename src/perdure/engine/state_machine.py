@@ -12,7 +12,9 @@ from perdure.engine import catalog, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
+    Cancel,
     Command,
+    CompleteSignal,
     DeleteKafkaCluster,
     DeleteSubscription,
     Expire,
@@ -55,6 +57,12 @@ class StateMachine:
                 lifecycle.resume(step, command.invocation_id)
             case Kill():
                 lifecycle.kill(step, command.invocation_id)
+            case Cancel():
+                lifecycle.cancel(step, command.invocation_id)
+            case CompleteSignal():
+                lifecycle.complete_signal(
+                    step, command.invocation_id, command.idx, command.value, command.failure
+                )
             case Pause():
                 lifecycle.pause(step, command.invocation_id)
             case Purge():

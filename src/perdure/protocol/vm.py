@@ -37,6 +37,8 @@ _IDENTITY: dict[int, tuple[str, ...]] = {
     pm.TYPE_OF[pm.GetLazyStateCommand]: ("key",),
     pm.TYPE_OF[pm.GetEagerStateKeysCommand]: (),
     pm.TYPE_OF[pm.GetLazyStateKeysCommand]: (),
+    pm.TYPE_OF[pm.SendSignalCommand]: ("target_invocation_id", "idx"),
+    pm.TYPE_OF[pm.CompleteAwakeableCommand]: ("awakeable_id",),
 }
 
 # Reading state may be recorded eagerly or lazily depending on what the runtime sent; on replay
@@ -107,6 +109,7 @@ class VM:
         self._output: list[Any] = []
         self._next_completion = 1
         self._next_signal = pm.FIRST_AWAKEABLE_SIGNAL
+        self.calls: dict[int, int] = {}  # call result handle -> its invocation-id handle
         self.command_index = 0  # the InputCommand is command 0
         self.finished = False
         for entry in journal[1:]:
@@ -240,6 +243,7 @@ class VM:
             message.idempotency_key = idempotency_key
         recorded = self._command(message)
         self._check_id(recorded, "invocation_id_notification_idx", id_handle)
+        self.calls[result_handle] = id_handle
         return id_handle, result_handle
 
     def sys_send(
@@ -337,6 +341,29 @@ class VM:
         idx = self._next_signal
         self._next_signal += 1
         return -idx
+
+    def sys_send_signal(
+        self, target_invocation_id: str, idx: int, *, value: bytes | None = None, failure: Any = None
+    ) -> None:
+        """Signal another invocation (idx 1 = CANCEL); a journaled command."""
+        message = pm.SendSignalCommand(target_invocation_id=target_invocation_id, idx=idx)
+        if failure is not None:
+            message.failure.CopyFrom(failure)
+        elif value is not None:
+            message.value.content = value
+        else:
+            message.void.SetInParent()
+        self._command(message)
+
+    def sys_complete_awakeable(
+        self, awakeable_id: str, *, value: bytes | None = None, failure: Any = None
+    ) -> None:
+        message = pm.CompleteAwakeableCommand(awakeable_id=awakeable_id)
+        if failure is not None:
+            message.failure.CopyFrom(failure)
+        else:
+            message.value.content = value or b""
+        self._command(message)
 
     # ---- ending an attempt without a result
 

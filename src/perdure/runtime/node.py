@@ -28,7 +28,18 @@ from perdure.engine.actions import (
     StartAttempt,
     SubscriptionsChanged,
 )
-from perdure.engine.commands import Command, Expire, Invoke, Kill, Pause, Purge, Recover, Resume
+from perdure.engine.commands import (
+    Cancel,
+    Command,
+    CompleteSignal,
+    Expire,
+    Invoke,
+    Kill,
+    Pause,
+    Purge,
+    Recover,
+    Resume,
+)
 from perdure.engine.counters import Counters
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
@@ -40,7 +51,7 @@ from perdure.errors import (
     TerminalError,
     UnknownTargetError,
 )
-from perdure.protocol import ids
+from perdure.protocol import awakeables, ids
 from perdure.retry import DEFAULT
 from perdure.runtime.clock import Clock, SystemClock
 from perdure.runtime.invoker import InProcessInvoker
@@ -49,7 +60,7 @@ from perdure.runtime.subscriptions import Subscriptions
 from perdure.runtime.timers import TimerService
 from perdure.sdk.service import App, Handler, handler_of
 from perdure.storage import open_store, sqlite
-from perdure.storage.api import Outcome, Reader, Store
+from perdure.storage.api import Failure, Outcome, Reader, Store
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
@@ -402,6 +413,21 @@ class Engine(Subscriptions):
     async def kill(self, invocation_id: str) -> None:
         """Stop an unfinished invocation now; it completes with a 409 "killed" failure."""
         await self._control(Kill(invocation_id), invocation_id)
+
+    async def cancel(self, invocation_id: str) -> None:
+        """Cancel: the handler sees `TerminalError` (409 "cancelled") at its next await and may
+        compensate; the calls it waits on are cancelled too. Queued ones complete at once."""
+        await self._control(Cancel(invocation_id), invocation_id)
+
+    async def complete_awakeable(
+        self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
+    ) -> None:
+        """Resolve (value bytes) or reject (failure) an awakeable; a completed one ignores it."""
+        try:
+            invocation_id, idx = awakeables.parse(awakeable_id)
+        except ValueError as e:
+            raise InvalidInputError(str(e)) from e
+        await self._control(CompleteSignal(invocation_id, idx, value, failure), awakeable_id)
 
     async def purge(self, invocation_id: str) -> None:
         """Delete a completed invocation's record and journal."""

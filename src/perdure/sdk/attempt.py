@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from perdure.errors import JournalMismatchError, SerdeError, Suspended, TerminalError
+from perdure.protocol import awakeables
 from perdure.protocol import messages as pm
 from perdure.protocol.vm import VM
 from perdure.retry import RetryPolicy
@@ -53,6 +54,9 @@ def _failure(notification: Any) -> TerminalError | None:
     if notification.WhichOneof("result") == "failure":
         return TerminalError(notification.failure.message, notification.failure.code)
     return None
+
+
+_CANCEL = -pm.CANCEL_SIGNAL  # the handle of the CANCEL signal
 
 
 def _none(notification: Any) -> None:
@@ -166,6 +170,7 @@ class Attempt:
         self._wait_all = False
         self._input_closed = False
         self._aborted = False
+        self._cancel_seen = False
         self.wait_seq = 0  # bumps on every new blocking wait (lets transports time inactivity)
         self._random: _random.Random | None = None
         self._request: Request | None = None
@@ -240,12 +245,43 @@ class Attempt:
             self._send(out)
 
     def _satisfied(self) -> bool:
+        """The wait is over: its results are in, or a cancellation is to be observed."""
         ready = self.vm.is_ready
+        if not self._cancel_seen and ready(_CANCEL):
+            return True
         if len(self._waiting) == 1:
             return ready(self._waiting[0])
         if self._wait_all:
             return all(ready(h) for h in self._waiting)
         return any(ready(h) for h in self._waiting)
+
+    def _cancelled(self) -> bool:
+        """True when this wait must observe the cancellation: it arrived before the awaited results.
+
+        Decided by journal order (arrival), so a replay raises at the same await as the first run.
+        """
+        vm = self.vm
+        if self._cancel_seen or not vm.is_ready(_CANCEL):
+            return False
+        cancel_at = vm.arrival(_CANCEL)
+        arrivals = [vm.arrival(h) for h in self._waiting if vm.is_ready(h)]
+        if self._wait_all:
+            done = len(arrivals) == len(self._waiting) and max(arrivals, default=-1) < cancel_at
+        else:
+            done = bool(arrivals) and min(arrivals) < cancel_at
+        return not done
+
+    def _observe_cancellation(self) -> None:
+        """Cancel the calls in flight (they learn it at their next await), then fail this await."""
+        self._cancel_seen = True
+        vm = self.vm
+        cancel_at = vm.arrival(_CANCEL)
+        for result_handle, id_handle in vm.calls.items():
+            known = vm.is_ready(id_handle) and vm.arrival(id_handle) < cancel_at
+            finished = vm.is_ready(result_handle) and vm.arrival(result_handle) < cancel_at
+            if known and not finished:
+                vm.sys_send_signal(str(vm.result(id_handle).invocation_id), pm.CANCEL_SIGNAL)
+        raise TerminalError("cancelled", 409)
 
     async def wait(self, handles: Sequence[int], *, wait_all: bool = False) -> None:
         """Block until any (or all) of `handles` have results."""
@@ -256,6 +292,8 @@ class Attempt:
             )
         self._waiting, self._wait_all = handles, wait_all
         if self._satisfied():
+            if self._cancelled():
+                self._observe_cancellation()
             return
         if self._input_closed:
             self.vm.suspend(handles)
@@ -272,6 +310,8 @@ class Attempt:
             self._waiter = None
         if self.vm.finished and not self._satisfied():
             raise Suspended()
+        if self._cancelled():
+            self._observe_cancellation()
 
     def _decoder(self, s: serde.Serde) -> Callable[[Any], Any]:
         def decode(notification: Any) -> Any:
@@ -469,6 +509,35 @@ class Attempt:
         headers: Mapping[str, str] | None = None,
     ) -> SendFuture:
         return self._send_to(service, handler, key, arg, delay, idempotency_key, headers)
+
+    def awakeable(self, *, type_hint: Any = None) -> tuple[str, DurableFuture]:
+        """An id to hand to another system, and a future completed when it resolves or rejects it.
+
+        Complete it over HTTP (`POST /restate/awakeables/{id}/resolve`) or from a handler
+        (`ctx.resolve_awakeable(id, value)`); it survives suspension and restarts.
+        """
+        handle = self.vm.new_signal()
+        awakeable = awakeables.awakeable_id(self.vm.start.id, -handle)
+        s = serde.for_type(type_hint) if type_hint is not None else serde.JSON_ANY
+        return awakeable, DurableFuture(self, handle, self._decoder(s))
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
+        try:
+            awakeables.parse(awakeable_id)
+        except ValueError as e:
+            raise TerminalError(str(e), 400) from e
+        self.vm.sys_complete_awakeable(awakeable_id, value=_JSON.encode(value))
+
+    def reject_awakeable(self, awakeable_id: str, reason: str, code: int = 500) -> None:
+        try:
+            awakeables.parse(awakeable_id)
+        except ValueError as e:
+            raise TerminalError(str(e), 400) from e
+        self.vm.sys_complete_awakeable(awakeable_id, failure=pm.Failure(code=code, message=reason))
+
+    def cancel_invocation(self, invocation_id: str) -> None:
+        """Ask another invocation to cancel: it sees a 409 `TerminalError` at its next await."""
+        self.vm.sys_send_signal(invocation_id, pm.CANCEL_SIGNAL)
 
     def random(self) -> _random.Random:
         if self._random is None:
