@@ -31,9 +31,17 @@ from perdure.retry import RetryPolicy
 from perdure.runtime.clock import Clock, ManualClock, SystemClock
 from perdure.runtime.node import Engine
 from perdure.sdk.attempt import gather, select
-from perdure.sdk.context import Context, ObjectContext, ObjectSharedContext, Request
+from perdure.sdk.context import (
+    Context,
+    DurablePromise,
+    ObjectContext,
+    ObjectSharedContext,
+    Request,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
 from perdure.sdk.options import HandlerOptions
-from perdure.sdk.service import App, KafkaSubscription, Service, VirtualObject
+from perdure.sdk.service import App, KafkaSubscription, Service, VirtualObject, Workflow
 
 __version__ = "0.1.0"
 
@@ -42,6 +50,7 @@ __all__ = [
     "Clock",
     "ConflictError",
     "Context",
+    "DurablePromise",
     "Engine",
     "HandlerOptions",
     "InvalidInputError",
@@ -59,6 +68,9 @@ __all__ = [
     "TerminalError",
     "UnknownTargetError",
     "VirtualObject",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowSharedContext",
     "__version__",
     "gather",
     "select",

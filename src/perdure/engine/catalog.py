@@ -33,6 +33,11 @@ class StateSource(Protocol):
     def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
 
 
+def promises_key(workflow: str, key: str) -> str:
+    """Where a workflow key's promises live (see `engine.promises`)."""
+    return f"promises/{workflow}/{key}"
+
+
 def subscription_id(source: str, sink: str) -> str:
     digest = hashlib.blake2b(f"{source}\0{sink}".encode(), digest_size=16).digest()
     return "sub_" + base62(int.from_bytes(digest, "big"), 22)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from perdure.engine import lifecycle
+from perdure.engine import lifecycle, promises
 from perdure.engine.commands import AttemptOutput, Invoke
 from perdure.engine.step import Step
 from perdure.protocol import awakeables, ids
@@ -119,7 +119,10 @@ def _sleep(step: Step, inv: Invocation, m: Any) -> None:
 def _child(step: Step, inv: Invocation, m: Any, caller: Caller | None, execute_at: int | None) -> None:
     key = m.key if step.registry.get(m.service_name, m.handler_name) is None or _keyed(step, m) else None
     idempotency_key = m.idempotency_key if m.HasField("idempotency_key") else None
-    if idempotency_key is not None:
+    info = step.registry.get(m.service_name, m.handler_name)
+    if info is not None and info.workflow_run and key is not None:
+        child_id = ids.workflow_id(m.service_name, key)
+    elif idempotency_key is not None:
         if not idempotency_key:
             raise _InvalidCommand("an idempotency key must not be empty")
         child_id = ids.idempotent_id(m.service_name, m.handler_name, key, idempotency_key)
@@ -186,7 +189,22 @@ def _complete_awakeable(step: Step, inv: Invocation, m: Any) -> None:
     lifecycle.complete_signal(step, target, idx, value, failure, report=False)
 
 
+def _promise(effect: Callable[[Step, Invocation, Any], None]) -> Callable[[Step, Invocation, Any], None]:
+    def checked(step: Step, inv: Invocation, m: Any) -> None:
+        info = step.registry.get(inv.service, inv.handler)
+        if info is None or not info.workflow or inv.key is None:
+            raise _InvalidCommand(
+                f"{inv.service}/{inv.handler} is not a workflow handler: it has no promises"
+            )
+        effect(step, inv, m)
+
+    return checked
+
+
 _EFFECTS: dict[int, Callable[[Step, Invocation, Any], None]] = {
+    pm.TYPE_OF[pm.GetPromiseCommand]: _promise(promises.get),
+    pm.TYPE_OF[pm.PeekPromiseCommand]: _promise(promises.peek),
+    pm.TYPE_OF[pm.CompletePromiseCommand]: _promise(promises.complete),
     pm.TYPE_OF[pm.SendSignalCommand]: _send_signal,
     pm.TYPE_OF[pm.CompleteAwakeableCommand]: _complete_awakeable,
     pm.TYPE_OF[pm.OutputCommand]: _output,

@@ -22,6 +22,7 @@ from perdure.engine.actions import (
     ScheduleTimer,
     StartAttempt,
 )
+from perdure.engine.catalog import SYSTEM, promises_key
 from perdure.engine.commands import Invoke
 from perdure.engine.registry import DAY_MS
 from perdure.engine.step import Step
@@ -182,7 +183,12 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
     if info is None:
         inv.retention_until = step.now + DAY_MS
     else:
-        retention = info.idempotency_retention_ms if inv.idempotency_key else info.journal_retention_ms
+        if info.workflow_run:
+            retention = info.workflow_retention_ms
+        elif inv.idempotency_key:
+            retention = info.idempotency_retention_ms
+        else:
+            retention = info.journal_retention_ms
         inv.retention_until = step.now + retention
     for caller in inv.callers:
         parent = step.load(caller.invocation_id)
@@ -314,6 +320,11 @@ def expire(step: Step, invocation_ids: Sequence[str]) -> None:
         if inv is not None and inv.status is Status.COMPLETED and (inv.retention_until or 0) <= step.now:
             step.forget(inv)
             step.counters.expired += 1
+            info = step.registry.get(inv.service, inv.handler)
+            if info is not None and info.workflow_run and inv.key is not None:
+                # The workflow's retention has passed: its key may run again, from a clean slate.
+                step.txn.clear_all_state(inv.service, inv.key)
+                step.txn.clear_all_state(SYSTEM, promises_key(inv.service, inv.key))
 
 
 def cancel(step: Step, invocation_id: str, report: bool = True) -> None:

@@ -14,10 +14,13 @@ class HandlerInfo:
     name: str
     keyed: bool  # addressed by key (objects, workflows)
     exclusive: bool  # takes its key's lock: one at a time per key, in arrival order
+    workflow_run: bool = False  # runs at most once per key (its id is derived from the key)
+    workflow: bool = False  # a handler of a workflow (its run or a shared one): may use promises
     retry_policy: RetryPolicy = DEFAULT
     inactivity_timeout_ms: int = 60_000
     idempotency_retention_ms: int = DAY_MS
     journal_retention_ms: int = DAY_MS
+    workflow_retention_ms: int = DAY_MS  # a completed workflow run blocks its key this long
 
     @property
     def writes_state(self) -> bool:

@@ -92,6 +92,11 @@ def idempotent_id(service: str, handler: str, key: str | None, idempotency_key: 
     return encode(partition_key(service, key), uuid)
 
 
+def workflow_id(workflow: str, key: str) -> str:
+    """A workflow's run: one invocation per (workflow, key), however often it is submitted."""
+    return encode(partition_key(workflow, key), _digest("workflow", workflow, key, size=16))
+
+
 def child_id(parent: str, command_index: int, service: str, key: str | None) -> str:
     """The invocation a parent's call/send creates: fixed by (parent, command index)."""
     uuid = _digest("child", parent, str(command_index), size=16)

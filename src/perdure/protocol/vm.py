@@ -39,6 +39,9 @@ _IDENTITY: dict[int, tuple[str, ...]] = {
     pm.TYPE_OF[pm.GetLazyStateKeysCommand]: (),
     pm.TYPE_OF[pm.SendSignalCommand]: ("target_invocation_id", "idx"),
     pm.TYPE_OF[pm.CompleteAwakeableCommand]: ("awakeable_id",),
+    pm.TYPE_OF[pm.GetPromiseCommand]: ("key",),
+    pm.TYPE_OF[pm.PeekPromiseCommand]: ("key",),
+    pm.TYPE_OF[pm.CompletePromiseCommand]: ("key",),
 }
 
 # Reading state may be recorded eagerly or lazily depending on what the runtime sent; on replay
@@ -335,6 +338,29 @@ class VM:
     def sys_end(self) -> None:
         self._output.append(pm.EndMessage())
         self.finished = True
+
+    def sys_get_promise(self, name: str) -> int:
+        cid = self._completion_id()
+        recorded = self._command(pm.GetPromiseCommand(key=name, result_completion_id=cid))
+        self._check_id(recorded, "result_completion_id", cid)
+        return cid
+
+    def sys_peek_promise(self, name: str) -> int:
+        cid = self._completion_id()
+        recorded = self._command(pm.PeekPromiseCommand(key=name, result_completion_id=cid))
+        self._check_id(recorded, "result_completion_id", cid)
+        return cid
+
+    def sys_complete_promise(self, name: str, *, value: bytes | None = None, failure: Any = None) -> int:
+        cid = self._completion_id()
+        message = pm.CompletePromiseCommand(key=name, result_completion_id=cid)
+        if failure is not None:
+            message.completion_failure.CopyFrom(failure)
+        else:
+            message.completion_value.content = value or b""
+        recorded = self._command(message)
+        self._check_id(recorded, "result_completion_id", cid)
+        return cid
 
     def new_signal(self) -> int:
         """Reserve a signal index (awakeables); not journaled. Returns its handle."""

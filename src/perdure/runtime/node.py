@@ -58,7 +58,7 @@ from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.processor import Processor
 from perdure.runtime.subscriptions import Subscriptions
 from perdure.runtime.timers import TimerService
-from perdure.sdk.service import App, Handler, handler_of
+from perdure.sdk.service import App, Handler, ServiceKind, handler_of
 from perdure.storage import open_store, sqlite
 from perdure.storage.api import Failure, Outcome, Reader, Store
 
@@ -88,10 +88,13 @@ def registry_of(app: App) -> Registry:
                     name=handler.name,
                     keyed=handler.keyed,
                     exclusive=handler.exclusive,
+                    workflow_run=handler.workflow_run,
+                    workflow=service.kind is ServiceKind.WORKFLOW,
                     retry_policy=opts.retry_policy or DEFAULT,
                     inactivity_timeout_ms=_ms(opts.inactivity_timeout) or 60_000,
                     idempotency_retention_ms=_ms(opts.idempotency_retention) or 24 * 3600 * 1000,
                     journal_retention_ms=_ms(opts.journal_retention) or 24 * 3600 * 1000,
+                    workflow_retention_ms=_ms(opts.workflow_retention) or 24 * 3600 * 1000,
                 ),
             )
     return registry
@@ -142,7 +145,7 @@ class Engine(Subscriptions):
         registry = registry_of(self.app)
         self._min_retention_ms = min(
             (
-                min(h.idempotency_retention_ms, h.journal_retention_ms)
+                min(h.idempotency_retention_ms, h.journal_retention_ms, h.workflow_retention_ms)
                 for hs in registry.services.values()
                 for h in hs.values()
             ),
@@ -334,7 +337,14 @@ class Engine(Subscriptions):
             raise InvalidInputError(f"invalid input for {h.qualified_name}: {e}") from e
         if idempotency_key is not None and not idempotency_key:
             raise InvalidInputError("an idempotency key must not be empty")
-        if idempotency_key is not None:
+        if h.workflow_run:
+            if idempotency_key is not None:
+                raise InvalidInputError(
+                    "a workflow's run handler takes no idempotency key: the workflow key is one"
+                )
+            assert key is not None
+            invocation_id = ids.workflow_id(service, key)
+        elif idempotency_key is not None:
             invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
         else:
             invocation_id = ids.random_id(service, key)
@@ -360,6 +370,12 @@ class Engine(Subscriptions):
                 self.release_waiter(invocation_id, waiter)
             raise
         previously = any(type(a) is Accepted and a.previously for a in actions)
+        if previously and wait and h.workflow_run:
+            assert waiter is not None
+            self.release_waiter(invocation_id, waiter)
+            raise ConflictError(
+                f"the workflow method was already invoked for {service}/{key}: attach to it instead"
+            )
         return invocation_id, previously, waiter
 
     async def attach(self, invocation_id: str) -> Outcome:

@@ -26,7 +26,7 @@ from perdure.protocol.vm import VM
 from perdure.retry import RetryPolicy
 from perdure.sdk import serde
 from perdure.sdk.context import Request
-from perdure.sdk.service import Handler, handler_of
+from perdure.sdk.service import Handler, ServiceKind, handler_of
 
 T = TypeVar("T")
 
@@ -108,6 +108,49 @@ class CallFuture(DurableFuture):
     async def invocation_id(self) -> str:
         await self._attempt.wait([self._id_handle])
         return str(self._attempt.vm.result(self._id_handle).invocation_id)
+
+
+class DurablePromise:
+    """A workflow's named promise: `await value()` waits until some handler resolves or rejects it."""
+
+    __slots__ = ("_attempt", "_name", "_serde")
+
+    def __init__(self, attempt: Attempt, name: str, s: serde.Serde) -> None:
+        self._attempt = attempt
+        self._name = name
+        self._serde = s
+
+    async def value(self) -> Any:
+        """Wait for the promise (across suspensions and restarts); raises TerminalError if rejected."""
+        a = self._attempt
+        handle = a.vm.sys_get_promise(self._name)
+        await a.wait([handle])
+        return a._decoder(self._serde)(a.vm.result(handle))
+
+    async def peek(self) -> Any:
+        """The value if resolved now, else None (raises TerminalError if rejected)."""
+        a = self._attempt
+        handle = a.vm.sys_peek_promise(self._name)
+        await a.wait([handle])
+        notification = a.vm.result(handle)
+        if notification.WhichOneof("result") == "void":
+            return None
+        return a._decoder(self._serde)(notification)
+
+    async def resolve(self, value: Any) -> None:
+        """Complete with a value; raises TerminalError (409) if it was already completed."""
+        await self._complete(value=self._serde.encode(value))
+
+    async def reject(self, message: str, code: int = 500) -> None:
+        await self._complete(failure=pm.Failure(code=code, message=message))
+
+    async def _complete(self, *, value: bytes | None = None, failure: Any = None) -> None:
+        a = self._attempt
+        handle = a.vm.sys_complete_promise(self._name, value=value, failure=failure)
+        await a.wait([handle])
+        error = _failure(a.vm.result(handle))
+        if error is not None:
+            raise error
 
 
 class SendFuture:
@@ -534,6 +577,38 @@ class Attempt:
         except ValueError as e:
             raise TerminalError(str(e), 400) from e
         self.vm.sys_complete_awakeable(awakeable_id, failure=pm.Failure(code=code, message=reason))
+
+    def promise(self, name: str, *, type_hint: Any = None) -> DurablePromise:
+        """A workflow's durable promise `name` (workflow handlers only)."""
+        if self.handler.service.kind is not ServiceKind.WORKFLOW:
+            raise TerminalError(
+                f"promises exist only in workflows; {self.handler.qualified_name} is not one", 400
+            )
+        return DurablePromise(
+            self, name, serde.for_type(type_hint) if type_hint is not None else serde.JSON_ANY
+        )
+
+    def workflow_call(
+        self,
+        handler: Callable[..., Awaitable[T]],
+        key: str,
+        arg: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallFuture:
+        """Call a workflow handler (its run, once per key, or a shared one) and await the result."""
+        return self.object_call(handler, key, arg, headers=headers)
+
+    def workflow_send(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> SendFuture:
+        return self.object_send(handler, key, arg, delay=delay, headers=headers)
 
     def cancel_invocation(self, invocation_id: str) -> None:
         """Ask another invocation to cancel: it sees a 409 `TerminalError` at its next await."""

@@ -187,3 +187,27 @@ class ObjectContext(ObjectSharedContext, Protocol):
 
     def clear(self, name: str) -> None: ...
     def clear_all(self) -> None: ...
+
+
+class DurablePromise(Protocol):
+    """A workflow's named promise, completed once by any of its handlers."""
+
+    async def value(self) -> Any:
+        """Wait until it is resolved (raises `TerminalError` if rejected); survives restarts."""
+        ...
+
+    async def peek(self) -> Any: ...
+    async def resolve(self, value: Any) -> None: ...
+    async def reject(self, message: str, code: int = 500) -> None: ...
+
+
+class WorkflowSharedContext(ObjectSharedContext, Protocol):
+    """Context of a workflow's shared handlers: read state, use promises."""
+
+    def promise(self, name: str, *, type_hint: Any = None) -> DurablePromise: ...
+
+
+class WorkflowContext(ObjectContext, Protocol):
+    """Context of a workflow's run handler: state, promises, everything an object handler has."""
+
+    def promise(self, name: str, *, type_hint: Any = None) -> DurablePromise: ...

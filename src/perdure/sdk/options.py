@@ -15,7 +15,8 @@ class HandlerOptions:
     `retry_policy` governs failed attempts (anything but `TerminalError`);
     `inactivity_timeout` is how long an attempt waiting on a call or awakeable stays in memory
     before it is suspended (long sleeps suspend at once); retentions say how long a completed
-    invocation's result is kept for idempotent repeats and how long its journal stays readable.
+    invocation's result is kept for idempotent repeats, how long its journal stays readable, and
+    how long a completed workflow keeps its key (state, promises) before it can run again.
 
         HandlerOptions(retry_policy=RetryPolicy(max_attempts=5), idempotency_retention=timedelta(hours=1))
     """
@@ -24,6 +25,7 @@ class HandlerOptions:
     inactivity_timeout: timedelta | None = None
     idempotency_retention: timedelta | None = None
     journal_retention: timedelta | None = None
+    workflow_retention: timedelta | None = None
     documentation: str | None = None
 
     def merged_over(self, base: HandlerOptions | None) -> HandlerOptions:

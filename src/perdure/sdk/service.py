@@ -67,6 +67,11 @@ class Handler:
         return self.service.kind is not ServiceKind.SERVICE
 
     @property
+    def workflow_run(self) -> bool:
+        """The run-once handler of a workflow."""
+        return self.kind is HandlerKind.WORKFLOW
+
+    @property
     def exclusive(self) -> bool:
         """Holds its key's lock while running (queue per key)."""
         return self.kind in (HandlerKind.EXCLUSIVE, HandlerKind.WORKFLOW)
@@ -184,6 +189,44 @@ class VirtualObject(ServiceBase):
 
         def register(fn: F) -> F:
             self._register(fn, name, HandlerKind(kind), options)
+            return fn
+
+        return register
+
+
+class Workflow(ServiceBase):
+    """A `run` handler that executes at most once per key, plus shared handlers that read its
+    state and complete its durable promises.
+
+        signup = Workflow("signup")
+
+        @signup.main()
+        async def run(ctx: WorkflowContext, email: str) -> str:
+            return await ctx.promise("link").value()
+
+        @signup.handler()
+        async def click(ctx: WorkflowSharedContext, secret: str) -> None:
+            await ctx.promise("link").resolve(secret)
+    """
+
+    kind = ServiceKind.WORKFLOW
+
+    def main(self, name: str | None = None, *, options: HandlerOptions | None = None) -> Callable[[F], F]:
+        """Register the run-once handler (named after the function, conventionally `run`)."""
+
+        def register(fn: F) -> F:
+            if any(h.kind is HandlerKind.WORKFLOW for h in self.handlers.values()):
+                raise ValueError(f"workflow {self.name!r} already has a main handler")
+            self._register(fn, name, HandlerKind.WORKFLOW, options)
+            return fn
+
+        return register
+
+    def handler(self, name: str | None = None, *, options: HandlerOptions | None = None) -> Callable[[F], F]:
+        """Register a shared handler (concurrent, reads state, completes promises)."""
+
+        def register(fn: F) -> F:
+            self._register(fn, name, HandlerKind.SHARED, options)
             return fn
 
         return register
