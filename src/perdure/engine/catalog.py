@@ -10,12 +10,18 @@ is one subscription.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from perdure.engine.actions import Rejected, SubscriptionsChanged
-from perdure.engine.commands import DeleteKafkaCluster, DeleteSubscription, PutKafkaCluster, PutSubscription
+from perdure.engine.commands import (
+    DeleteKafkaCluster,
+    DeleteSubscription,
+    PutKafkaCluster,
+    PutSubscription,
+    ResetOffset,
+)
 from perdure.engine.step import Step
 from perdure.protocol.ids import base62
 from perdure.storage.api import KafkaCluster, Subscription
@@ -53,12 +59,28 @@ def clusters(source: StateSource) -> list[KafkaCluster]:
     return sorted((_cluster.decode(v) for v in found), key=lambda c: c.name)
 
 
+class Position(NamedTuple):
+    """Where a subscription is in one partition: the next offset, and the partition's epoch.
+
+    The epoch grows when the partition was reset (its log was recreated, e.g. a dev broker that
+    restarted empty): invocation ids of records include it, so new records at old offsets are new.
+    """
+
+    next_offset: int
+    epoch: int = 0
+
+
+def _position(raw: bytes) -> Position:
+    offset, _, epoch = raw.decode().partition(",")
+    return Position(int(offset), int(epoch or 0))
+
+
 def offsets(source: StateSource, subscription_id: str) -> dict[tuple[str, int], int]:
     """Next offset to consume per (topic, partition) of a subscription."""
     out = {}
     for name, raw in source.get_all_state(SYSTEM, _OFFSETS + subscription_id).items():
         partition, _, topic = name.decode().partition("/")
-        out[(topic, int(partition))] = int(raw)
+        out[(topic, int(partition))] = _position(raw).next_offset
     return out
 
 
@@ -67,15 +89,21 @@ def get_subscription(step: Step, subscription_id: str) -> Subscription | None:
     return None if raw is None else _subscription.decode(raw)
 
 
-def get_offset(step: Step, subscription_id: str, topic: str, partition: int) -> int | None:
+def get_position(step: Step, subscription_id: str, topic: str, partition: int) -> Position | None:
     raw = step.txn.get_state(SYSTEM, _OFFSETS + subscription_id, f"{partition}/{topic}".encode())
-    return None if raw is None else int(raw)
+    return None if raw is None else _position(raw)
 
 
-def set_offset(step: Step, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
-    step.txn.set_state(
-        SYSTEM, _OFFSETS + subscription_id, f"{partition}/{topic}".encode(), str(next_offset).encode()
-    )
+def set_position(step: Step, subscription_id: str, topic: str, partition: int, position: Position) -> None:
+    value = f"{position.next_offset},{position.epoch}" if position.epoch else str(position.next_offset)
+    step.txn.set_state(SYSTEM, _OFFSETS + subscription_id, f"{partition}/{topic}".encode(), value.encode())
+
+
+def reset_position(step: Step, cmd: ResetOffset) -> None:
+    """The partition's log restarted below the stored offset: continue from `next_offset`, new epoch."""
+    current = get_position(step, cmd.subscription_id, cmd.topic, cmd.partition)
+    epoch = current.epoch + 1 if current is not None else 0
+    set_position(step, cmd.subscription_id, cmd.topic, cmd.partition, Position(cmd.next_offset, epoch))
 
 
 def put_subscription(step: Step, cmd: PutSubscription) -> None:

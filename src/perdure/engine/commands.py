@@ -120,6 +120,17 @@ class Ingest:
 
 
 @dataclass(frozen=True, slots=True)
+class ResetOffset:
+    """A partition's log restarted below the stored offset (recreated topic, empty dev broker):
+    continue at `next_offset` in a new epoch, so records at reused offsets are not taken as seen."""
+
+    subscription_id: str
+    topic: str
+    partition: int
+    next_offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class PutSubscription:
     """Create a subscription (or, with `replace`, change its options)."""
 
@@ -164,6 +175,7 @@ Command = (
     | Purge
     | Expire
     | Ingest
+    | ResetOffset
     | PutSubscription
     | DeleteSubscription
     | PutKafkaCluster

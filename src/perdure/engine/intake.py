@@ -36,11 +36,18 @@ def object_key(key: bytes) -> str:
 
 
 def record_id(
-    subscription_id: str, topic: str, partition: int, offset: int, service: str, key: str | None
+    subscription_id: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    service: str,
+    key: str | None,
+    epoch: int = 0,
 ) -> str:
-    digest = hashlib.blake2b(
-        f"{subscription_id}\0{topic}\0{partition}\0{offset}".encode(), digest_size=16
-    ).digest()
+    """Derived from where the record is (and the partition's epoch after a reset): a record re-read
+    after a crash or a rebalance maps to the invocation it already has."""
+    name = f"{subscription_id}\0{topic}\0{partition}\0{offset}" + (f"\0{epoch}" if epoch else "")
+    digest = hashlib.blake2b(name.encode(), digest_size=16).digest()
     if key is None:
         return ids.encode(int.from_bytes(digest[:8], "big"), digest)
     return ids.encode(ids.partition_key(service, key), digest)
@@ -76,7 +83,9 @@ def ingest(step: Step, cmd: Ingest) -> None:
     service, handler = sink_target(subscription)
     info = step.registry.get(service, handler)
     keyed = info is not None and info.keyed
-    next_offset = catalog.get_offset(step, subscription.id, cmd.topic, cmd.partition)
+    position = catalog.get_position(step, subscription.id, cmd.topic, cmd.partition)
+    next_offset = position.next_offset if position is not None else None
+    epoch = position.epoch if position is not None else 0
     for record in cmd.records:
         if next_offset is not None and record.offset < next_offset:
             continue  # already ingested (re-read after a crash or rebalance)
@@ -89,7 +98,7 @@ def ingest(step: Step, cmd: Ingest) -> None:
             step,
             Invoke(
                 invocation_id=record_id(
-                    subscription.id, cmd.topic, cmd.partition, record.offset, service, key
+                    subscription.id, cmd.topic, cmd.partition, record.offset, service, key, epoch
                 ),
                 service=service,
                 handler=handler,
@@ -101,4 +110,5 @@ def ingest(step: Step, cmd: Ingest) -> None:
         )
         next_offset = record.offset + 1
     if next_offset is not None:
-        catalog.set_offset(step, subscription.id, cmd.topic, cmd.partition, next_offset)
+        position = catalog.Position(next_offset, epoch)
+        catalog.set_position(step, subscription.id, cmd.topic, cmd.partition, position)

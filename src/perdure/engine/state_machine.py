@@ -27,6 +27,7 @@ from perdure.engine.commands import (
     PutKafkaCluster,
     PutSubscription,
     Recover,
+    ResetOffset,
     Resume,
 )
 from perdure.engine.counters import Counters
@@ -71,6 +72,8 @@ class StateMachine:
                 lifecycle.expire(step, command.invocation_ids)
             case Ingest():
                 intake.ingest(step, command)
+            case ResetOffset():
+                catalog.reset_position(step, command)
             case PutSubscription():
                 catalog.put_subscription(step, command)
             case DeleteSubscription():

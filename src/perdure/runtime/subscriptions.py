@@ -21,6 +21,7 @@ from perdure.engine.commands import (
     KafkaRecord,
     PutKafkaCluster,
     PutSubscription,
+    ResetOffset,
 )
 from perdure.engine.intake import sink_target
 from perdure.errors import ConflictError, InvalidInputError, SerdeError, UnknownTargetError
@@ -109,6 +110,13 @@ class Subscriptions:
     def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
         """The next offset to consume per (topic, partition), as committed."""
         return catalog.offsets(self.reader(), subscription_id)
+
+    async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
+        """The partition's log restarted below the stored offset (a recreated topic, a dev broker
+        that restarted empty): continue at `next_offset`; records at reused offsets count as new."""
+        await self._catalog_command(
+            ResetOffset(subscription_id, topic, partition, next_offset), subscription_id
+        )
 
     def add_completion_listener(self, fn: Callable[[str], None]) -> None:
         """Call `fn(invocation_id)` whenever an invocation completes."""
