@@ -3,7 +3,8 @@
 The next offset of (subscription, topic, partition) is stored in the same transaction as the
 invocations created from the records before it, so a crash can never lose a record or ingest one
 twice: the consumer seeks back to the stored offset, and records below it are skipped here.
-Invocation ids are derived from (subscription, topic, partition, offset), a second guard.
+Invocation ids are derived from (subscription, topic, partition, offset), a second guard — except
+a workflow's run, whose id comes from its key as for every other submission (one run per key).
 """
 
 from __future__ import annotations
@@ -94,12 +95,17 @@ def ingest(step: Step, cmd: Ingest) -> None:
         key = object_key(record.key) if keyed and record.key is not None else None
         if failure is None and keyed and key is None:
             failure = Failure(400, f"record {where} has no key, but {service}/{handler} is keyed by it")
+        if info is not None and info.workflow_run and key is not None:
+            # A workflow runs once per key: a later record with the key joins the first one's run.
+            invocation_id = ids.workflow_id(service, key)
+        else:
+            invocation_id = record_id(
+                subscription.id, cmd.topic, cmd.partition, record.offset, service, key, epoch
+            )
         lifecycle.invoke(
             step,
             Invoke(
-                invocation_id=record_id(
-                    subscription.id, cmd.topic, cmd.partition, record.offset, service, key, epoch
-                ),
+                invocation_id=invocation_id,
                 service=service,
                 handler=handler,
                 key=key if keyed else None,
