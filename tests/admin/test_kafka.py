@@ -297,11 +297,10 @@ async def test_create_is_idempotent_and_conflicts_on_other_options(
 ) -> None:
     env = await kafka_admin()
     await env.cluster()
-    body = {
-        "source": "kafka://local/orders",
-        "sink": "service://users/update",
-        "options": {"check.crcs": True},
-    }
+    orders, refunds = await env.topic(), await env.topic()
+    # A short session: a consumer stopped in the middle of joining its group stops sooner.
+    options = {"check.crcs": True, "session.timeout.ms": 2000, "heartbeat.interval.ms": "200"}
+    body = {"source": f"kafka://local/{orders}", "sink": "service://users/update", "options": options}
     first = await env.client.post("/subscriptions", json=body)
     assert first.status_code == 201
     sub = first.json()
@@ -310,6 +309,8 @@ async def test_create_is_idempotent_and_conflicts_on_other_options(
         "check.crcs": "true",
         "client.id": "perdure",
         "group.id": sub["id"],
+        "heartbeat.interval.ms": "200",
+        "session.timeout.ms": "2000",
     }
     again = await env.client.post("/subscriptions", json=body)
     assert (again.status_code, again.json()) == (200, sub)
@@ -323,7 +324,7 @@ async def test_create_is_idempotent_and_conflicts_on_other_options(
     assert other.status_code == 409
     assert sub["id"] in other.json()["message"] and "delete it first" in other.json()["message"]
     # Another sink or topic is another subscription.
-    second = await env.client.post("/subscriptions", json={**body, "source": "kafka://local/refunds"})
+    second = await env.client.post("/subscriptions", json={**body, "source": f"kafka://local/{refunds}"})
     assert second.status_code == 201 and second.json()["id"] != sub["id"]
     assert [s.id for s in env.engine.subscriptions()] == sorted([sub["id"], second.json()["id"]])
 
