@@ -481,7 +481,7 @@ def _past_end(part: _Partition, high: Any) -> str:
     return (
         f"{part.tp.topic}/{part.tp.partition}: the stored offset {part.next_offset} is past the end "
         f"of the partition ({high}): was the topic recreated? Records below {part.next_offset} count "
-        "as already consumed"
+        "as already consumed until the offset is reset (Engine.reset_offset)"
     )
 
 
