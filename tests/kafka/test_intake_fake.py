@@ -224,3 +224,19 @@ async def test_stored_offset_past_the_end_is_reported(
         assert stats.state == "running" and "stored offset 100 is past the end" in str(stats.error)
         assert stats.partitions[0].last_fetch_ms is not None and stats.partitions[0].last_fetch_ms < 5000
     assert not engine.created
+
+
+async def test_restart_one_subscription_after_an_offset_reset(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic()
+    await produce(producer, name, 10)
+    engine = engine_for(broker, sub(name), auto_complete=True)
+    async with KafkaIntake(engine) as intake:
+        await wait_until(lambda: len(engine.created) == 10)
+        engine.offsets["sub_1"] = {(name, 0): 4}  # as Engine.reset_offset does, with a new epoch
+        engine.created.clear()
+        await intake.restart("sub_1")
+        await wait_until(lambda: len(engine.created) == 6, what="offsets 4..9 again")
+        await wait_until(lambda: intake.stats()[0].partitions and intake.stats()[0].partitions[0].lag == 0)
+        assert intake.stats()[0].partitions[0].consumed_offset == 10

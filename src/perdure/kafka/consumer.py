@@ -288,9 +288,7 @@ class SubscriptionConsumer:
         self.tracker.end(part.slot, ids)
         self.records += len(records)
         part.delay = self.retry_initial
-        last = records[-1].offset + 1
-        if part.next_offset is None or last > part.next_offset:
-            part.next_offset = last
+        part.next_offset = records[-1].offset + 1  # batches of a partition are applied one by one
         if self.state == "retrying" and not any(p.failed is not None for p in self._parts.values()):
             self.state, self.error = "running", None
 

@@ -136,6 +136,17 @@ class KafkaIntake:
                 self._consumers[sub_id] = consumer
                 consumer.start()
 
+    async def restart(self, subscription_id: str) -> None:
+        """Restart one subscription's consumer, so that it seeks to the stored offsets again.
+
+        Call after changing stored offsets (`Engine.reset_offset`); unknown ids are ignored.
+        """
+        async with self._lock:
+            consumer = self._consumers.pop(subscription_id, None)
+            if consumer is not None:
+                await consumer.stop()
+        await self.sync()
+
     def request_sync(self) -> None:
         """Schedule a `sync()` from synchronous code (an engine callback); calls made meanwhile coalesce."""
         self._sync_again = True
