@@ -106,10 +106,12 @@ async def test_unknown_service_and_unknown_handler_are_distinct_404s(stack: Stac
     assert_error(await stack.client.post("/counter/k/nope/send", json=1), 404, "ingress", "handler")
 
 
-async def test_workflow_and_awakeable_paths_are_not_served_yet(stack: Stack) -> None:
-    assert_error(await stack.client.get("/restate/workflow/signup/k/attach"), 404, "ingress", "not found")
-    assert_error(await stack.client.post("/restate/awakeables/sign_1abc/resolve"), 404, "ingress")
-    assert_error(await stack.client.post("/restate/a/sign_1abc/reject"), 404, "ingress")
+async def test_workflow_and_awakeable_paths_check_their_targets(stack: Stack) -> None:
+    """The cases that need no workflow; tests/ingress/test_workflows_awakeables.py has the rest."""
+    workflow = await stack.client.get("/restate/workflow/signup/k/attach")
+    assert_error(workflow, 404, "ingress", "service 'signup' not found")
+    for path in ("/restate/awakeables/sign_1abc/resolve", "/restate/a/sign_1abc/reject"):
+        assert_error(await stack.client.post(path), 400, "ingress", "bad awakeable")
     assert_error(await stack.client.get("/restate/nothing"), 404, "ingress")
 
 

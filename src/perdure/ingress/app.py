@@ -1,4 +1,5 @@
-"""The ingress ASGI app: HTTP requests in Restate's shape become invocations of an `Engine`."""
+"""The ingress ASGI app: HTTP requests in Restate's shape become invocations of an `Engine`
+(calls, sends, attach/output, workflow runs) or complete its awakeables."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ from perdure.ingress.responses import (
     respond_json,
     rfc3339,
 )
+from perdure.protocol import ids
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
 from perdure.sdk.service import Handler
-from perdure.storage.api import Invocation, Outcome, Status
+from perdure.storage.api import Failure, Invocation, Outcome, Status
 
 log = logging.getLogger("perdure.ingress")
 
@@ -100,6 +102,8 @@ class Ingress:
             await respond(send, 200)
         elif isinstance(found, routing.Invocation):
             await self._invocation(found, receive, send)
+        elif isinstance(found, routing.Awakeable):
+            await self._awakeable(found, scope, receive, send)
         else:
             query = scope.get("query_string", b"")
             ingress_path = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
@@ -114,19 +118,32 @@ class Ingress:
         headers = scope["headers"]
         body = await read_body(receive, self.max_body_bytes, declared_length(headers))
         handler = target.handler
+        idempotency_key = header(headers, b"idempotency-key")
+        if handler.workflow_run and idempotency_key is not None:
+            raise bad_request(
+                f"the idempotency-key header is not allowed on {handler.qualified_name}, a workflow's run "
+                "handler: the workflow key already makes it run once"
+            )
         check_content_type(handler, body, header(headers, b"content-type"))
         now = self.engine.clock.now_ms()
-        idempotency_key = header(headers, b"idempotency-key")
-        invocation_id, previously, waiter = await self.engine.submit(
-            handler.service.name,
-            handler.name,
-            body,
-            key=target.key,
-            idempotency_key=idempotency_key,
-            headers=forwarded_headers(headers, ingress_path),
-            delay=delay,
-            wait=not target.send,
-        )
+        try:
+            invocation_id, previously, waiter = await self.engine.submit(
+                handler.service.name,
+                handler.name,
+                body,
+                key=target.key,
+                idempotency_key=idempotency_key,
+                headers=forwarded_headers(headers, ingress_path),
+                delay=delay,
+                wait=not target.send,
+            )
+        except ConflictError as e:
+            if not handler.workflow_run:
+                raise
+            # Restate answers a second call of a workflow's run as the invocation's own 409.
+            assert target.key is not None
+            run_id = ids.workflow_id(handler.service.name, target.key)
+            raise IngressError(409, str(e), "invocation", [("x-restate-id", run_id)]) from None
         if target.send:
             inv = self.engine.reader().get_invocation(invocation_id) if previously else None
             accepted: dict[str, str] = {
@@ -158,6 +175,23 @@ class Ingress:
         except ValueError as e:
             raise bad_request(f"bad delay query parameter: {e}") from None
         return delay or None
+
+    # ---- awakeables
+
+    async def _awakeable(self, target: routing.Awakeable, scope: Scope, receive: Receive, send: Send) -> None:
+        """202 once the completion is durable; also when the awakeable was already completed, or its
+        invocation is unknown (completed and purged, or never existed): as Restate, nothing to report."""
+        headers = scope["headers"]
+        body = await read_body(receive, self.max_body_bytes, declared_length(headers))
+        try:
+            if target.verb == "resolve":
+                await self.engine.complete_awakeable(target.awakeable_id, value=body)
+            else:
+                reason = body.decode("utf-8", errors="replace")
+                await self.engine.complete_awakeable(target.awakeable_id, failure=Failure(500, reason))
+        except UnknownTargetError:
+            log.info("awakeable %s of an unknown invocation: ignored", target.awakeable_id)
+        await respond(send, 202)
 
     # ---- attach and output
 

@@ -2,7 +2,9 @@
 
     /{service}/{handler}[/send]           /restate/call|send/{service}[/{key}]/{handler}
     /{object}/{key}/{handler}[/send]      /restate/invocation/{id}/attach|output
-    /restate/health                       /restate/invocation/{service}[/{key}]/{handler}/{idem}/attach|output
+    /{workflow}/{key}/{handler}[/send]    /restate/invocation/{service}[/{key}]/{handler}/{idem}/attach|output
+    /restate/health                       /restate/workflow/{workflow}/{key}/attach|output
+    /restate/awakeables/{id}/resolve|reject   (short form /restate/a/{id}/resolve|reject)
 
 (`{idem}` is an idempotency key.)
 
@@ -17,7 +19,7 @@ from typing import Literal
 from urllib.parse import unquote_to_bytes
 
 from perdure.ingress.responses import bad_request, method_not_allowed, not_found
-from perdure.protocol import ids
+from perdure.protocol import awakeables, ids
 from perdure.sdk.service import App, Handler, ServiceBase, ServiceKind
 
 BAD_SERVICE_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
@@ -26,8 +28,11 @@ BAD_INVOCATION_PATH = (
     "/restate/invocation/:service[/:key]/:handler/:idempotency-key/attach|output"
 )
 BAD_API_PATH = "bad path, expected /restate/call|send/:service[/:key]/:handler"
+BAD_WORKFLOW_PATH = "bad path, expected /restate/workflow/:workflow-name/:workflow-key/attach|output"
+BAD_AWAKEABLE_PATH = "bad path, expected /restate/awakeables/:id/resolve|reject"
 
 Verb = Literal["attach", "output"]
+AwakeableVerb = Literal["resolve", "reject"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,19 @@ class Invocation:
 
 
 @dataclass(frozen=True)
+class Awakeable:
+    """Resolve (the body is the value) or reject (the body is the reason) one awakeable."""
+
+    verb: AwakeableVerb
+    awakeable_id: str
+
+
+@dataclass(frozen=True)
 class Health:
     pass
 
 
-Route = Invoke | Invocation | Health
+Route = Invoke | Invocation | Awakeable | Health
 
 
 def route(method: str, raw_path: bytes, app: App) -> Route:
@@ -62,7 +75,12 @@ def route(method: str, raw_path: bytes, app: App) -> Route:
         found: Route = _service_path(segments, app)
     else:
         found = _restate_path(segments[1:], app)
-    allowed = ("GET", "POST") if isinstance(found, Invoke) else ("GET",)
+    if isinstance(found, Invoke):
+        allowed: tuple[str, ...] = ("GET", "POST")
+    elif isinstance(found, Awakeable):
+        allowed = ("POST",)
+    else:
+        allowed = ("GET",)
     if method not in allowed:
         raise method_not_allowed(", ".join(allowed))
     return found
@@ -79,7 +97,7 @@ def _segments(raw_path: bytes) -> list[str]:
 
 def _service(app: App, name: str) -> ServiceBase:
     service = app.service(name)
-    if service is None or service.kind is ServiceKind.WORKFLOW:  # workflows: not served yet
+    if service is None:
         raise not_found(f"service '{name}' not found")
     return service
 
@@ -130,9 +148,37 @@ def _restate_path(parts: list[str], app: App) -> Route:
         return Invoke(handler, key, send=verb == "send")
     if verb == "invocation":
         return _invocation_path(rest, app)
-    if verb == "workflow" and rest:
-        raise not_found(f"service '{rest[0]}' not found")
+    if verb == "workflow":
+        return _workflow_path(rest, app)
+    if verb in ("awakeables", "a"):
+        return _awakeable_path(rest)
     raise not_found("not found")
+
+
+def _workflow_path(parts: list[str], app: App) -> Invocation:
+    """`{workflow}/{key}/attach|output`: the workflow run's invocation (its id comes from the key)."""
+    if len(parts) != 3:
+        raise bad_request(BAD_WORKFLOW_PATH)
+    name, key, verb = parts
+    service = _service(app, name)
+    if service.kind is not ServiceKind.WORKFLOW:
+        raise bad_request(f"service '{name}' is not a workflow: attach to its invocations by id instead")
+    if verb not in ("attach", "output"):
+        raise not_found("not found")
+    return Invocation(_verb(verb), ids.workflow_id(service.name, key))
+
+
+def _awakeable_path(parts: list[str]) -> Awakeable:
+    if len(parts) != 2:
+        raise bad_request(BAD_AWAKEABLE_PATH)
+    awakeable_id, verb = parts
+    if verb not in ("resolve", "reject"):
+        raise not_found("not found")
+    try:
+        awakeables.parse(awakeable_id)
+    except ValueError as e:
+        raise bad_request(f"bad awakeable id: {e}") from None
+    return Awakeable("resolve" if verb == "resolve" else "reject", awakeable_id)
 
 
 def _invocation_path(parts: list[str], app: App) -> Invocation:
