@@ -190,19 +190,28 @@ async def test_kill_pause_resume_purge(open_admin: OpenAdmin) -> None:
     assert (await client.get(f"/invocations/{queued}/kill")).status_code == 405
 
 
-async def test_cancel_is_not_available_yet(open_admin: OpenAdmin) -> None:
+async def test_cancel(open_admin: OpenAdmin) -> None:
+    """202: the CANCEL signal is appended; the handler fails with 409 "cancelled" at its next await."""
     env = await open_admin()
-    invocation_id = await env.engine.object_send(wait, key="c", arg=1)
-    await env.engine.settle()
-    for response in (
-        await env.client.patch(f"/invocations/{invocation_id}/cancel"),
-        await env.client.delete(f"/invocations/{invocation_id}"),
-        await env.client.delete(f"/invocations/{invocation_id}", params={"mode": "cancel"}),
-    ):
-        assert response.status_code == 501
-        message = response.json()["message"]
-        assert "cancellation is not available yet" in message and "kill" in message
-    assert env.engine.status(invocation_id).status is Status.SUSPENDED
+    h, client = env.engine, env.client
+    sleeping = await h.object_send(wait, key="c", arg=1)
+    queued = await h.object_send(wait, key="c", arg=1)
+    legacy = await h.object_send(wait, key="d", arg=1)
+    await h.settle()
+    response = await client.patch(f"/invocations/{sleeping}/cancel")
+    assert (response.status_code, response.json()) == (202, {})
+    response = await client.delete(f"/invocations/{legacy}")  # the legacy form; mode=cancel by default
+    assert (response.status_code, response.json()) == (202, {})
+    assert (await client.delete(f"/v1/invocations/{queued}", params={"mode": "cancel"})).status_code == 202
+    await h.settle()
+    for invocation_id in (sleeping, queued, legacy):
+        outcome = (await client.get(f"/invocations/{invocation_id}")).json()["outcome"]
+        assert outcome == {"failure": {"code": 409, "message": "cancelled"}}, invocation_id
+    again = await client.patch(f"/invocations/{sleeping}/cancel")
+    assert again.status_code == 409
+    assert "cannot cancel an invocation that is completed" in again.json()["message"]
+    assert (await client.patch(f"/invocations/{UNKNOWN}/cancel")).status_code == 404
+    assert (await client.patch("/invocations/nope/cancel")).status_code == 400
 
 
 async def test_legacy_delete(open_admin: OpenAdmin) -> None:

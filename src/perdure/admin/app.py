@@ -30,10 +30,6 @@ log = logging.getLogger("perdure.admin")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_CANCEL_UNAVAILABLE = (
-    "cancellation is not available yet; use kill to stop the invocation now"
-    " (PATCH /invocations/{id}/kill): it completes with a 409 'killed' failure"
-)
 _DELETE_MODES = ("cancel", "kill", "purge")
 
 
@@ -53,6 +49,7 @@ class Admin:
         self.query_timeout = query_timeout
         self.max_rows = max_rows
         self._controls: dict[str, Callable[[str], Awaitable[None]]] = {
+            "cancel": engine.cancel,
             "kill": engine.kill,
             "purge": engine.purge,
             "pause": engine.pause,
@@ -173,21 +170,15 @@ class Admin:
 
     async def control(self, request: Request) -> Response:
         action = request.params["action"]
-        if action == "cancel":
-            invocations.check_id(request.params["id"])
-            raise HTTPError(501, _CANCEL_UNAVAILABLE)
         if action not in self._controls:
             raise HTTPError(404, f"no such endpoint: PATCH /invocations/{{id}}/{action}")
         await self._apply(action, request.params["id"])
-        return Response(200, {})
+        return Response(invocations.control_status(action), {})
 
     async def delete_invocation(self, request: Request) -> Response:
         mode = request.query.get("mode", "cancel")
         if mode not in _DELETE_MODES:
             raise HTTPError(400, f"bad mode {mode!r}; one of {', '.join(_DELETE_MODES)}")
-        if mode == "cancel":
-            invocations.check_id(request.params["id"])
-            raise HTTPError(501, _CANCEL_UNAVAILABLE)
         await self._apply(mode, request.params["id"])
         return Response(202, {})
 

@@ -1,4 +1,5 @@
-"""The `/invocations` resources: summaries, one invocation with its journal, and stable paging."""
+"""The `/invocations` resources: summaries, one invocation with its journal, stable paging, and
+the status of the operator controls (cancel, kill, purge, pause, resume)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def outcome(result: Outcome | None) -> dict[str, Any] | None:
     if result.failure is not None:
         return {"failure": {"code": result.failure.code, "message": result.failure.message}}
     return payload(result.value or b"")
+
+
+def control_status(action: str) -> int:
+    """The status of a successful `PATCH /invocations/{id}/{action}` (Restate's).
+
+    Cancel is 202: the CANCEL signal is appended, and the handler observes it at its next await
+    (queued or scheduled invocations complete at once, but the answer does not tell them apart).
+    Kill, purge, pause and resume are 200: done when answered.
+    """
+    return 202 if action == "cancel" else 200
 
 
 def check_id(invocation_id: str) -> None:
