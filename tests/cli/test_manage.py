@@ -146,8 +146,44 @@ def test_kill_purge_pause_resume_cancel(dev: Dev) -> None:
     assert lines(dev.run("invocations", "resume", paused)) == [f"resumed {paused}"]
 
     cancel = dev.run("invocations", "cancel", paused)
-    assert cancel.exit_code == 1 and len(lines(cancel)) == 1
-    assert "501 from PATCH" in cancel.output and "`perdure invocations kill ID` stops it" in cancel.output
+    assert cancel.exit_code == 0, cancel.output
+    assert lines(cancel) == [
+        f"cancelling {paused}: it fails with 409 'cancelled' at its next await "
+        "(see `perdure invocations describe`)"
+    ]
+    dev.wait_for("nap-pause", "completed")
+    assert "failure [409] cancelled" in dev.run("invocations", "describe", paused).output
+    again = dev.run("invocations", "cancel", paused)
+    assert again.exit_code == 1 and len(lines(again)) == 1
+    assert "(409 from PATCH" in again.output
+    assert "only unfinished invocations can be cancelled" in again.output
+
+
+def test_awakeables_resolve_and_reject_errors(dev: Dev) -> None:
+    """The happy paths run against a restarted server in tests/crash/test_awakeable_restart.py."""
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["awakeables", *args], catch_exceptions=False)
+
+    ingress = ["--ingress-url", dev.server.ingress]
+    bad = run("resolve", "sign_1nope", '"ok"', *ingress)
+    assert bad.exit_code == 1 and len(lines(bad)) == 1
+    assert (
+        "bad awakeable id" in bad.output
+        and "(400 from POST /restate/awakeables/sign_1nope/resolve)" in bad.output
+    )
+    not_json = run("resolve", "sign_1nope", "{ok", *ingress)
+    assert not_json.exit_code == 1 and "VALUE is not JSON" in not_json.output
+    missing = CliRunner().invoke(
+        cli, ["awakeables", "reject", "sign_1nope", "no"], env={"PERDURE_INGRESS_URL": "http://127.0.0.1:1"}
+    )
+    assert missing.exit_code == 1
+    assert lines(missing) == [
+        "error: cannot reach the ingress at http://127.0.0.1:1 — is `perdure dev` running? "
+        "set --ingress-url or PERDURE_INGRESS_URL"
+    ]
+    admin = run("resolve", "sign_1nope", "--ingress-url", dev.server.admin)
+    assert admin.exit_code == 1 and "not the admin API" in admin.output
 
 
 def test_state_get(dev: Dev) -> None:

@@ -20,6 +20,7 @@ from perdure import __version__
 from perdure.config import ENV_PREFIX, ConfigError, Settings, load_settings
 
 from . import manage
+from .awakeables import awakeables
 from .loader import AppLoadError, load_app
 from .output import CliError, Group, console
 
@@ -211,6 +212,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
 cli.add_command(manage.services)
 cli.add_command(manage.invocations)
+cli.add_command(awakeables)
 cli.add_command(manage.state)
 cli.add_command(manage.sql)
 from .subscriptions import kafka_clusters, subscriptions  # noqa: E402  (kept next to its registration)

@@ -290,7 +290,7 @@ def invocations_describe(invocation_id: str, admin_url: str, as_json: bool) -> N
         out.print(table)
 
 
-def _control(verb: str, past: str, doc: str, hints: dict[int, str]) -> click.Command:
+def _control(verb: str, past: str, doc: str, hints: dict[int, str], note: str = "") -> click.Command:
     @click.command(verb, help=doc)
     @click.argument("invocation_id", metavar="ID")
     @admin_options
@@ -300,46 +300,58 @@ def _control(verb: str, past: str, doc: str, hints: dict[int, str]) -> click.Com
         if as_json:
             print_json(answer)
             return
-        console().print(f"[green]{past}[/] {escape(invocation_id)}")
+        console().print(f"[green]{past}[/] {escape(invocation_id)}{note}")
 
     return command
 
 
+_CANCEL_DOC = """Cancel an unfinished invocation, letting its handler compensate.
+
+    Its handler sees a TerminalError (409 "cancelled") at its next await and may run compensation
+    steps before it fails; the calls it waits on are cancelled too. A queued or delayed invocation
+    completes at once. `kill` stops it without running any more of its code.
+    """
+
 _CONTROLS = (
     (
         "cancel",
-        "cancelled",
-        "Cancel an invocation, letting its handler run compensations (not supported yet: use kill).",
-        {404: LIST_HINT, 501: "cancellation is not implemented yet; `perdure invocations kill ID` stops it"},
+        "cancelling",
+        _CANCEL_DOC,
+        {404: LIST_HINT, 409: "only unfinished invocations can be cancelled"},
+        ": it fails with 409 'cancelled' at its next await (see `perdure invocations describe`)",
     ),
     (
         "kill",
         "killed",
         "Stop an unfinished invocation now; it completes with a 409 'killed' failure.",
         {404: LIST_HINT, 409: "only unfinished invocations can be killed"},
+        "",
     ),
     (
         "purge",
         "purged",
         "Delete a completed invocation's record and journal (frees its idempotency key).",
         {404: LIST_HINT, 409: "only completed invocations can be purged; kill it first"},
+        "",
     ),
     (
         "pause",
         "paused",
         "Pause a running, suspended or backing-off invocation until `resume`.",
         {404: LIST_HINT},
+        "",
     ),
     (
         "resume",
         "resumed",
         "Resume a paused invocation (its retry count starts over).",
         {404: LIST_HINT, 409: "only paused invocations can be resumed"},
+        "",
     ),
 )
 
-for _verb, _past, _doc, _hints in _CONTROLS:
-    invocations.add_command(_control(_verb, _past, _doc, _hints))
+for _verb, _past, _doc, _hints, _note in _CONTROLS:
+    invocations.add_command(_control(_verb, _past, _doc, _hints, _note))
 
 
 # ---- state
