@@ -18,6 +18,8 @@ def test_defaults_like_restate() -> None:
         "group_id": "sub_1",
         "client_id": "perdure",
         "auto_offset_reset": "latest",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 2000,
         "enable_auto_commit": False,
     }
 

@@ -80,6 +80,7 @@ class Running:
     admin: Served
     broker: Broker | None = None  # the embedded Kafka broker, with --kafka embedded
     kafka: dict[str, str] = field(default_factory=dict)  # clusters registered at start: name -> bootstrap
+    reset: list[str] = field(default_factory=list)  # subscriptions whose offsets restarted with the broker
 
 
 def _describe_services(app: App) -> str:
@@ -103,7 +104,7 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
         if running.broker is not None and name == EMBEDDED_CLUSTER:
             line += f" [dim](embedded tansu broker, pid {running.broker.pid}; records live in memory)[/]"
         lines.append(line)
-    lines += _stale_offsets_warning(running)
+    lines += _reset_note(running)
     example = curl_example(app, running.ingress.url)
     if example is not None:
         lines += ["", "  try it:", f"    {escape(example)}"]
@@ -117,23 +118,33 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
         console.print(line, soft_wrap=True, highlight=False)
 
 
-def _stale_offsets_warning(running: Running) -> list[str]:
-    """The embedded broker starts empty, but offsets stored by an earlier run still count."""
-    if running.broker is None:
-        return []
-    engine = running.engine
+async def _reset_embedded_offsets(engine: Engine) -> list[str]:
+    """The embedded broker starts empty: offsets stored by an earlier run point past its logs.
+
+    Reset them to 0 in a new epoch (so new records at reused offsets are new invocations, not
+    skipped as seen), and restart those consumers. Returns the subscriptions reset.
+    """
     local = f"kafka://{EMBEDDED_CLUSTER}/"
-    stale = [
-        sub.id
-        for sub in engine.subscriptions()
-        if sub.source.startswith(local) and any(engine.stored_offsets(sub.id).values())
-    ]
-    if not stale:
+    reset = []
+    for sub in engine.subscriptions():
+        stored = engine.stored_offsets(sub.id)
+        if not sub.source.startswith(local) or not any(stored.values()):
+            continue
+        for (topic, partition), offset in stored.items():
+            if offset:
+                await engine.reset_offset(sub.id, topic, partition, 0)
+        if engine.kafka is not None:
+            await engine.kafka.restart(sub.id)
+        reset.append(sub.id)
+    return reset
+
+
+def _reset_note(running: Running) -> list[str]:
+    if not running.reset:
         return []
     return [
-        f"  [yellow]warning: the embedded broker starts empty, but {', '.join(stale)} kept the offsets "
-        "it consumed in an earlier run: records below them will be skipped. Start on a fresh --db "
-        "to replay from offset 0.[/]"
+        f"  [yellow]the embedded broker starts empty: {', '.join(running.reset)} restarted at offset 0 "
+        "(offsets of the earlier run were kept in a new epoch, nothing is skipped)[/]"
     ]
 
 
@@ -342,6 +353,8 @@ async def _serve_engine(
         )
         servers.append(admin)
         running = Running(engine, ingress, admin, broker, kafka)
+        if broker is not None:
+            running.reset = await _reset_embedded_offsets(engine)
         print_banner(console, settings, app, running, title=title)
         sys.stdout.flush()
         if on_ready is not None:

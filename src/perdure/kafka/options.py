@@ -187,13 +187,19 @@ def consumer_config(
     """Merge cluster properties and subscription options (the subscription wins) into aiokafka args.
 
     Defaults, as in Restate: `group.id` = the subscription id, `client.id` = `perdure`,
-    `auto.offset.reset` = `latest`. Auto-commit is always off. Raises `OptionError`.
+    `auto.offset.reset` = `latest`; and `session.timeout.ms` = 6000, `heartbeat.interval.ms` = 2000.
+    Auto-commit is always off. Raises `OptionError`.
     """
     merged = {**cluster_properties, **options}
     kwargs: dict[str, Any] = {
         "group_id": subscription_id,
         "client_id": "perdure",
         "auto_offset_reset": "latest",
+        # 6 s is the smallest session brokers accept by default (group.min.session.timeout.ms); a
+        # short session makes a new or restarted subscription consume within seconds, where the
+        # client default (10 s) makes tansu hold the first group join for 5 s.
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 2000,
     }
     ssl: dict[str, str] = {}
     unknown = []
