@@ -20,3 +20,16 @@ async def greet(ctx: restate.Context, name: str) -> str:
 @counter.handler()
 async def add(ctx: restate.ObjectContext, n: int) -> int:
     raise NotImplementedError
+
+
+signup = restate.Workflow("signup")
+
+
+@signup.main()
+async def run(ctx: restate.WorkflowContext, email: str) -> str:
+    raise NotImplementedError
+
+
+@signup.handler()
+async def click(ctx: restate.WorkflowSharedContext, secret: str) -> None:
+    raise NotImplementedError

@@ -94,3 +94,24 @@ async def test_restates_python_client_calls_and_sends_with_a_delay(
         with pytest.raises(restate_sdk.HttpError) as missing:
             await client.generic_call("nope", "x", b"")
         assert missing.value.status_code == 404
+
+
+async def test_restates_python_client_submits_and_calls_a_workflow(
+    start_stack: StartStack, restate_sdk: ModuleType
+) -> None:
+    from . import restate_stubs as stubs
+    from .test_workflows_awakeables import Seen, build_app
+
+    seen = Seen()
+    stack = await start_stack(build_app(seen))
+    async with restate_sdk.create_client(stack.url) as client:
+        handle = await client.workflow_send(stubs.run, key="r", arg="r@x.io")
+        assert handle.invocation_id == ids.workflow_id("signup", "r")
+        again = await client.workflow_send(stubs.run, key="r", arg="r@x.io")
+        assert again.invocation_id == handle.invocation_id
+        await client.workflow_call(stubs.click, key="r", arg="k3y")
+        with pytest.raises(restate_sdk.HttpError) as conflict:
+            await client.workflow_call(stubs.run, key="r", arg="r@x.io")
+        assert conflict.value.status_code == 409 and "already invoked" in (conflict.value.body or "")
+    assert (await stack.h.attach(handle.invocation_id)).value == b'"r@x.io verified with k3y"'
+    assert seen.runs == ["r"]
