@@ -19,7 +19,7 @@ CPU per invocation on the event loop (~370 us; the Kafka consumer and intake are
 The paced latency is set by tansu, which holds a fetch for about half of `fetch.wait.max.ms` even
 when records arrive (raw aiokafka, 500 ms default: p50 ~130 ms, p99 ~250 ms); a lower
 `fetch.wait.max.ms` trades that for more fetches and more, smaller ingest batches. Before the
-first record, tansu holds a group join for half of `session.timeout.ms` (5 s by default).
+first record, tansu holds a group join for half of `session.timeout.ms` (3 s with the 6 s default).
 
     .venv/bin/python bench/kafka.py
     .venv/bin/python bench/kafka.py --phases saturation --cprofile /tmp/kafka.prof

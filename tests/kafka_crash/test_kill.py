@@ -52,7 +52,7 @@ KILL_AFTER_S = (0.02, 0.6)
 MAX_PENDING = 250
 STEP_MS = 3.0  # the step sleeps up to this after its effect, before its result is stored
 # tansu holds a group join for half the session timeout, and a killed member stays in the group
-# until its session expires: short, so each life consumes ~1.3 s after its start (18 s by default).
+# until its session expires: short, so each life consumes ~1.3 s after its start (~11 s by default).
 OPTIONS = ("session.timeout.ms=1000", "heartbeat.interval.ms=100")
 START_TIMEOUT_S = 20.0
 CONSUME_TIMEOUT_S = 15.0
