@@ -4,8 +4,8 @@ RECORDS records `{"seq": n}` over KEYS keys and PARTITIONS partitions are produc
 test's own tansu broker, which outlives every kill. The worker (`worker.py`) consumes them through a
 subscription declared in its app; its exclusive handler runs one `ctx.run` step that appends a line
 with a fresh token to a log outside perdure, then counts the record in the key's state and appends
-its seq to the key's `seen` list. The worker is killed at random moments (seeded) shortly after
-each life starts ingesting, restarted each time, and finally left to finish. Then:
+its seq to the key's `seen` list. The worker is killed at random moments (seeded: after a random
+number of completions in each life), restarted each time, and finally left to finish. Then:
 
 - every record became exactly one invocation, completed, with the id derived from its
   (subscription, topic, partition, offset); nothing else was invoked; the stored offsets are the
@@ -38,24 +38,25 @@ from perdure.storage import open_store
 from perdure.storage.api import Status
 
 from .procs import Produced, Progress, Worker, key_of, produce, progress, subscription_id, tail
-from .worker import SERVICE
+from .worker import PROGRESS_EVERY, SERVICE
 
 RECORDS = 20_000
 KEYS = 1_000
 PARTITIONS = 4
 KILLS = 12
 MIN_MID_RUN_KILLS = 10
-# Kills land this long after a life's intake has accepted its first records: at ~3,000 records/s,
-# up to a couple of thousand records into each life, while ingest (held to MAX_PENDING per
-# partition) and handlers are both busy.
-KILL_AFTER_S = (0.02, 0.6)
+# Each life is killed after 200-1,400 completions (plus up to 50 ms), while ingest (held to
+# MAX_PENDING per partition) and handlers are both busy: about half the records are left for the
+# final run.
+KILL_AFTER_COMPLETIONS = (200, 1_500)
+KILL_JITTER_S = 0.05
 MAX_PENDING = 250
 STEP_MS = 3.0  # the step sleeps up to this after its effect, before its result is stored
 # tansu holds a group join for half the session timeout, and a killed member stays in the group
 # until its session expires: short, so each life consumes ~1.3 s after its start (~11 s by default).
 OPTIONS = ("session.timeout.ms=1000", "heartbeat.interval.ms=100")
 START_TIMEOUT_S = 20.0
-CONSUME_TIMEOUT_S = 15.0
+LIFE_TIMEOUT_S = 30.0
 FINAL_TIMEOUT_S = 60.0
 
 _RUN_COMPLETION = pm.TYPE_OF[pm.RunCompletion]
@@ -99,14 +100,13 @@ def test_sigkill_while_consuming_loses_and_repeats_nothing(crash_broker: Broker,
             assert worker.read_until(b"STARTED", timeout=START_TIMEOUT_S), (
                 f"life {life}: the worker did not start; stderr:\n{tail(stderr)}"
             )
-            # Kill once this life is ingesting records; when everything was ingested before,
-            # once it is at least completing the invocations it recovered.
-            consuming = worker.read_until(b"CONSUMING", b"DONE", timeout=CONSUME_TIMEOUT_S)
-            to_consuming.append(time.time() - worker.started_at)
-            assert consuming or b"FIRST" in worker.output, (
-                f"life {life}: nothing ingested or completed; stderr:\n{tail(stderr)}"
-            )
-            time.sleep(rng.uniform(*KILL_AFTER_S))
+            # Kill after a random number of completions in this life (counted by the worker, so
+            # the kills land mid-run however fast the machine is), a little after it said so.
+            target = rng.randrange(*KILL_AFTER_COMPLETIONS, PROGRESS_EVERY)
+            reached = worker.read_until(b"\nAT %d\n" % target, b"DONE", timeout=LIFE_TIMEOUT_S)
+            assert reached, f"life {life}: {target} completions not reached; stderr:\n{tail(stderr)}"
+            to_consuming.append(worker.stamps.get(b"CONSUMING", float("nan")) - worker.started_at)
+            time.sleep(rng.uniform(0, KILL_JITTER_S))
             worker.kill()
         finally:
             worker.close()
@@ -139,7 +139,10 @@ def test_sigkill_while_consuming_loses_and_repeats_nothing(crash_broker: Broker,
         f" result: {executions - RECORDS} executions over {repeated} records;"
         f" log lines at each kill: {', '.join(map(str, lines_at_kills))}"
     )
-    print(f"restart to ingesting again: {', '.join(f'{t:.1f}' for t in to_consuming)} s")
+    print(
+        "each life's start to its first ingest (nan: killed while still finishing what it recovered):"
+        f" {', '.join(f'{t:.1f}' for t in to_consuming)} s"
+    )
     print(f"kill phase {kill_phase_s:.1f} s, total {total_s:.1f} s (with producing, the final run, checks)")
     assert len(at_kills) >= MIN_MID_RUN_KILLS, f"only {len(at_kills)} kills hit an unfinished run"
     assert len({p.ingested for p in at_kills}) > 1, "every kill found the same ingest progress"

@@ -9,8 +9,8 @@ Each record `{"seq": n}` keyed by an object key runs one `ctx.run` step that app
 journal says which execution's result was stored; then the handler bumps the key's `count` and
 appends `seq` to its `seen` list, and returns the token.
 
-The worker prints `STARTED` once the engine is open (recovery included), `FIRST` at its first
-completed invocation, `CONSUMING` once its intake has accepted records, `NEW <partition> <offset>
+The worker prints `STARTED` once the engine is open (recovery included), `AT <n>` every 100
+invocations it completes, `CONSUMING` once its intake has accepted records, `NEW <partition> <offset>
 <unix time>` when the first record at or past `--new-from` completes (recovery timing), and `DONE`
 once `--expected` invocations have completed, then exits 0. Run it again on the same files after a
 kill and it carries on from the offsets stored with the invocations.
@@ -39,6 +39,7 @@ SERVICE = "kcrash"
 HANDLER = "consume"
 CLUSTER = "local"
 POLL_S = 0.01
+PROGRESS_EVERY = 100
 
 
 class Event(TypedDict):
@@ -77,17 +78,17 @@ def build_app(
 
 
 class Watch:
-    """Prints `FIRST` at the first completion of this life, and `NEW …` at the first one past `new_from`."""
+    """Prints `AT n` every PROGRESS_EVERY completions of this life; `NEW …` at the first past `new_from`."""
 
     def __init__(self, engine: perdure.Engine, new_from: dict[int, int] | None) -> None:
         self.engine = engine
         self.new_from = new_from
-        self.first = True
+        self.completions = 0
 
     def completed(self, invocation_id: str) -> None:
-        if self.first:
-            self.first = False
-            print("FIRST", flush=True)
+        self.completions += 1
+        if self.completions % PROGRESS_EVERY == 0:
+            print(f"AT {self.completions}", flush=True)
         if self.new_from is None:
             return
         journal = self.engine.reader().read_journal(invocation_id)
