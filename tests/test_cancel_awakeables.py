@@ -145,3 +145,23 @@ async def test_awakeables_resolved_from_outside_and_from_a_handler_while_suspend
         await h.complete_awakeable(published[0], b'"again"')  # already completed: ignored
         with pytest.raises(perdure.InvalidInputError, match="malformed awakeable id"):
             await h.complete_awakeable("sign_1nope", b"1")
+
+
+@approvals.handler()
+async def wants_a_number(ctx: Context) -> str:
+    awakeable_id, number = ctx.awakeable(type_hint=int)
+    await ctx.run("publish id", lambda: published.append(awakeable_id))
+    try:
+        return str(await number)
+    except TerminalError as e:
+        return f"{e.status_code}: {e.message}"
+
+
+async def test_a_value_that_does_not_fit_fails_the_await_for_good() -> None:
+    published.clear()
+    async with Harness(perdure.App([approvals, resolver])) as h:
+        invocation_id = await h.service_send(wants_a_number)
+        await h.settle()
+        await h.complete_awakeable(published[0], b'"not a number"')
+        outcome = await h.attach(invocation_id)
+        assert outcome.value is not None and outcome.value.startswith(b'"500: a result does not fit')

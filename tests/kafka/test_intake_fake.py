@@ -95,6 +95,8 @@ async def test_backpressure_pauses_and_resumes(
     engine = engine_for(broker, sub(name))
     async with KafkaIntake(engine, max_pending_per_partition=10, max_batch=4, batches_in_flight=1) as intake:
         await wait_until(lambda: intake.stats()[0].partitions and intake.stats()[0].partitions[0].paused)
+        # an ingest may still be returning its ids when the pause shows: wait until they are counted
+        await wait_until(lambda: intake.stats()[0].partitions[0].in_flight == len(engine.created))
         held = len(engine.created)
         assert 10 < held <= 10 + 2 * 4  # one more batch may be in hand when the pause comes
         [part] = intake.stats()[0].partitions

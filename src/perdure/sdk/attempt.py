@@ -361,7 +361,11 @@ class Attempt:
             failure = _failure(notification)
             if failure is not None:
                 raise failure
-            return s.decode(notification.value.content)
+            try:
+                return s.decode(notification.value.content)
+            except SerdeError as e:
+                # The value is in the journal: it will never decode on a retry either.
+                raise TerminalError(f"a result does not fit the expected type: {e}", 500) from e
 
         return decode
 
