@@ -10,7 +10,7 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -46,27 +46,6 @@ def load(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    """A tansu broker (memory storage) for this module's Kafka tests; stopped by pid after them."""
-    b = Broker()
-    asyncio.run(b.start())
-    try:
-        yield b
-    finally:
-        asyncio.run(b.stop())
-
-
-@pytest.fixture
-async def producer(broker: Broker) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=2)
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
 
 
 async def eventually(condition: Callable[[], object], within: float = 20.0, what: str = "") -> None:

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,17 +45,6 @@ async def held(ctx: Context, n: int) -> None:
 
 
 APP = perdure.App([users, jobs])
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    """A tansu broker on a free loopback port for this module; stopped by pid after."""
-    b = Broker()
-    asyncio.run(b.start())
-    try:
-        yield b
-    finally:
-        asyncio.run(b.stop())
 
 
 @dataclass

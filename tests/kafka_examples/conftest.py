@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from perdure.kafka import Broker
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="package")
-def broker() -> Iterator[Broker]:
-    """A tansu broker (memory storage) shared by these tests; stopped by pid after them."""
-    b = Broker()
-    asyncio.run(b.start())
-    try:
-        yield b
-    finally:
-        asyncio.run(b.stop())
 
 
 @pytest.fixture
@@ -35,13 +22,3 @@ def topic(broker: Broker) -> Callable[..., Awaitable[str]]:
         return name
 
     return create
-
-
-@pytest.fixture
-async def producer(broker: Broker) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=2)
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()

@@ -61,6 +61,10 @@ async def test_profile_enricher_fed_from_kafka(
         done = completions(engine)
         await subscribe(engine, broker, profiles, "service://profile/userEvent")
         await subscribe(engine, broker, features, "service://profile/featureEvent")
+        # Both consumers must have joined before the 1 s emit timer starts, or features arrive late.
+        assert engine.kafka is not None
+        intake = engine.kafka
+        await wait_until(lambda: all(s.partitions for s in intake.stats()) and len(intake.stats()) == 2)
         profile = {"id": "bob", "name": "Bob", "email": "bob@example.com"}
         await producer.send_and_wait(profiles, json.dumps(profile).encode(), key=b"bob")
         await wait_until(lambda: len(done) == 1, what="the userEvent")
