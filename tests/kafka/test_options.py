@@ -20,6 +20,7 @@ def test_defaults_like_restate() -> None:
         "auto_offset_reset": "latest",
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 2000,
+        "fetch_max_wait_ms": 100,
         "enable_auto_commit": False,
     }
 
