@@ -30,7 +30,6 @@ from perdure.errors import (
 from perdure.retry import RetryPolicy
 from perdure.runtime.clock import Clock, ManualClock, SystemClock
 from perdure.runtime.node import Engine
-from perdure.sdk.attempt import gather, select
 from perdure.sdk.context import (
     Context,
     DurablePromise,
@@ -40,6 +39,7 @@ from perdure.sdk.context import (
     WorkflowContext,
     WorkflowSharedContext,
 )
+from perdure.sdk.futures import gather, select
 from perdure.sdk.options import HandlerOptions
 from perdure.sdk.service import App, KafkaSubscription, Service, VirtualObject, Workflow
 

@@ -26,6 +26,7 @@ from perdure.protocol.vm import VM
 from perdure.retry import RetryPolicy
 from perdure.sdk import serde
 from perdure.sdk.context import Request
+from perdure.sdk.futures import CallFuture, DurableFuture, DurablePromise, SendFuture, failure_of
 from perdure.sdk.service import Handler, ServiceKind, handler_of
 
 T = TypeVar("T")
@@ -50,17 +51,18 @@ def _return_serde(fn: Callable[..., Any]) -> serde.Serde:
     return serde.for_type(hint)
 
 
-def _failure(notification: Any) -> TerminalError | None:
-    if notification.WhichOneof("result") == "failure":
-        return TerminalError(notification.failure.message, notification.failure.code)
-    return None
-
-
 _CANCEL = -pm.CANCEL_SIGNAL  # the handle of the CANCEL signal
 
 
 def _none(notification: Any) -> None:
     return None
+
+
+def _check_awakeable(awakeable_id: str) -> None:
+    try:
+        awakeables.parse(awakeable_id)
+    except ValueError as e:
+        raise TerminalError(str(e), 400) from e
 
 
 class RunFailed(Exception):
@@ -69,126 +71,6 @@ class RunFailed(Exception):
     def __init__(self, name: str, cause: BaseException, next_retry_delay: int | None) -> None:
         super().__init__(f"step {name!r} failed: {type(cause).__name__}: {cause}")
         self.next_retry_delay = next_retry_delay
-
-
-class DurableFuture:
-    """Awaitable result of a journaled operation; `decode` maps the notification to the value."""
-
-    __slots__ = ("_attempt", "_decode", "handle")
-
-    def __init__(self, attempt: Attempt, handle: int, decode: Callable[[Any], Any]) -> None:
-        self._attempt = attempt
-        self.handle = handle
-        self._decode = decode
-
-    def done(self) -> bool:
-        return self._attempt.vm.is_ready(self.handle)
-
-    def value(self) -> Any:
-        """The result of a done future (raises its `TerminalError` if it failed)."""
-        return self._decode(self._attempt.vm.result(self.handle))
-
-    async def _get(self) -> Any:
-        await self._attempt.wait([self.handle])
-        return self.value()
-
-    def __await__(self) -> Any:
-        return self._get().__await__()
-
-
-class CallFuture(DurableFuture):
-    """A call: await for the result, `invocation_id()` for the callee's id."""
-
-    __slots__ = ("_id_handle",)
-
-    def __init__(self, attempt: Attempt, id_handle: int, handle: int, decode: Callable[[Any], Any]) -> None:
-        super().__init__(attempt, handle, decode)
-        self._id_handle = id_handle
-
-    async def invocation_id(self) -> str:
-        await self._attempt.wait([self._id_handle])
-        return str(self._attempt.vm.result(self._id_handle).invocation_id)
-
-
-class DurablePromise:
-    """A workflow's named promise: `await value()` waits until some handler resolves or rejects it."""
-
-    __slots__ = ("_attempt", "_name", "_serde")
-
-    def __init__(self, attempt: Attempt, name: str, s: serde.Serde) -> None:
-        self._attempt = attempt
-        self._name = name
-        self._serde = s
-
-    async def value(self) -> Any:
-        """Wait for the promise (across suspensions and restarts); raises TerminalError if rejected."""
-        a = self._attempt
-        handle = a.vm.sys_get_promise(self._name)
-        await a.wait([handle])
-        return a._decoder(self._serde)(a.vm.result(handle))
-
-    async def peek(self) -> Any:
-        """The value if resolved now, else None (raises TerminalError if rejected)."""
-        a = self._attempt
-        handle = a.vm.sys_peek_promise(self._name)
-        await a.wait([handle])
-        notification = a.vm.result(handle)
-        if notification.WhichOneof("result") == "void":
-            return None
-        return a._decoder(self._serde)(notification)
-
-    async def resolve(self, value: Any) -> None:
-        """Complete with a value; raises TerminalError (409) if it was already completed."""
-        await self._complete(value=self._serde.encode(value))
-
-    async def reject(self, message: str, code: int = 500) -> None:
-        await self._complete(failure=pm.Failure(code=code, message=message))
-
-    async def _complete(self, *, value: bytes | None = None, failure: Any = None) -> None:
-        a = self._attempt
-        handle = a.vm.sys_complete_promise(self._name, value=value, failure=failure)
-        await a.wait([handle])
-        error = _failure(a.vm.result(handle))
-        if error is not None:
-            raise error
-
-
-class SendFuture:
-    __slots__ = ("_attempt", "_id_handle")
-
-    def __init__(self, attempt: Attempt, id_handle: int) -> None:
-        self._attempt = attempt
-        self._id_handle = id_handle
-
-    async def invocation_id(self) -> str:
-        await self._attempt.wait([self._id_handle])
-        return str(self._attempt.vm.result(self._id_handle).invocation_id)
-
-
-async def gather(*futures: DurableFuture) -> list[Any]:
-    """Wait for all futures; return their results in order (raises the first failure by position)."""
-    if not futures:
-        return []
-    attempt = futures[0]._attempt
-    await attempt.wait([f.handle for f in futures], wait_all=True)
-    return [f.value() for f in futures]
-
-
-async def select(**futures: DurableFuture) -> tuple[str, Any]:
-    """Wait for the first future to complete: returns (its name, its result).
-
-    The winner is decided by the order results were journaled, so a replay picks the same one.
-    """
-    if not futures:
-        raise ValueError("select() needs at least one future")
-    first = next(iter(futures.values()))
-    attempt = first._attempt
-    await attempt.wait([f.handle for f in futures.values()])
-    vm = attempt.vm
-    name, winner = min(
-        ((n, f) for n, f in futures.items() if vm.is_ready(f.handle)), key=lambda nf: vm.arrival(nf[1].handle)
-    )
-    return name, winner.value()
 
 
 class Attempt:
@@ -358,7 +240,7 @@ class Attempt:
 
     def _decoder(self, s: serde.Serde) -> Callable[[Any], Any]:
         def decode(notification: Any) -> Any:
-            failure = _failure(notification)
+            failure = failure_of(notification)
             if failure is not None:
                 raise failure
             try:
@@ -569,17 +451,11 @@ class Attempt:
         return awakeable, DurableFuture(self, handle, self._decoder(s))
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
-        try:
-            awakeables.parse(awakeable_id)
-        except ValueError as e:
-            raise TerminalError(str(e), 400) from e
+        _check_awakeable(awakeable_id)
         self.vm.sys_complete_awakeable(awakeable_id, value=_JSON.encode(value))
 
     def reject_awakeable(self, awakeable_id: str, reason: str, code: int = 500) -> None:
-        try:
-            awakeables.parse(awakeable_id)
-        except ValueError as e:
-            raise TerminalError(str(e), 400) from e
+        _check_awakeable(awakeable_id)
         self.vm.sys_complete_awakeable(awakeable_id, failure=pm.Failure(code=code, message=reason))
 
     def promise(self, name: str, *, type_hint: Any = None) -> DurablePromise:
