@@ -352,15 +352,21 @@ class Attempt:
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> CallFuture:
+        return self._handler_call(handler, None, arg, idempotency_key, headers)
+
+    def _handler_call(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str | None,
+        arg: Any,
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> CallFuture:
+        """A call to a decorated handler: its serdes encode the argument and decode the result."""
         h = handler_of(handler)
+        parameter = h.input_serde.encode(arg)
         return self._call(
-            h.service.name,
-            h.name,
-            None,
-            h.input_serde.encode(arg),
-            self._decoder(h.output_serde),
-            idempotency_key,
-            headers,
+            h.service.name, h.name, key, parameter, self._decoder(h.output_serde), idempotency_key, headers
         )
 
     def object_call(
@@ -372,16 +378,7 @@ class Attempt:
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> CallFuture:
-        h = handler_of(handler)
-        return self._call(
-            h.service.name,
-            h.name,
-            key,
-            h.input_serde.encode(arg),
-            self._decoder(h.output_serde),
-            idempotency_key,
-            headers,
-        )
+        return self._handler_call(handler, key, arg, idempotency_key, headers)
 
     def service_send(
         self,
