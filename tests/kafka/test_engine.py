@@ -174,6 +174,8 @@ async def test_backpressure_with_the_engine(broker: Broker, topic: Topic, produc
         await wait_until(
             lambda: intake.stats() and intake.stats()[0].partitions and intake.stats()[0].partitions[0].paused
         )
+        # the batch in hand when the pause shows may still be returning its ids: wait until counted
+        await wait_until(lambda: intake.stats()[0].partitions[0].in_flight > 20)
         [part] = intake.stats()[0].partitions
         assert 20 < part.in_flight <= 25 and part.lag == 200 - part.in_flight
         await asyncio.sleep(0.3)

@@ -22,6 +22,7 @@ from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untype
 
 from perdure.engine.commands import KafkaRecord
 from perdure.errors import UnknownTargetError
+from perdure.kafka.members import MemberFile, leave
 from perdure.kafka.options import OptionError, consumer_config, parse_sink, parse_source
 from perdure.kafka.pending import Slot, Tracker
 from perdure.kafka.stats import PartitionStats, SubscriptionStats
@@ -108,7 +109,9 @@ class SubscriptionConsumer:
         commit_interval: float,
         retry_initial: float,
         retry_max: float,
+        members: MemberFile | None = None,
     ) -> None:
+        self.members = members
         self.engine = engine
         self.subscription = subscription
         self.cluster_properties = dict(cluster_properties) if cluster_properties is not None else None
@@ -198,6 +201,11 @@ class SubscriptionConsumer:
     async def _session(self, topic: str, kwargs: dict[str, Any]) -> None:
         """Consume until a failure (raised) or cancellation."""
         self._fatal = None
+        previous = self.members.get(self.group_id) if self.members and self.group_id else None
+        if previous is not None and self.group_id is not None:
+            await leave(kwargs, self.group_id, previous)  # a crashed run's member: don't wait out its session
+            if self.members is not None:
+                self.members.forget(self.group_id)
         consumer = AIOKafkaConsumer(**kwargs)
         consumer.subscribe([topic], listener=_Listener(self))
         self._consumer = consumer  # rebalance callbacks may come as soon as it starts
@@ -233,6 +241,8 @@ class SubscriptionConsumer:
                     await asyncio.wait_for(_leave_generation_zero(consumer), 2)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+                if self.members is not None and self.group_id is not None:
+                    self.members.forget(self.group_id)  # left cleanly: nothing to drop next time
                 self._consumer = None
 
     # ---- ingest: one call at a time per partition, the next batches queued behind it
@@ -379,6 +389,10 @@ class SubscriptionConsumer:
         """Seek every newly assigned partition to the offset stored with the engine's invocations."""
         stored = self.engine.stored_offsets(self.id)
         consumer = self._current()
+        coordinator = getattr(consumer, "_coordinator", None)
+        member_id = getattr(coordinator, "member_id", None)
+        if self.members is not None and self.group_id is not None and isinstance(member_id, str):
+            self.members.remember(self.group_id, member_id)
         for tp in tps:
             key = (tp.topic, tp.partition)
             part = self._parts.get(key)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from perdure.kafka.consumer import IngestEngine, SubscriptionConsumer
+from perdure.kafka.members import MemberFile
 from perdure.kafka.options import OptionError, parse_source
 from perdure.kafka.pending import Tracker
 from perdure.kafka.stats import SubscriptionStats
@@ -43,6 +45,7 @@ class KafkaIntake:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         sink_exists: Callable[[str, str], bool] | None = None,
+        member_file: Path | None = None,
     ) -> None:
         if max_pending_per_partition < 1 or max_batch < 1 or batches_in_flight < 1:
             raise ValueError("max_pending_per_partition, max_batch and batches_in_flight must be positive")
@@ -54,6 +57,8 @@ class KafkaIntake:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.sink_exists = sink_exists or _sink_check(engine)
+        # Group members of this process, so a restart after a crash drops the old ones at once.
+        self.members = MemberFile(member_file) if member_file is not None else None
         self._tracker = Tracker()
         self._consumers: dict[str, SubscriptionConsumer] = {}
         self._listening = False
@@ -132,6 +137,7 @@ class KafkaIntake:
                     commit_interval=self.commit_interval,
                     retry_initial=self.retry_initial,
                     retry_max=self.retry_max,
+                    members=self.members,
                 )
                 self._consumers[sub_id] = consumer
                 consumer.start()

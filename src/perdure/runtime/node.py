@@ -164,7 +164,9 @@ class Engine(Subscriptions):
         await self._declare()
         from perdure.kafka import KafkaIntake  # the composition root starts the Kafka edge too
 
-        self.kafka = KafkaIntake(self)
+        db = self.database_path()
+        members = db.with_name(db.name + ".kafka-members.json") if db is not None else None
+        self.kafka = KafkaIntake(self, member_file=members)
         await self.kafka.start()
         if self.sweep_interval is not None:
             interval_ms = int(self.sweep_interval.total_seconds() * 1000)
