@@ -76,4 +76,7 @@ async def test_profile_enricher_fed_from_kafka(
         assert ex.downstream == [
             ("bob", ex.UserProfile("bob", "Bob", "bob@example.com", ["dark-mode", "beta-search"]))
         ]
-        assert engine.reader().get_all_state("profile", "bob") == {}  # emit cleared the state
+        # emit clears the state after its downstream step: wait for its last commit
+        await wait_until(
+            lambda: engine.reader().get_all_state("profile", "bob") == {}, what="emit's clear_all"
+        )
