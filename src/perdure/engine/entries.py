@@ -113,7 +113,7 @@ def _sleep(step: Step, inv: Invocation, m: Any) -> None:
         invocation_id=inv.id,
         completion_id=m.result_completion_id,
     )
-    lifecycle._timer(step, timer)
+    lifecycle.schedule_timer(step, timer)
 
 
 def _child(step: Step, inv: Invocation, m: Any, caller: Caller | None, execute_at: int | None) -> None:

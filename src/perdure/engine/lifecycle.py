@@ -75,7 +75,7 @@ def invoke(step: Step, cmd: Invoke) -> None:
     if cmd.execute_at is not None and cmd.execute_at > step.now:
         inv.status = Status.SCHEDULED
         inv.execute_at = cmd.execute_at
-        _timer(
+        schedule_timer(
             step, Timer(id=f"{inv.id}/invoke", fire_at=cmd.execute_at, kind="invoke", invocation_id=inv.id)
         )
         return
@@ -234,7 +234,7 @@ def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay
     delay = next_retry_delay if next_retry_delay is not None else policy.delay_ms(inv.failures)
     inv.status = Status.BACKING_OFF
     inv.next_retry_at = step.now + delay
-    _timer(
+    schedule_timer(
         step,
         Timer(
             id=f"{inv.id}/retry/{inv.attempt}", fire_at=inv.next_retry_at, kind="retry", invocation_id=inv.id
@@ -402,7 +402,8 @@ def recover(step: Step) -> None:
         start(step, cached if cached is not None else inv)
 
 
-def _timer(step: Step, timer: Timer) -> None:
+def schedule_timer(step: Step, timer: Timer) -> None:
+    """Store a timer and arm it once the transaction is durable."""
     step.txn.put_timer(timer)
     step.actions.append(ScheduleTimer(timer))
 

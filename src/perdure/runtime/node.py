@@ -510,17 +510,7 @@ class Engine(Subscriptions):
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Send without waiting; returns the invocation id once it is durably accepted."""
-        h = handler_of(handler)
-        invocation_id, _, _ = await self.submit(
-            h.service.name,
-            h.name,
-            h.input_serde.encode(arg),
-            key=key,
-            delay=delay,
-            idempotency_key=idempotency_key,
-            headers=headers,
-        )
-        return invocation_id
+        return await self._send(handler_of(handler), key, arg, delay, idempotency_key, headers)
 
     async def service_send(
         self,
@@ -531,11 +521,23 @@ class Engine(Subscriptions):
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        h = handler_of(handler)
+        return await self._send(handler_of(handler), None, arg, delay, idempotency_key, headers)
+
+    async def _send(
+        self,
+        h: Handler,
+        key: str | None,
+        arg: Any,
+        delay: timedelta | float | None,
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> str:
+        payload = h.input_serde.encode(arg)
         invocation_id, _, _ = await self.submit(
             h.service.name,
             h.name,
-            h.input_serde.encode(arg),
+            payload,
+            key=key,
             delay=delay,
             idempotency_key=idempotency_key,
             headers=headers,
