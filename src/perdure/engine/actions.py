@@ -11,7 +11,11 @@ from perdure.storage.api import Outcome, Timer
 
 @dataclass(frozen=True, slots=True)
 class StartAttempt:
-    """Run a new attempt: `start` is the StartMessage, `journal` the entries to replay."""
+    """Run a new attempt: `start` is the StartMessage, `journal` the entries to replay.
+
+    `deployment_id` is None for handlers served in-process; otherwise the remote deployment
+    and `protocol_version` pinned at the invocation's first attempt.
+    """
 
     invocation_id: str
     attempt: int
@@ -19,6 +23,8 @@ class StartAttempt:
     handler: str
     start: Any
     journal: Sequence[Any]
+    deployment_id: str | None = None
+    protocol_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

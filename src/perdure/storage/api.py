@@ -78,6 +78,8 @@ class Invocation(msgspec.Struct, kw_only=True):
     completed_at: int | None = None
     retention_until: int | None = None  # completed records are kept until then
     random_seed: int = 0
+    deployment_id: str | None = None  # pinned at the first attempt; None: served in-process
+    protocol_version: int = 0  # service protocol version pinned with the deployment
 
 
 class Timer(msgspec.Struct, frozen=True):
@@ -104,6 +106,26 @@ class KafkaCluster(msgspec.Struct, frozen=True):
 
     name: str
     properties: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    """A remote endpoint serving handlers over Restate's service protocol (HTTP).
+
+    `manifest` is the endpoint manifest (JSON) as discovered; `http_version` is the one discovery
+    succeeded with ("1.1" or "2"), used for every invocation; `protocol_version` is what new
+    invocations negotiate: min(the deployment's max, the engine's max).
+    """
+
+    id: str  # dp_…
+    uri: str
+    protocol_mode: str  # "BIDI_STREAM" | "REQUEST_RESPONSE"
+    http_version: str
+    min_protocol_version: int
+    max_protocol_version: int
+    protocol_version: int
+    additional_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    manifest: bytes = b"{}"
+    created_at: int = 0
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True):
