@@ -73,7 +73,7 @@ class ServiceManifest(_Options, omit_defaults=True, rename="camel"):
         """The handler's type with the defaults applied (objects: EXCLUSIVE, workflows: WORKFLOW)."""
         if handler.ty is not None:
             return handler.ty
-        return {"SERVICE": None, "VIRTUAL_OBJECT": "EXCLUSIVE", "WORKFLOW": "WORKFLOW"}[self.ty]  # type: ignore[return-value]
+        return {"SERVICE": None, "VIRTUAL_OBJECT": "EXCLUSIVE", "WORKFLOW": "WORKFLOW"}[self.ty]
 
 
 class EndpointManifest(msgspec.Struct, omit_defaults=True, rename="camel"):
