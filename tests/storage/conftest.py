@@ -80,6 +80,8 @@ def full_invocation(id: str = "inv-1") -> Invocation:
         completed_at=1_700_000_003_000,
         retention_until=1_700_086_400_000,
         random_seed=0xDEADBEEF,
+        deployment_id="dp_1",
+        protocol_version=7,
     )
 
 

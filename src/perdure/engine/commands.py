@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.storage.api import Caller, Failure, Subscription, Timer
+from perdure.storage.api import Caller, Deployment, Failure, Subscription, Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +157,20 @@ class DeleteKafkaCluster:
 
 
 @dataclass(frozen=True, slots=True)
+class PutDeployment:
+    """Register a discovered deployment: its services are served by it from now on."""
+
+    deployment: Deployment
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDeployment:
+    deployment_id: str
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
@@ -180,5 +194,7 @@ Command = (
     | DeleteSubscription
     | PutKafkaCluster
     | DeleteKafkaCluster
+    | PutDeployment
+    | DeleteDeployment
     | Recover
 )

@@ -120,6 +120,10 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
     inv.next_retry_at = None
     if journal is None:
         journal = step.read_journal(inv)
+    if inv.protocol_version == 0:  # the first attempt pins where the invocation runs
+        info = step.registry.get(inv.service, inv.handler)
+        if info is not None and info.deployment_id is not None:
+            inv.deployment_id, inv.protocol_version = info.deployment_id, info.protocol_version
     start_message = pm.StartMessage(
         id=ids.to_bytes(inv.id),
         debug_id=inv.id,
@@ -135,7 +139,18 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
         start_message.partial_state = False
     else:
         start_message.partial_state = True
-    step.actions.append(StartAttempt(inv.id, inv.attempt, inv.service, inv.handler, start_message, journal))
+    step.actions.append(
+        StartAttempt(
+            inv.id,
+            inv.attempt,
+            inv.service,
+            inv.handler,
+            start_message,
+            journal,
+            inv.deployment_id,
+            inv.protocol_version,
+        )
+    )
 
 
 def notify(step: Step, inv: Invocation, message: Any, handle: int) -> None:

@@ -21,6 +21,9 @@ class HandlerInfo:
     idempotency_retention_ms: int = DAY_MS
     journal_retention_ms: int = DAY_MS
     workflow_retention_ms: int = DAY_MS  # a completed workflow run blocks its key this long
+    deployment_id: str | None = None  # None: served in-process by the engine's app
+    protocol_version: int = 0  # what new invocations of a remote handler negotiate
+    abort_timeout_ms: int = 600_000
 
     @property
     def writes_state(self) -> bool:
@@ -39,3 +42,17 @@ class Registry:
     def get(self, service: str, handler: str) -> HandlerInfo | None:
         handlers = self.services.get(service)
         return None if handlers is None else handlers.get(handler)
+
+    def replace_service(self, service: str, handlers: list[HandlerInfo]) -> None:
+        """Serve `service` with exactly these handlers from now on (a new deployment revision)."""
+        self.services[service] = {h.name: h for h in handlers}
+
+    def remove_service(self, service: str) -> None:
+        self.services.pop(service, None)
+
+    def deployment_of(self, service: str) -> str | None:
+        """The remote deployment serving `service` now (None: in-process or unknown)."""
+        handlers = self.services.get(service)
+        if not handlers:
+            return None
+        return next(iter(handlers.values())).deployment_id

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import catalog, intake, lifecycle
+from perdure.engine import catalog, deployments, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
     Cancel,
     Command,
     CompleteSignal,
+    DeleteDeployment,
     DeleteKafkaCluster,
     DeleteSubscription,
     Expire,
@@ -24,6 +25,7 @@ from perdure.engine.commands import (
     Kill,
     Pause,
     Purge,
+    PutDeployment,
     PutKafkaCluster,
     PutSubscription,
     Recover,
@@ -82,6 +84,10 @@ class StateMachine:
                 catalog.put_cluster(step, command)
             case DeleteKafkaCluster():
                 catalog.delete_cluster(step, command)
+            case PutDeployment():
+                deployments.put(step, command)
+            case DeleteDeployment():
+                deployments.delete(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()
