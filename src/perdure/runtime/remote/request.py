@@ -1,0 +1,64 @@
+"""The request that opens an attempt: URL, headers and the frames of Start and the journal."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from perdure.engine.actions import StartAttempt
+from perdure.protocol.codec import encode_raw, message_type
+from perdure.storage.api import Deployment
+
+
+def frame(message: Any, *, flags: int = 0) -> bytes:
+    """One framed message; custom (0xFC00+) commands of the journal are replayed verbatim."""
+    payload: bytes = message.SerializeToString()
+    return encode_raw(message_type(message), payload, flags=flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """Where and how one attempt is sent."""
+
+    uri: str  # the deployment's, as registered (for messages)
+    url: str
+    path: str  # url's path and query, for HTTP/2's :path
+    headers: tuple[tuple[str, str], ...]
+    version: int
+
+    @property
+    def content_type(self) -> str:
+        return content_type(self.version)
+
+
+def content_type(version: int) -> str:
+    return f"application/vnd.restate.invocation.v{version}"
+
+
+def invocation(action: StartAttempt, deployment: Deployment) -> Invocation:
+    version = action.protocol_version or deployment.protocol_version
+    base = deployment.uri.rstrip("/")
+    service = urllib.parse.quote(action.service, safe="")
+    handler = urllib.parse.quote(action.handler, safe="")
+    url = f"{base}/invoke/{service}/{handler}"
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    headers = [
+        ("content-type", content_type(version)),
+        ("accept", content_type(version)),
+        ("x-restate-invocation-id", action.start.debug_id or action.invocation_id),
+    ]
+    if action.start.key:
+        headers.append(("x-restate-service-key", urllib.parse.quote(action.start.key, safe="")))
+    taken = {name for name, _ in headers}
+    headers.extend((k.lower(), v) for k, v in deployment.additional_headers.items() if k.lower() not in taken)
+    return Invocation(deployment.uri, url, path, tuple(headers), version)
+
+
+def opening_frames(action: StartAttempt) -> Iterator[bytes]:
+    """Start, then the journal in stored order (known_entries says how many follow)."""
+    yield frame(action.start)
+    for message in action.journal:
+        yield frame(message)
