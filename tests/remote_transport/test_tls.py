@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from .driver import Driver, deployment, output_of
 @pytest.mark.parametrize(("bidi", "http"), [(True, "2"), (False, "2"), (False, "1.1")])
 async def test_tls_deployment(tls_sdk: tuple[str, Path], bidi: bool, http: str) -> None:
     url, cert = tls_sdk
-    trust = ssl.create_default_context(cafile=str(cert))
     driver = Driver(
-        deployment(url, bidi=bidi, http=http, version=7), options=RemoteOptions(ssl_context=trust)
+        deployment(url, bidi=bidi, http=http, version=7), options=RemoteOptions(ca_file=str(cert))
     )
     try:
         inv = driver.call("Greeter", "shout", "tls")

@@ -57,7 +57,7 @@ class RemoteInvoker:
         self._pool = Pool(self._options)
         self._clients = Clients(self._options)
         self._running: dict[str, Attempt] = {}
-        self._tasks: dict[asyncio.Task[None], Attempt] = {}
+        self._tasks: dict[Attempt, asyncio.Task[None]] = {}
         self.started = 0
 
     @property
@@ -112,8 +112,8 @@ class RemoteInvoker:
         task = asyncio.get_running_loop().create_task(
             self._run(attempt), name=f"attempt-{action.invocation_id}-{action.attempt}"
         )
-        self._tasks[task] = attempt
-        task.add_done_callback(self._tasks.pop)
+        self._tasks[attempt] = task
+        task.add_done_callback(lambda _: self._tasks.pop(attempt, None))
 
     def _timeouts(self, action: StartAttempt) -> tuple[int, int]:
         custom = self._timeouts_of(action.service, action.handler) if self._timeouts_of else None
@@ -160,16 +160,15 @@ class RemoteInvoker:
         if attempt is None:
             return
         attempt.cancel()
-        for task, owner in self._tasks.items():
-            if owner is attempt:
-                task.cancel()
-                break
+        task = self._tasks.get(attempt)
+        if task is not None:
+            task.cancel()
 
     async def stop(self) -> None:
         """Abort every attempt and close connections (attempts resume from their journals)."""
         for invocation_id in list(self._running):
             self.abort(invocation_id)
-        tasks = list(self._tasks)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         if tasks:

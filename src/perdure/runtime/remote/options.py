@@ -41,5 +41,9 @@ class RemoteOptions:
     max_http1_connections: int = 256
     # Only the first bytes of an error response are kept for the message.
     error_body_limit: int = 500
-    # For https:// deployments; None uses the system's trust store.
-    ssl_context: ssl.SSLContext | None = None
+    # https:// deployments: a PEM file of CAs to trust instead of the system's store.
+    ca_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A new client TLS context (each user sets its own ALPN on it, so none is shared)."""
+        return ssl.create_default_context(cafile=self.ca_file)

@@ -66,7 +66,7 @@ class Pool:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            context = self._options.ssl_context or ssl.create_default_context()
+            context = self._options.tls_context()
             context.set_alpn_protocols(["h2"])
             self._tls = context
         return self._tls

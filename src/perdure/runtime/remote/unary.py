@@ -41,7 +41,7 @@ class Clients:
                     connect=o.connect_timeout, read=o.response_timeout, write=o.response_timeout, pool=None
                 ),
                 limits=httpx.Limits(max_connections=o.max_http1_connections if version == "1.1" else None),
-                verify=o.ssl_context if o.ssl_context is not None else True,
+                verify=o.tls_context(),
                 trust_env=False,  # deployments are reached directly, never through a proxy from the env
             )
             self._clients[version] = client
