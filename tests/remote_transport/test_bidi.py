@@ -133,3 +133,14 @@ async def test_all_blocked_when_no_frame_flows(make: MakeDriver) -> None:
     assert driver.invoker.active == 1
     assert driver.invoker.all_blocked
     driver.invoker.abort(inv)
+
+
+async def test_many_attempts_multiplexed(make: MakeDriver) -> None:
+    driver = make(version=7)
+    invs = [driver.call("Greeter", "steps", str(i)) for i in range(40)]
+    for i, inv in enumerate(invs):
+        end = await driver.ended(inv)
+        assert isinstance(end, pm.EndMessage), end
+        assert output_of(driver.messages(inv)) == f"2-1-{i}"
+    assert driver.invoker.connections_opened == 1
+    assert driver.invoker.active == 0

@@ -10,6 +10,7 @@ import pytest
 
 from perdure.protocol import messages as pm
 from perdure.runtime.remote import RemoteOptions
+from perdure.runtime.remote.failures import retry_after_ms
 
 from .driver import Driver, deployment
 
@@ -107,3 +108,12 @@ async def test_bidi_to_an_http1_only_server(http_server: Any) -> None:
         await d.invoker.stop()
     assert error.code == 503
     assert error.message.startswith(f"cannot reach deployment {served.url}: not an HTTP/2 (h2c) server")
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    now = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    assert retry_after_ms("7", now) == 7000
+    assert retry_after_ms("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30_000
+    assert retry_after_ms("Wed, 31 Dec 2025 00:00:00 GMT", now) == 0  # past: retry now
+    assert retry_after_ms("soon", now) is None
+    assert retry_after_ms(None, now) is None

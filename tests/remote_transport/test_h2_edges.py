@@ -12,9 +12,10 @@ import h2.connection
 import h2.settings
 import pytest
 
+from perdure.engine.actions import Notify
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import REQUESTED_ACK
-from perdure.runtime.remote import RemoteOptions
+from perdure.runtime.remote import RemoteInvoker, RemoteOptions
 
 from .driver import Driver, deployment, output_of
 from .h2server import Handler, ScriptedServer, ServerStream
@@ -242,3 +243,46 @@ async def test_unanswered_ping_closes_the_connection(serve: Serve) -> None:
     assert isinstance(end, pm.ErrorMessage)
     assert end.code == 502
     assert "no answer to PING within 0.2 s" in end.message
+
+
+async def test_notifications_before_the_stream_opens_follow_the_journal(serve: Serve) -> None:
+    """A result journaled while the connection is still being made is sent after the journal."""
+    got: list[Any] = []
+
+    async def handler(stream: ServerStream) -> None:
+        got.extend(await opening(stream))
+        got.extend(await stream.frames(1))
+        stream.respond()
+        await finish(stream, "ok")
+
+    driver, _ = await serve(handler)
+    inv = driver.call("Svc", "h", "x")
+    cancel = pm.SignalNotification(idx=pm.CANCEL_SIGNAL, void=pm.Void())
+    driver.invoker.notify(Notify(inv, 1, [cancel]))  # before the connection exists
+    assert isinstance(await driver.ended(inv), pm.EndMessage)
+    assert [type(m) for m in got] == [pm.StartMessage, pm.InputCommand, pm.SignalNotification]
+
+
+async def test_per_handler_timeouts(serve: Serve) -> None:
+    """`timeouts_of` overrides the inactivity timeout: the request body closes after 0.1 s."""
+    closed_after: list[float] = []
+
+    async def handler(stream: ServerStream) -> None:
+        await opening(stream)
+        stream.respond()
+        began = asyncio.get_running_loop().time()
+        assert await stream.frame() is None  # the request body ended
+        closed_after.append(asyncio.get_running_loop().time() - began)
+        await stream.send(pm.SuspensionMessage(waiting_signals=[17]), end=True)
+
+    driver, _ = await serve(handler)
+    invoker = RemoteInvoker(
+        driver.submit, driver.clock, lambda _: driver.deployment, timeouts_of=lambda s, h: (100, 60_000)
+    )
+    driver.invoker = invoker
+    try:
+        inv = driver.call("Svc", "h", "x")
+        assert isinstance(await driver.ended(inv), pm.SuspensionMessage)
+    finally:
+        await invoker.stop()
+    assert 0.05 < closed_after[0] < 1.0
