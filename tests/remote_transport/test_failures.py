@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from perdure.engine.actions import StartAttempt
+from perdure.engine.commands import AttemptOutput
 from perdure.protocol import messages as pm
-from perdure.runtime.remote import RemoteOptions
+from perdure.runtime.clock import SystemClock
+from perdure.runtime.remote import RemoteInvoker, RemoteOptions
 from perdure.runtime.remote.failures import retry_after_ms
 
 from .driver import Driver, deployment
@@ -117,3 +120,29 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert retry_after_ms("Wed, 31 Dec 2025 00:00:00 GMT", now) == 0  # past: retry now
     assert retry_after_ms("soon", now) is None
     assert retry_after_ms(None, now) is None
+
+
+@pytest.mark.parametrize(("bidi", "http"), MODES.values(), ids=list(MODES))
+async def test_unreadable_ca_file_fails_the_attempt(bidi: bool, http: str, tmp_path: Any) -> None:
+    options = RemoteOptions(ca_file=str(tmp_path / "missing.pem"))
+    d = Driver(deployment("https://127.0.0.1:1", bidi=bidi, http=http), options=options)
+    try:
+        error = await d.ended(d.call("Greeter", "greet", "x"))
+    finally:
+        await d.invoker.stop()
+    assert error.code == 503
+    assert error.message.startswith("cannot reach deployment https://127.0.0.1:1: ")
+    assert "missing.pem" in error.message
+
+
+async def test_unregistered_deployment_fails_the_attempt() -> None:
+    outputs: list[AttemptOutput] = []
+    invoker = RemoteInvoker(outputs.append, SystemClock(), lambda _: None)
+    start = pm.StartMessage(id=b"x" * 24, debug_id="inv_x", known_entries=0)
+    invoker.start(StartAttempt("inv_x", 1, "Greeter", "greet", start, [], deployment_id="dp_gone"))
+    [output] = outputs
+    assert output.messages == [
+        pm.ErrorMessage(code=404, message="Greeter/greet: deployment dp_gone is not registered")
+    ]
+    assert invoker.active == 0
+    await invoker.stop()

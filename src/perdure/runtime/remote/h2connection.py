@@ -124,6 +124,9 @@ class Connection:
         except TimeoutError:
             connection.close("no HTTP/2 SETTINGS from the peer")
             raise ConnectError(f"no HTTP/2 SETTINGS within {options.connect_timeout:g} s") from None
+        except BaseException:  # cancelled (the pool is closing): leave no socket behind
+            connection.close("connect cancelled")
+            raise
         if connection.closed:
             raise ConnectError(f"not an HTTP/2 (h2c) server: {connection.close_reason}")
         return connection

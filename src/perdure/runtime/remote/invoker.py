@@ -19,7 +19,7 @@ from perdure.protocol import messages as pm
 from perdure.runtime.clock import Clock
 from perdure.runtime.remote.attempt import Attempt
 from perdure.runtime.remote.bidi import BidiAttempt
-from perdure.runtime.remote.failures import BROKEN, TransportError, describe
+from perdure.runtime.remote.failures import BROKEN, TransportError, describe, unreachable
 from perdure.runtime.remote.options import RemoteOptions, TimeoutsOf
 from perdure.runtime.remote.pool import Pool
 from perdure.runtime.remote.request import invocation
@@ -83,30 +83,11 @@ class RemoteInvoker:
     def start(self, action: StartAttempt) -> None:
         """Start an attempt (a running one of the same invocation is aborted first)."""
         self.abort(action.invocation_id)
-        deployment = self._deployment_of(action.deployment_id) if action.deployment_id else None
-        if deployment is None:
-            where = f"{action.service}/{action.handler}"
-            text = f"{where}: deployment {action.deployment_id} is not registered"
-            error = pm.ErrorMessage(code=404, message=text)
-            self._submit(AttemptOutput(action.invocation_id, action.attempt, [error]))
+        try:
+            attempt = self._attempt(action)
+        except TransportError as e:
+            self._submit(AttemptOutput(action.invocation_id, action.attempt, [e.message()]))
             return
-        target = invocation(action, deployment)
-        attempt: Attempt
-        if deployment.protocol_mode == "BIDI_STREAM" and deployment.http_version == "2":
-            attempt = BidiAttempt(
-                action,
-                target,
-                self._emit,
-                pool=self._pool,
-                clock=self._clock,
-                options=self._options,
-                timeouts_ms=self._timeouts(action),
-            )
-        else:
-            client = self._clients.get(deployment.http_version)
-            attempt = UnaryAttempt(
-                action, target, self._emit, client=client, clock=self._clock, options=self._options
-            )
         self._running[action.invocation_id] = attempt
         self.started += 1
         task = asyncio.get_running_loop().create_task(
@@ -114,6 +95,30 @@ class RemoteInvoker:
         )
         self._tasks[attempt] = task
         task.add_done_callback(lambda _: self._tasks.pop(attempt, None))
+
+    def _attempt(self, action: StartAttempt) -> Attempt:
+        deployment = self._deployment_of(action.deployment_id) if action.deployment_id else None
+        if deployment is None:
+            where = f"{action.service}/{action.handler}"
+            raise TransportError(404, f"{where}: deployment {action.deployment_id} is not registered")
+        try:
+            target = invocation(action, deployment)
+            if deployment.protocol_mode == "BIDI_STREAM" and deployment.http_version == "2":
+                return BidiAttempt(
+                    action,
+                    target,
+                    self._emit,
+                    pool=self._pool,
+                    clock=self._clock,
+                    options=self._options,
+                    timeouts_ms=self._timeouts(action),
+                )
+            client = self._clients.get(deployment.http_version)
+        except (ValueError, OSError) as e:  # a malformed URI, an unreadable ca_file
+            raise unreachable(deployment.uri, e) from e
+        return UnaryAttempt(
+            action, target, self._emit, client=client, clock=self._clock, options=self._options
+        )
 
     def _timeouts(self, action: StartAttempt) -> tuple[int, int]:
         custom = self._timeouts_of(action.service, action.handler) if self._timeouts_of else None

@@ -45,5 +45,11 @@ class RemoteOptions:
     ca_file: str | None = None
 
     def tls_context(self) -> ssl.SSLContext:
-        """A new client TLS context (each user sets its own ALPN on it, so none is shared)."""
-        return ssl.create_default_context(cafile=self.ca_file)
+        """A new client TLS context (each user sets its own ALPN on it, so none is shared).
+
+        Raises OSError naming `ca_file` when it cannot be loaded.
+        """
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except OSError as e:
+            raise OSError(f"cannot load ca_file {self.ca_file}: {e.strerror or e}") from e

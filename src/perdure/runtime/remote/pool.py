@@ -56,7 +56,10 @@ class Pool:
 
     async def _connect(self, origin: Origin) -> Connection:
         try:
-            tls = self._tls_context() if origin.scheme == "https" else None
+            try:
+                tls = self._tls_context() if origin.scheme == "https" else None
+            except OSError as e:  # ssl.SSLError is one, and an unreadable ca_file
+                raise ConnectError(str(e)) from e
             connection = await Connection.open(origin, self._options, self._closed, tls)
         finally:
             del self._connecting[origin]
