@@ -281,6 +281,15 @@ class App:
     def service(self, name: str) -> ServiceBase | None:
         return self._by_name.get(name)
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve the app as a deployment (ASGI): `hypercorn module:app`; see `perdure.sdk.endpoint`."""
+        from perdure.sdk.endpoint import Endpoint  # endpoint imports this module
+
+        endpoint = self.__dict__.get("_endpoint")
+        if endpoint is None:
+            endpoint = self.__dict__["_endpoint"] = Endpoint(self)
+        await endpoint(scope, receive, send)
+
     def handler(self, service: str, handler: str) -> Handler | None:
         svc = self._by_name.get(service)
         return None if svc is None else svc.handlers.get(handler)
