@@ -8,13 +8,15 @@
     python3 dev.py bench    the benchmarks in bench/
 
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
-only when pyproject.toml changes.
+only when pyproject.toml changes. With npm on PATH it also installs restate-server (for the
+interop tests) into .cache/node, redone only when tests/interop/package.json changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,11 +28,19 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".perdure-installed"
+NODE = ROOT / ".cache" / "node"
+NODE_PACKAGE = ROOT / "tests" / "interop" / "package.json"
+NODE_STAMP = NODE / ".perdure-installed"
 
 
 def setup() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"perdure needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    setup_python()
+    setup_node()
+
+
+def setup_python() -> None:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == want and PY.exists():
         return
@@ -41,6 +51,27 @@ def setup() -> None:
     run([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     run([str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"])
     STAMP.write_text(want)
+
+
+def setup_node() -> None:
+    """restate-server for the interop tests, from npm into .cache/node (ignored by git); redone
+    only when tests/interop/package.json changes. Without npm those tests are skipped."""
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: the interop tests with restate-server will be skipped", flush=True)
+        return
+    want = hashlib.sha256(NODE_PACKAGE.read_bytes()).hexdigest()
+    if NODE_STAMP.exists() and NODE_STAMP.read_text() == want:
+        return
+    print("installing restate-server (npm) into .cache/node ...", flush=True)
+    NODE.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(NODE_PACKAGE, NODE / "package.json")
+    # --ignore-scripts: the server binary comes as a platform package; no install script is needed
+    command = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"]
+    if subprocess.run(command, cwd=NODE).returncode != 0:
+        print("npm install failed: the interop tests with restate-server will be skipped", flush=True)
+        return
+    NODE_STAMP.write_text(want)
 
 
 def run(cmd: list[str], *, child_handles_ctrl_c: bool = False) -> None:
