@@ -15,6 +15,7 @@ Tests skip, saying why, when the binary is absent (no npm at setup).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -125,6 +126,7 @@ class RestateServer:
                     stdin=subprocess.DEVNULL,
                     cwd=self.base_dir,
                     start_new_session=True,  # its own process group: stopped as one, by pid
+                    preexec_fn=die_with_parent,
                 )
             if self._wait_healthy():
                 return self
@@ -192,6 +194,12 @@ class RestateServer:
         except subprocess.TimeoutExpired:
             with_group(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it if the test process dies without stopping it (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def with_group(pid: int, sig: signal.Signals) -> None:

@@ -27,9 +27,9 @@ import httpx
 import pytest
 
 from . import perdure_services as scenarios
-from .restate_server import RestateServer, require_binary, with_group
+from .restate_server import RestateServer, die_with_parent, require_binary, with_group
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 TESTS = Path(__file__).resolve().parents[1]
 INACTIVITY = 0.5  # the server's invoker inactivity timeout (s): bidi attempts idle this long suspend
@@ -60,6 +60,7 @@ class Deployment:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         sock.close()
         self.log = log
