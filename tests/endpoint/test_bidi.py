@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from perdure.protocol import messages as pm
-from perdure.protocol.codec import REQUESTED_ACK
+from perdure.protocol.codec import REQUESTED_ACK, encode_frame
 
 from .apps import protocol_app
 from .asgi import Exchange, frames, input_command, names, start_message
@@ -117,3 +119,21 @@ async def test_a_disconnect_stops_the_handler_quietly() -> None:
     assert not exchange.ended  # nothing more is written to a closed connection
     await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("perdure-inv_1test")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        encode_frame(start_message()) + b"\x12\x34" + b"\0" * 6,  # an unknown message type
+        frames(input_command(b"")),  # no StartMessage
+        frames(start_message(), input_command(b""), pm.OutputCommand()),  # a command after the journal
+    ],
+)
+async def test_a_violation_in_the_last_chunk_still_ends_the_response(body: bytes) -> None:
+    """The whole request in one event (as an HTTP/1.1 server may deliver it)."""
+    exchange = Exchange(protocol_app, "/invoke/steps/wait_awakeable", version=6).begin()
+    exchange.feed(raw=body, more=False)
+    (error,) = await exchange.frames(1)
+    assert error[0].code == pm.PROTOCOL_VIOLATION
+    await exchange.done()
+    assert exchange.ended

@@ -226,13 +226,12 @@ class _Stream:
             self._disconnected = True
             self._closed.set()
             return []
-        messages = [message for message, _flags in self._decoder.feed(event.get("body", b""))]
-        if not event.get("more_body", False):
+        last = not event.get("more_body", False)
+        if last:  # before decoding, which may raise: nothing more is to be read either way
             self._closed.set()
-            if self._decoder.pending:
-                raise ProtocolError(
-                    f"the request ended inside a frame ({self._decoder.pending} bytes left over)"
-                )
+        messages = [message for message, _flags in self._decoder.feed(event.get("body", b""))]
+        if last and self._decoder.pending:
+            raise ProtocolError(f"the request ended inside a frame ({self._decoder.pending} bytes left over)")
         return messages
 
     async def _drain(self) -> None:
