@@ -110,6 +110,8 @@ class ServerConnection:
 
     async def serve(self) -> None:
         self.h2.initiate_connection()
+        if self.server.connection_window > 65_535:
+            self.h2.increment_flow_control_window(self.server.connection_window - 65_535)
         self.flush()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -160,8 +162,11 @@ class ServerConnection:
 
 
 class ScriptedServer:
-    def __init__(self, handler: Handler, settings: dict[Any, int] | None = None) -> None:
+    def __init__(
+        self, handler: Handler, settings: dict[Any, int] | None = None, connection_window: int = 65_535
+    ) -> None:
         self.handler = handler
+        self.connection_window = connection_window
         self.settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100, **(settings or {})}
         self.connections: list[ServerConnection] = []
         self.requests: list[ServerStream] = []

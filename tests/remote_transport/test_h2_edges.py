@@ -29,9 +29,14 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[Driver, ScriptedServer]] = []
 
     async def start(
-        handler: Handler, *, version: int = 7, settings: dict[Any, int] | None = None, **options: float
+        handler: Handler,
+        *,
+        version: int = 7,
+        settings: dict[Any, int] | None = None,
+        connection_window: int = 65_535,
+        **options: float,
     ) -> tuple[Driver, ScriptedServer]:
-        server = ScriptedServer(handler, settings)
+        server = ScriptedServer(handler, settings, connection_window)
         url = await server.start()
         driver = Driver(
             deployment(url, bidi=True, http="2", version=version),
@@ -286,3 +291,18 @@ async def test_per_handler_timeouts(serve: Serve) -> None:
     finally:
         await invoker.stop()
     assert 0.05 < closed_after[0] < 1.0
+
+
+async def test_huge_windows_are_bounded_by_the_transport_buffer(serve: Serve) -> None:
+    """With windows of 1 GiB a 24 MB journal is paced by the socket, not buffered whole."""
+
+    async def handler(stream: ServerStream) -> None:
+        _, input_command = await opening(stream)
+        stream.respond()
+        await finish(stream, len(input_command.value.content))
+
+    big = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**30}
+    driver, _ = await serve(handler, settings=big, connection_window=2**30)
+    inv = driver.call("Svc", "h", "z" * 24_000_000)
+    assert isinstance(await driver.ended(inv), pm.EndMessage)
+    assert output_of(driver.messages(inv)) == 24_000_002

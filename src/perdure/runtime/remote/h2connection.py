@@ -163,7 +163,11 @@ class Connection:
             (":authority", self.origin.authority),
             (":path", path),
         ]
-        self._h2.send_headers(stream_id, [*pseudo, *headers])
+        try:
+            self._h2.send_headers(stream_id, [*pseudo, *headers])
+        except h2.exceptions.ProtocolError as e:  # the connection is not usable after all
+            self.close(f"cannot open a stream: {describe(e)}")
+            raise StreamError(f"cannot open a stream: {describe(e)}") from e
         stream = Stream(self, stream_id)
         self._streams[stream_id] = stream
         self._flush()
@@ -189,6 +193,8 @@ class Connection:
                 stream.fail(StreamError(f"cannot send on the stream: {describe(e)}"))
                 self._forget(stream)
         self._flush()
+        if self._sending and self._transport_full():
+            self._drain_then_pump()
 
     def _send_from(self, stream: Stream) -> None:
         sent = 0
@@ -205,6 +211,7 @@ class Connection:
                 self._h2.send_data(stream.id, chunk)
                 stream.outbox.popleft()
                 sent += len(chunk)
+            self._flush()  # into the transport, whose buffer size bounds what one pump sends
         if sent:
             stream.unsent -= sent
             stream.on_sent()
@@ -256,9 +263,13 @@ class Connection:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        with contextlib.suppress(OSError):
-            await self._writer.drain()
-        self.pump()
+        """Wait until the socket has taken what it holds, send more; repeat while data waits."""
+        while not self.closed:
+            with contextlib.suppress(OSError):
+                await self._writer.drain()
+            self.pump()
+            if not (self._sending and self._transport_full()):
+                return
 
     async def _read_loop(self) -> None:
         try:
