@@ -118,13 +118,6 @@ def test_serve_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     ]
 
 
-def test_serve_without_an_app_says_where_to_set_it(tmp_path: Path) -> None:
-    file = write(tmp_path, "ingress_port = 8080\n")
-    code, out = run(["serve", "--config", str(file)], env={"PERDURE_APP": ""})
-    assert code == 1
-    assert 'no app to serve: set app = "MODULE:APP" in' in out and "PERDURE_APP, or --app" in out
-
-
 def test_env_error_reaches_the_command_line(tmp_path: Path) -> None:
     code, out = run(["dev", "x:app"], env={"PERDURE_INGRESS_PORT": "http"})
     assert code == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import invocations, kafka, metrics, services
+from perdure.admin import deployments, invocations, kafka, metrics, services
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
@@ -70,6 +70,7 @@ class Admin:
                 ("GET", "/state/(?P<service>[^/]+)/(?P<key>.+)", self.get_state),
                 ("POST", "/query", self.query),
                 *kafka.Endpoints(engine).routes(),
+                *deployments.Endpoints(engine).routes(),
             )
         ]
 
@@ -122,7 +123,7 @@ class Admin:
 
         return Database(
             path or copy,
-            lambda name: services.service_type(self.engine.app, name),
+            lambda name: services.service_type(self.engine.service(name)),
             timeout=self.query_timeout,
             max_rows=self.max_rows,
         )
@@ -153,10 +154,10 @@ class Admin:
         return Response(200, metrics.render(self.engine))
 
     async def list_services(self, request: Request) -> Response:
-        return Response(200, services.list_services(self.engine.app))
+        return Response(200, services.list_services(self.engine.services()))
 
     async def get_service(self, request: Request) -> Response:
-        service = self.engine.app.service(request.params["name"])
+        service = self.engine.service(request.params["name"])
         if service is None:
             raise HTTPError(404, f"no service named {request.params['name']!r}")
         return Response(200, services.service_json(service))
@@ -193,7 +194,7 @@ class Admin:
 
     async def get_state(self, request: Request) -> Response:
         name, key = request.params["service"], request.params["key"]
-        if self.engine.app.service(name) is None:
+        if self.engine.service(name) is None:
             raise HTTPError(404, f"no service named {name!r}")
         raw = self.engine.reader().get_all_state(name, key)
         state = {text(k): _state_value(v) for k, v in sorted(raw.items())}

@@ -81,6 +81,8 @@ def describe(reader: Reader, invocation_id: str) -> dict[str, Any]:
         raise HTTPError(404, f"no invocation {invocation_id}")
     return {
         **summary(inv),
+        "pinned_deployment_id": inv.deployment_id,  # remote handlers: where every attempt runs
+        "pinned_protocol_version": inv.protocol_version or None,
         "journal": render_journal(reader.read_journal(invocation_id)),
         "outcome": outcome(inv.outcome),
     }

@@ -1,15 +1,17 @@
-"""The `/services` resources: each service of the in-process app, in Restate's admin JSON shape."""
+"""The `/services` resources: the in-process app's services and those of remote deployments, in
+Restate's admin JSON shape."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from perdure.admin.render import duration
 from perdure.retry import DEFAULT, RetryPolicy
 from perdure.sdk.options import HandlerOptions
-from perdure.sdk.service import App, Handler, HandlerKind, ServiceBase, ServiceKind
+from perdure.sdk.service import Handler, HandlerKind, ServiceBase, ServiceKind
 
 DEPLOYMENT_ID = "in-process"
 
@@ -41,7 +43,7 @@ def retry_policy(policy: RetryPolicy | None) -> dict[str, Any]:
 
 
 def _documentation(handler: Handler) -> str | None:
-    if handler.options.documentation:
+    if handler.options.documentation or getattr(handler.service, "deployment_id", None):
         return handler.options.documentation
     return inspect.getdoc(handler.fn) or None
 
@@ -63,8 +65,8 @@ def service_json(service: ServiceBase) -> dict[str, Any]:
     return {
         "name": service.name,
         "ty": _SERVICE_TY[service.kind],
-        "deployment_id": DEPLOYMENT_ID,
-        "revision": 1,
+        "deployment_id": getattr(service, "deployment_id", DEPLOYMENT_ID),
+        "revision": getattr(service, "revision", 1),
         "handlers": [handler_json(h) for h in service.handlers.values()],
         "retry_policy": retry_policy(options.retry_policy),
         "idempotency_retention": duration(options.idempotency_retention or _RETENTION),
@@ -73,13 +75,12 @@ def service_json(service: ServiceBase) -> dict[str, Any]:
     }
 
 
-def list_services(app: App) -> dict[str, Any]:
-    return {"services": [service_json(s) for s in app.services]}
+def list_services(services: Sequence[ServiceBase]) -> dict[str, Any]:
+    return {"services": [service_json(s) for s in services]}
 
 
-def service_type(app: App, name: str) -> str | None:
+def service_type(service: ServiceBase | None) -> str | None:
     """Restate's SQL spelling of a service's type (`service`, `virtual_object`, `workflow`)."""
-    service = app.service(name)
     if service is None:
         return None
     return {"Service": "service", "VirtualObject": "virtual_object", "Workflow": "workflow"}[

@@ -18,6 +18,7 @@ import click
 
 from perdure import __version__
 from perdure.config import ENV_PREFIX, ConfigError, Settings, load_settings
+from perdure.sdk.service import App
 
 from . import manage
 from .awakeables import awakeables
@@ -126,9 +127,8 @@ def _configured(*, file: Path | None, flags: dict[str, Any], defaults: Settings)
 def _run_server(settings: Settings, title: str) -> None:
     from .server import StartupError, run  # uvicorn and the engine: only for the server commands
 
-    assert settings.app is not None
     try:
-        app = load_app(settings.app)
+        app = load_app(settings.app) if settings.app is not None else App([])
     except AppLoadError as e:
         raise CliError(str(e)) from None
     logging.basicConfig(
@@ -142,10 +142,13 @@ def _run_server(settings: Settings, title: str) -> None:
 
 
 @cli.command(short_help="Run an app locally: engine + SQLite + ingress + admin API, one process.")
-@click.argument("app", metavar="MODULE:APP")
+@click.argument("app", metavar="[MODULE:APP]", required=False)
 @server_options
-def dev(app: str, **flags: Any) -> None:
+def dev(app: str | None, **flags: Any) -> None:
     """Run APP locally: engine, SQLite, ingress (:8080) and admin API (:9070) in one process.
+
+    Without APP the engine serves only remote deployments: handlers written with perdure's SDK
+    or the official Restate SDKs, served elsewhere and added with `perdure deployments register`.
 
     MODULE:APP names the perdure.App, like uvicorn: a module importable from the current
     directory (examples.user_updates:app) or a file (examples/user_updates.py:app). The journal
@@ -164,9 +167,10 @@ def dev(app: str, **flags: Any) -> None:
       perdure dev myapp:app --db /tmp/try.db --ingress-port 8081 --admin-port 9071
       perdure dev examples/user_updates.py:app --kafka embedded
       perdure dev myapp:app --kafka local=127.0.0.1:9092
+      perdure dev    # then: perdure deployments register http://127.0.0.1:9080
     """
     settings = _configured(file=None, flags={"app": app, **flags}, defaults=Settings(db=DEV_DB))
-    _run_server(settings, f"perdure dev {app}")
+    _run_server(settings, f"perdure dev {app or ''}".rstrip())
 
 
 @cli.command(short_help="Run a server configured by perdure.toml, PERDURE_* variables and flags.")
@@ -198,16 +202,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       kafka_port = 9092                # PERDURE_KAFKA_PORT (the embedded broker's; 0 = free)
 
     Relative paths in the file are relative to the file. Shutdown works as in `perdure dev`.
+    Without an app the engine serves only remote deployments (`perdure deployments register`).
     """
     if config_file is None and Path(CONFIG_FILE).is_file():
         config_file = Path(CONFIG_FILE)
     settings = _configured(file=config_file, flags=flags, defaults=Settings())
-    if settings.app is None:
-        where = f"in {config_file}" if config_file else f"in ./{CONFIG_FILE}"
-        raise CliError(
-            f'no app to serve: set app = "MODULE:APP" {where}, {ENV_PREFIX}APP, or --app MODULE:APP'
-        )
-    _run_server(settings, f"perdure serve {settings.app}")
+    _run_server(settings, f"perdure serve {settings.app or ''}".rstrip())
 
 
 cli.add_command(manage.services)
@@ -219,6 +219,9 @@ from .subscriptions import kafka_clusters, subscriptions  # noqa: E402  (kept ne
 
 cli.add_command(kafka_clusters)
 cli.add_command(subscriptions)
+from .deployments import deployments  # noqa: E402
+
+cli.add_command(deployments)
 
 
 def main() -> None:

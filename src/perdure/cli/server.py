@@ -23,7 +23,7 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
 from perdure.errors import ConflictError, InvalidInputError, UnknownTargetError
 from perdure.runtime.http import Served, serve
 from perdure.runtime.node import Engine
-from perdure.sdk.service import App, ServiceKind
+from perdure.sdk.service import App, ServiceBase, ServiceKind
 
 from .sample import curl_example
 
@@ -83,9 +83,10 @@ class Running:
     reset: list[str] = field(default_factory=list)  # subscriptions whose offsets restarted with the broker
 
 
-def _describe_services(app: App) -> str:
+def _describe_services(services: Sequence[ServiceBase]) -> str:
     kinds = {ServiceKind.SERVICE: "service", ServiceKind.OBJECT: "object", ServiceKind.WORKFLOW: "workflow"}
-    return ", ".join(f"{s.name} ({kinds.get(s.kind, s.kind)})" for s in app.services) or "none"
+    described = ", ".join(f"{s.name} ({kinds.get(s.kind, s.kind)})" for s in services)
+    return described or "none yet: add some with `perdure deployments register URI`"
 
 
 def print_banner(console: Console, settings: Settings, app: App, running: Running, *, title: str) -> None:
@@ -94,7 +95,7 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
     sync = "" if settings.store_url == "memory:" else f" [dim](sqlite, synchronous={settings.synchronous})[/]"
     lines = [
         f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}[/]",
-        f"  services  {escape(_describe_services(app))}",
+        f"  services  {escape(_describe_services(running.engine.services()))}",
         f"  ingress   [cyan]{running.ingress.url}[/]",
         f"  admin     [cyan]{running.admin.url}[/]",
         f"  database  {escape(db)}{sync}",

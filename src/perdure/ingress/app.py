@@ -97,7 +97,7 @@ class Ingress:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = _request_path(scope)
-        found = routing.route(scope["method"], path, self.engine.app)
+        found = routing.route(scope["method"], path, self.engine)
         if isinstance(found, routing.Health):
             await respond(send, 200)
         elif isinstance(found, routing.Invocation):
@@ -206,7 +206,7 @@ class Ingress:
         else:
             outcome = await self._wait(inv.id, receive, self.engine.outcome_waiter(inv.id))
         if outcome is not None:
-            handler = self.engine.app.handler(inv.service, inv.handler)
+            handler = self.engine.handler(inv.service, inv.handler)
             await self._respond_outcome(send, inv.id, outcome, handler, inv.idempotency_key is not None)
 
     async def _wait(
@@ -245,7 +245,7 @@ class Ingress:
         if inv is not None and inv.idempotency_key is not None and inv.completed_at is not None:
             expires = inv.retention_until
             if expires is None:
-                handler = self.engine.app.handler(inv.service, inv.handler)
+                handler = self.engine.handler(inv.service, inv.handler)
                 retention = handler.options.idempotency_retention if handler is not None else None
                 retention = retention or self.default_idempotency_retention
                 expires = inv.completed_at + int(retention.total_seconds() * 1000)

@@ -8,19 +8,27 @@
 
 (`{idem}` is an idempotency key.)
 
-Whether a key follows the service name depends on the service's kind, so routing needs the app.
+Whether a key follows the service name depends on the service's kind, so routing needs the
+services (the app's and those of remote deployments).
 Every path segment is URL-decoded (keys may contain `/` as `%2F`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import unquote_to_bytes
 
 from perdure.ingress.responses import bad_request, method_not_allowed, not_found
 from perdure.protocol import awakeables, ids
-from perdure.sdk.service import App, Handler, ServiceBase, ServiceKind
+from perdure.sdk.service import Handler, ServiceBase, ServiceKind
+
+
+class Services(Protocol):
+    """Where routing looks services up (an `Engine`: its app's and its deployments' services)."""
+
+    def service(self, name: str) -> ServiceBase | None: ...
+
 
 BAD_SERVICE_PATH = "bad path, expected either /:service-name/:handler or /:object-name/:object-key/:handler"
 BAD_INVOCATION_PATH = (
@@ -68,7 +76,7 @@ class Health:
 Route = Invoke | Invocation | Awakeable | Health
 
 
-def route(method: str, raw_path: bytes, app: App) -> Route:
+def route(method: str, raw_path: bytes, app: Services) -> Route:
     """The route of a request; raises `IngressError` (400 bad path, 404 unknown, 405 method)."""
     segments = _segments(raw_path)
     if segments[0] != "restate":
@@ -95,7 +103,7 @@ def _segments(raw_path: bytes) -> list[str]:
         raise bad_request(f"bad path, cannot decode it as UTF-8: {e}") from None
 
 
-def _service(app: App, name: str) -> ServiceBase:
+def _service(app: Services, name: str) -> ServiceBase:
     service = app.service(name)
     if service is None:
         raise not_found(f"service '{name}' not found")
@@ -109,7 +117,7 @@ def _handler(service: ServiceBase, name: str) -> Handler:
     return handler
 
 
-def _target(app: App, parts: list[str], bad_path: str) -> tuple[Handler, str | None, list[str]]:
+def _target(app: Services, parts: list[str], bad_path: str) -> tuple[Handler, str | None, list[str]]:
     """(handler, key, the segments after the handler) of `service[/key]/handler…`."""
     service = _service(app, parts[0])
     rest = parts[1:]
@@ -123,7 +131,7 @@ def _target(app: App, parts: list[str], bad_path: str) -> tuple[Handler, str | N
     return _handler(service, rest[0]), key, rest[1:]
 
 
-def _service_path(segments: list[str], app: App) -> Invoke:
+def _service_path(segments: list[str], app: Services) -> Invoke:
     service = _service(app, segments[0])
     rest = segments[1:]
     expected = 1 if service.kind is ServiceKind.SERVICE else 2  # [key,] handler
@@ -135,7 +143,7 @@ def _service_path(segments: list[str], app: App) -> Invoke:
     return Invoke(handler, key, send=after == ["send"])
 
 
-def _restate_path(parts: list[str], app: App) -> Route:
+def _restate_path(parts: list[str], app: Services) -> Route:
     verb, rest = (parts[0], parts[1:]) if parts else ("", [])
     if verb == "health" and not rest:
         return Health()
@@ -155,7 +163,7 @@ def _restate_path(parts: list[str], app: App) -> Route:
     raise not_found("not found")
 
 
-def _workflow_path(parts: list[str], app: App) -> Invocation:
+def _workflow_path(parts: list[str], app: Services) -> Invocation:
     """`{workflow}/{key}/attach|output`: the workflow run's invocation (its id comes from the key)."""
     if len(parts) != 3:
         raise bad_request(BAD_WORKFLOW_PATH)
@@ -181,7 +189,7 @@ def _awakeable_path(parts: list[str]) -> Awakeable:
     return Awakeable("resolve" if verb == "resolve" else "reject", awakeable_id)
 
 
-def _invocation_path(parts: list[str], app: App) -> Invocation:
+def _invocation_path(parts: list[str], app: Services) -> Invocation:
     if len(parts) < 2:
         raise bad_request(BAD_INVOCATION_PATH)
     if len(parts) == 2:

@@ -173,7 +173,7 @@ class KafkaIntake:
 
 
 def _sink_check(engine: Any) -> Callable[[str, str], bool]:
-    app = getattr(engine, "app", None)
-    if app is None or not callable(getattr(app, "handler", None)):
+    lookup = getattr(engine, "handler", None)
+    if not callable(lookup):
         return lambda service, handler: True
-    return lambda service, handler: app.handler(service, handler) is not None
+    return lambda service, handler: lookup(service, handler) is not None

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from perdure.engine import deployments as deployment_catalog
 from perdure.engine.actions import (
     AbortAttempt,
     Accepted,
@@ -54,16 +55,18 @@ from perdure.errors import (
 from perdure.protocol import awakeables, ids
 from perdure.retry import DEFAULT
 from perdure.runtime.clock import Clock, SystemClock
+from perdure.runtime.deployments import Deployments
 from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.processor import Processor
 from perdure.runtime.subscriptions import Subscriptions
 from perdure.runtime.timers import TimerService
 from perdure.sdk.service import App, Handler, ServiceKind, handler_of
 from perdure.storage import open_store, sqlite
-from perdure.storage.api import Failure, Outcome, Reader, Store
+from perdure.storage.api import Deployment, Failure, Outcome, Reader, Store
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
+    from perdure.runtime.remote import RemoteInvoker
 
 T = TypeVar("T")
 
@@ -100,7 +103,7 @@ def registry_of(app: App) -> Registry:
     return registry
 
 
-class Engine(Subscriptions):
+class Engine(Subscriptions, Deployments):
     """perdure's engine in this process: an async context manager.
 
     `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Store`; `clock` defaults to the
@@ -124,6 +127,10 @@ class Engine(Subscriptions):
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._processor: Processor | None = None
         self._invoker: InProcessInvoker | None = None
+        self._remote_invoker: RemoteInvoker | None = None
+        self._deployment_listeners: list[Callable[[], None]] = [self._deployment_cache_clear]
+        self._deployment_cache: dict[str, Deployment] = {}
+        self._remote = None
         self._timers: TimerService | None = None
         self.counters = Counters()
         self._completion_listeners: list[Callable[[str], None]] = []
@@ -143,6 +150,8 @@ class Engine(Subscriptions):
         store = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
         self._store = store
         registry = registry_of(self.app)
+        deployment_catalog.load(store.reader(), registry)
+        self._registry = registry
         self._min_retention_ms = min(
             (
                 min(h.idempotency_retention_ms, h.journal_retention_ms, h.workflow_retention_ms)
@@ -156,6 +165,11 @@ class Engine(Subscriptions):
         processor = Processor(store, machine, self._dispatch)
         self._processor = processor
         self._invoker = InProcessInvoker(self.app, processor.submit, self.clock)
+        from perdure.runtime.remote import RemoteInvoker  # httpx and h2: only once an engine starts
+
+        self._remote_invoker = RemoteInvoker(
+            processor.submit, self.clock, self.deployment_for_invoker, timeouts_of=self._timeouts_of
+        )
         self._timers = TimerService(self.clock, processor.submit)
         self._timers.load(store.reader().all_timers())
         processor.start()
@@ -217,7 +231,8 @@ class Engine(Subscriptions):
         deadline = loop.time() + timeout
         quiet = 0
         while loop.time() < deadline:
-            if self.processor.idle and self.invoker.all_blocked:
+            remote = self._remote_invoker
+            if self.processor.idle and self.invoker.all_blocked and (remote is None or remote.all_blocked):
                 quiet += 1
                 if quiet >= 3:
                     return True
@@ -237,6 +252,8 @@ class Engine(Subscriptions):
             await self._timers.stop()
         if self._invoker is not None:
             await self._invoker.stop()
+        if self._remote_invoker is not None:
+            await self._remote_invoker.stop()
         if self._processor is not None:
             await self._processor.stop()
         if self._store is not None:
@@ -247,19 +264,29 @@ class Engine(Subscriptions):
                     waiter.cancel()
         self._waiters.clear()
         self._store = self._processor = self._invoker = self._timers = None
+        self._remote_invoker = None
+        self._remote = None
+
+    def _deployment_cache_clear(self) -> None:
+        self._deployment_cache.clear()
 
     # ---- the composition: where actions go
 
     def _dispatch(self, actions: list[Action]) -> None:
-        invoker, timers = self._invoker, self._timers
-        assert invoker is not None and timers is not None
+        invoker, remote, timers = self._invoker, self._remote_invoker, self._timers
+        assert invoker is not None and remote is not None and timers is not None
         for action in actions:
             if type(action) is Notify:
                 invoker.notify(action)
+                remote.notify(action)
             elif type(action) is StartAttempt:
-                invoker.start(action)
+                if action.deployment_id is None:
+                    invoker.start(action)
+                else:
+                    remote.start(action)
             elif type(action) is AbortAttempt:
                 invoker.abort(action.invocation_id)
+                remote.abort(action.invocation_id)
             elif type(action) is ScheduleTimer:
                 timers.schedule(action.timer)
             elif type(action) is Completed:
@@ -303,10 +330,24 @@ class Engine(Subscriptions):
 
     # ---- starting invocations
 
+    def deployment_for_invoker(self, deployment_id: str) -> Deployment | None:
+        """The deployment an attempt is pinned to (None once it was removed)."""
+        cached = self._deployment_cache.get(deployment_id)
+        if cached is None:
+            cached = self.deployment(deployment_id)
+            if cached is not None:
+                self._deployment_cache[deployment_id] = cached
+        return cached
+
+    def _timeouts_of(self, service: str, handler: str) -> tuple[int, int]:
+        """(inactivity, abort) timeouts in ms of a remote handler."""
+        info = self._registry.get(service, handler)
+        return (info.inactivity_timeout_ms, info.abort_timeout_ms) if info is not None else (60_000, 600_000)
+
     def _target(self, service: str, handler: str, key: str | None) -> Handler:
-        h = self.app.handler(service, handler)
+        h = self.handler(service, handler)
         if h is None:
-            if self.app.service(service) is None:
+            if self.service(service) is None:
                 raise UnknownTargetError(f"no service named {service!r}")
             raise UnknownTargetError(f"service {service!r} has no handler {handler!r}")
         if h.keyed and key is None:

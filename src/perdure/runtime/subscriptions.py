@@ -29,7 +29,7 @@ from perdure.storage.api import Failure, Subscription
 
 if TYPE_CHECKING:
     from perdure.runtime.processor import Processor
-    from perdure.sdk.service import App
+    from perdure.sdk.service import App, Handler
     from perdure.storage.api import Reader
 
 
@@ -38,6 +38,7 @@ class Subscriptions:
 
     # Provided by Engine.
     app: App
+    handler: Callable[[str, str], Handler | None]
     _completion_listeners: list[Callable[[str], None]]
 
     @property
@@ -91,7 +92,7 @@ class Subscriptions:
 
         cluster, _ = parse_source(source)
         service, handler = parse_sink(sink)
-        if self.app.handler(service, handler) is None:
+        if self.handler(service, handler) is None:
             raise UnknownTargetError(
                 f"subscription sink {sink}: no handler {service}/{handler} is registered"
             )
@@ -133,7 +134,7 @@ class Subscriptions:
         """
         sub = self.subscription(subscription_id)
         rejected: dict[int, Failure] = {}
-        h = self.app.handler(*sink_target(sub)) if sub is not None else None
+        h = self.handler(*sink_target(sub)) if sub is not None else None
         if h is not None:
             for record in records:
                 try:

@@ -1,0 +1,280 @@
+"""Remote deployments of an `Engine`: discovery, registration, and the services they serve.
+
+    deployment = await engine.register_deployment("http://127.0.0.1:9080")
+    await engine.generic_call("Counter", "add", b"5", key="a")     # runs on that deployment
+
+Part of `Engine` (a mixin, to keep node.py about composition). Discovery asks the endpoint's
+`GET /discover` over the HTTP version invocations will use — HTTP/2 without TLS (h2c, prior
+knowledge) unless `use_http_11` — then the engine validates the manifest and records the
+deployment durably; its services are routable from the next command on.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from perdure.engine import deployments as catalog
+from perdure.engine.actions import Accepted, Rejected
+from perdure.engine.commands import Command, DeleteDeployment, PutDeployment
+from perdure.errors import ConflictError, InvalidInputError, PerdureError, SerdeError, UnknownTargetError
+from perdure.protocol import manifest as mf
+from perdure.protocol.ids import base62
+from perdure.retry import DEFAULT
+from perdure.sdk import serde
+from perdure.sdk.options import HandlerOptions
+from perdure.sdk.service import App, Handler, HandlerKind, ServiceBase, ServiceKind
+from perdure.storage.api import Deployment
+
+if TYPE_CHECKING:
+    from perdure.runtime.clock import Clock
+    from perdure.runtime.processor import Processor
+    from perdure.storage.api import Reader
+
+_SERVICE_KIND = {
+    "SERVICE": ServiceKind.SERVICE,
+    "VIRTUAL_OBJECT": ServiceKind.OBJECT,
+    "WORKFLOW": ServiceKind.WORKFLOW,
+}
+_HANDLER_KIND = {
+    "EXCLUSIVE": HandlerKind.EXCLUSIVE,
+    "SHARED": HandlerKind.SHARED,
+    "WORKFLOW": HandlerKind.WORKFLOW,
+}
+
+
+class DiscoveryError(PerdureError):
+    """The deployment could not be reached, or answered something that is not a usable manifest."""
+
+
+@dataclass(frozen=True)
+class RemoteSerde:
+    """A remote handler's payload as its manifest describes it: bytes passed through, checked
+    only for what the manifest promises (a required body, well-formed JSON)."""
+
+    content_type: str | None
+    schema: Any = None
+    required: bool = False
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        if value is None:
+            return b""
+        return msgspec.json.encode(value)
+
+    def decode(self, data: bytes) -> bytes:
+        if not data:
+            if self.required:
+                raise SerdeError("this handler requires a body")
+            return data
+        if self.content_type is not None and self.content_type.split(";")[0].strip().endswith("json"):
+            try:
+                msgspec.json.decode(data)
+            except msgspec.DecodeError as e:
+                raise SerdeError(f"input is not valid JSON: {e}") from e
+        return data
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return self.schema if isinstance(self.schema, dict) else None
+
+
+async def _not_in_process(*args: Any) -> None:
+    raise PerdureError("this handler runs on a remote deployment, not in this process")
+
+
+class RemoteService(ServiceBase):
+    """A service announced by a remote deployment (the engine routes to it; no code here)."""
+
+    def __init__(self, deployment: Deployment, service: mf.ServiceManifest, revision: int) -> None:
+        super().__init__(service.name, options=HandlerOptions(documentation=service.documentation))
+        self.kind = _SERVICE_KIND[service.ty]
+        self.deployment_id = deployment.id
+        self.revision = revision
+        for h in service.handlers:
+            ty = service.handler_type(h)
+            inp, out = h.input, h.output
+            self.handlers[h.name] = Handler(
+                service=self,
+                name=h.name,
+                fn=_not_in_process,
+                kind=_HANDLER_KIND[ty] if ty is not None else None,
+                takes_input=True,
+                input_serde=RemoteSerde(
+                    inp.content_type if inp is not None else "*/*",
+                    inp.json_schema if inp is not None else None,
+                    inp.required if inp is not None else False,
+                ),
+                output_serde=RemoteSerde(
+                    out.content_type if out is not None else serde.JSON,
+                    out.json_schema if out is not None else None,
+                ),
+                options=_handler_options(service, h),
+            )
+
+
+def _handler_options(service: mf.ServiceManifest, handler: mf.HandlerManifest) -> HandlerOptions:
+    info = catalog.handler_info(service, handler)
+    return HandlerOptions(
+        retry_policy=None if info.retry_policy is DEFAULT else info.retry_policy,
+        inactivity_timeout=timedelta(milliseconds=info.inactivity_timeout_ms),
+        idempotency_retention=timedelta(milliseconds=info.idempotency_retention_ms),
+        journal_retention=timedelta(milliseconds=info.journal_retention_ms),
+        workflow_retention=timedelta(milliseconds=info.workflow_retention_ms),
+        documentation=handler.documentation,
+    )
+
+
+def _deployment_id() -> str:
+    return "dp_" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
+
+
+async def discover(
+    uri: str, *, use_http_11: bool = False, headers: Mapping[str, str] | None = None, wait: float = 10.0
+) -> tuple[bytes, mf.EndpointManifest, str]:
+    """GET `{uri}/discover`: (the manifest as received, decoded and validated, HTTP version used)."""
+    if not uri.startswith(("http://", "https://")):
+        raise InvalidInputError(f"invalid deployment URI {uri!r}: use http://HOST:PORT[/PATH]")
+    http_version = "1.1" if use_http_11 else "2"
+    url = uri.rstrip("/") + "/discover"
+    request_headers = {**(headers or {}), "accept": mf.ACCEPT}
+    try:
+        async with httpx.AsyncClient(http1=use_http_11, http2=not use_http_11, timeout=wait) as client:
+            response = await client.get(url, headers=request_headers)
+    except httpx.HTTPError as e:
+        hint = (
+            ""
+            if use_http_11
+            else " (discovery uses HTTP/2 without TLS; for an HTTP/1.1-only server register with use_http_11)"
+        )
+        raise DiscoveryError(f"cannot reach {url}: {type(e).__name__}: {e}{hint}") from e
+    if response.status_code != 200:
+        raise DiscoveryError(f"{url} answered {response.status_code}: {response.text[:300]}")
+    content_type = response.headers.get("content-type", "")
+    if "endpointmanifest" not in content_type and "json" not in content_type:
+        raise DiscoveryError(f"{url} answered content-type {content_type!r}, not an endpoint manifest")
+    try:
+        manifest = mf.decode(response.content)
+    except mf.ManifestError as e:
+        raise DiscoveryError(f"{url}: {e}") from e
+    if manifest.protocol_mode == "BIDI_STREAM" and http_version == "1.1":
+        raise DiscoveryError(f"{url} wants BIDI_STREAM, which needs HTTP/2: register it without use_http_11")
+    return response.content, manifest, http_version
+
+
+class Deployments:
+    """Deployments of an `Engine`, and the lookup of services across the app and deployments."""
+
+    # Provided by Engine.
+    app: App
+    clock: Clock
+
+    @property
+    def processor(self) -> Processor:
+        raise NotImplementedError
+
+    def reader(self) -> Reader:
+        raise NotImplementedError
+
+    _remote: dict[str, RemoteService] | None = None
+    _deployment_listeners: list[Callable[[], None]]
+
+    # ---- lookup across in-process and remote services
+
+    def service(self, name: str) -> ServiceBase | None:
+        """A service by name: the app's own, or one a registered deployment serves."""
+        found = self.app.service(name)
+        return found if found is not None else self.remote_services().get(name)
+
+    def handler(self, service: str, handler: str) -> Handler | None:
+        found = self.service(service)
+        return None if found is None else found.handlers.get(handler)
+
+    def services(self) -> list[ServiceBase]:
+        return [*self.app.services, *self.remote_services().values()]
+
+    def remote_services(self) -> dict[str, RemoteService]:
+        if self._remote is None:
+            by_id = {d.id: d for d in catalog.deployments(self.reader())}
+            remote = {}
+            for name, revision in sorted(catalog.revisions(self.reader()).items()):
+                deployment = by_id.get(revision.deployment_id)
+                if deployment is None:
+                    continue
+                found = next((s for s in mf.decode(deployment.manifest).services if s.name == name), None)
+                if found is not None:
+                    remote[name] = RemoteService(deployment, found, revision.revision)
+            self._remote = remote
+        return self._remote
+
+    # ---- deployments
+
+    def deployments(self) -> list[Deployment]:
+        return catalog.deployments(self.reader())
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return next((d for d in self.deployments() if d.id == deployment_id), None)
+
+    async def register_deployment(
+        self,
+        uri: str,
+        *,
+        force: bool = False,
+        use_http_11: bool = False,
+        additional_headers: Mapping[str, str] | None = None,
+        max_protocol_version: int = mf.MAX_PROTOCOL,
+    ) -> tuple[Deployment, bool]:
+        """Discover `uri` and register it; returns (the deployment, True when it replaced one).
+
+        Raises `DiscoveryError` (unreachable, bad manifest), `ConflictError` (already registered
+        without `force`, or a service clash).
+        """
+        headers = dict(additional_headers or {})
+        raw, manifest, http_version = await discover(uri, use_http_11=use_http_11, headers=headers)
+        assert manifest.protocol_mode is not None
+        deployment = Deployment(
+            id=_deployment_id(),
+            uri=uri.rstrip("/"),
+            protocol_mode=manifest.protocol_mode,
+            http_version=http_version,
+            min_protocol_version=manifest.min_protocol_version,
+            max_protocol_version=manifest.max_protocol_version,
+            protocol_version=mf.negotiate(manifest, max_protocol_version),
+            additional_headers=headers,
+            manifest=raw,
+            created_at=self.clock.now_ms(),
+        )
+        accepted = await self._deployment_command(PutDeployment(deployment, force), uri)
+        self._deployments_changed()
+        registered = self.deployment(accepted.invocation_id)
+        assert registered is not None
+        return registered, accepted.previously
+
+    async def remove_deployment(self, deployment_id: str, *, force: bool = False) -> None:
+        await self._deployment_command(DeleteDeployment(deployment_id, force), deployment_id)
+        self._deployments_changed()
+
+    async def _deployment_command(self, command: Command, name: str) -> Accepted:
+        for action in await self.processor.submit_and_wait(command):
+            if type(action) is Rejected:
+                error = UnknownTargetError if action.code == 404 else ConflictError
+                raise error(f"{name}: {action.reason}")
+            if type(action) is Accepted:
+                return action
+        raise PerdureError(f"{name}: the engine did not answer the registration")
+
+    def _deployments_changed(self) -> None:
+        self._remote = None
+        for listener in self._deployment_listeners:
+            listener()
+
+
+def manifest_json(deployment: Deployment) -> Any:
+    return json.loads(deployment.manifest)

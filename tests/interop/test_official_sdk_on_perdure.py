@@ -1,0 +1,170 @@
+"""Services written with the official Restate Python SDK, registered with perdure as a remote
+deployment (hypercorn in a subprocess) and driven over perdure's ingress: the same results as
+their perdure-SDK twins run in-process.
+
+Both transports: bidirectional streaming over h2c, and request/response over HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+import perdure
+from perdure.ingress import Ingress
+from perdure.kafka import Broker
+from perdure.runtime.http import Served
+
+from . import twin_services
+from .processes import Hypercorn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def official() -> Iterator[Hypercorn]:
+    served = Hypercorn("tests.interop.official_services:app")
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+async def _eventually(read: Callable[[], Awaitable[Any]], want: Any, *, within: float = 10.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        got = await read()
+        if got == want or loop.time() > deadline:
+            return got
+        await asyncio.sleep(0.05)
+
+
+async def scenarios(client: httpx.AsyncClient, engine: perdure.Engine) -> dict[str, Any]:
+    """Drive every scenario over the ingress; returns what each produced."""
+
+    async def call(path: str, body: Any = None) -> Any:
+        response = await client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        return response.json() if response.content else None
+
+    async def send(path: str, body: Any = None) -> str:
+        response = await client.post(path + "/send", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["invocationId"])
+
+    out: dict[str, Any] = {}
+    out["counter"] = [
+        await call("/Counter/a/add", 5),
+        await call("/Counter/a/add", 7),
+        await call("/Counter/a/get"),
+    ]
+    out["profile"] = await call("/Profile/bob/update", "bob")
+    out["delayed send"] = await _eventually(lambda: call("/Counter/bob/get"), 1)
+
+    waiting = await send("/Waiter/w1/wait")
+    awakeable_id = ""
+    for _ in range(200):  # the handler stores its awakeable id, then waits
+        awakeable_id = await call("/Waiter/w1/awakeable")
+        if awakeable_id:
+            break
+        await asyncio.sleep(0.05)
+    resolved = await client.post(f"/restate/awakeables/{awakeable_id}/resolve", json="hi")
+    assert resolved.status_code in (200, 202), resolved.text
+    attached = await client.get(f"/restate/invocation/{waiting}/attach", timeout=20)
+    out["awakeable"] = attached.json()
+
+    await send("/Signup/u1/run", "a@b.c")
+    await call("/Signup/u1/click", "s3cret")
+    attached = await client.get("/restate/workflow/Signup/u1/attach", timeout=20)
+    out["workflow"] = attached.json()
+    out["awakeable id shape"] = str(awakeable_id).startswith("sign_1")
+    return out
+
+
+EXPECTED = {
+    "counter": [5, 12, 12],
+    "profile": "side:bob|echo:bob|bob",
+    "delayed send": 1,
+    "awakeable": "woke:hi",
+    "workflow": "a@b.c verified with s3cret",
+    "awakeable id shape": True,
+}
+
+
+@pytest.fixture
+async def ingress_for(
+    http_server: Callable[[Any], Awaitable[Served]],
+) -> AsyncIterator[Callable[[perdure.Engine], Awaitable[httpx.AsyncClient]]]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(engine: perdure.Engine) -> httpx.AsyncClient:
+        served = await http_server(Ingress(engine))
+        client = httpx.AsyncClient(base_url=served.url, timeout=20)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_twins_in_process_give_the_expected_results(ingress_for: Any, tmp_path: Any) -> None:
+    async with perdure.Engine(twin_services.app, store=f"sqlite:///{tmp_path}/twin.db") as engine:
+        client = await ingress_for(engine)
+        assert await scenarios(client, engine) == EXPECTED
+
+
+@pytest.mark.parametrize("use_http_11", [False, True], ids=["bidi-h2c", "request-response-http1.1"])
+async def test_official_sdk_services_on_perdure(
+    official: Hypercorn, ingress_for: Any, tmp_path: Any, use_http_11: bool
+) -> None:
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/remote.db") as engine:
+        deployment, replaced = await engine.register_deployment(official.url, use_http_11=use_http_11)
+        assert not replaced
+        assert deployment.protocol_mode == ("REQUEST_RESPONSE" if use_http_11 else "BIDI_STREAM")
+        assert deployment.protocol_version == 7
+        client = await ingress_for(engine)
+        assert await scenarios(client, engine) == EXPECTED
+        # every invocation ran on the deployment, pinned at its first attempt
+        rows = engine.reader().list_invocations(limit=1000)
+        assert rows and all(inv.deployment_id == deployment.id for inv in rows)
+        assert {inv.protocol_version for inv in rows} == {7}
+
+
+async def test_official_sdk_on_protocol_v6(official: Hypercorn, ingress_for: Any, tmp_path: Any) -> None:
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/v6.db") as engine:
+        deployment, _ = await engine.register_deployment(official.url, max_protocol_version=6)
+        assert deployment.protocol_version == 6
+        client = await ingress_for(engine)
+        assert await scenarios(client, engine) == EXPECTED
+
+
+async def test_official_sdk_handler_fed_from_a_kafka_subscription(
+    official: Hypercorn, broker: Broker, producer: AIOKafkaProducer, tmp_path: Any
+) -> None:
+    """Records keyed by object key, each one `Counter/add` on the deployment: per-key sums."""
+    topic = "remote-counter-adds"
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/kafka.db") as engine:
+        await engine.register_deployment(official.url)
+        await engine.put_kafka_cluster("local", {"bootstrap.servers": broker.bootstrap_servers})
+        await engine.create_subscription(
+            f"kafka://local/{topic}",
+            "service://Counter/add",
+            {"auto.offset.reset": "earliest", "session.timeout.ms": "2000", "heartbeat.interval.ms": "200"},
+        )
+        for n in range(1, 31):
+            await producer.send(topic, str(n).encode(), key=f"k{n % 3}".encode())
+        await producer.flush()
+        want = {f"k{k}": sum(n for n in range(1, 31) if n % 3 == k) for k in range(3)}
+
+        async def totals() -> dict[str, int]:
+            return {k: int(await engine.generic_call("Counter", "get", key=k)) for k in want}
+
+        assert await _eventually(totals, want, within=30) == want
