@@ -10,6 +10,7 @@ import pytest
 from perdure.protocol import messages as pm
 from perdure.runtime.remote import RemoteOptions
 
+from .conftest import start_hypercorn, stop
 from .driver import Driver, deployment, output_of
 
 MakeDriver = Callable[..., Driver]
@@ -144,3 +145,21 @@ async def test_many_attempts_multiplexed(make: MakeDriver) -> None:
         assert output_of(driver.messages(inv)) == f"2-1-{i}"
     assert driver.invoker.connections_opened == 1
     assert driver.invoker.active == 0
+
+
+async def test_connection_closed_by_an_idle_server_is_replaced() -> None:
+    """hypercorn closes idle connections (GOAWAY) after --keep-alive s: the next attempt reconnects."""
+    proc, url = start_hypercorn("--keep-alive", "1")
+    driver = Driver(deployment(url, bidi=True, http="2", version=7))
+    try:
+        first = driver.call("Greeter", "shout", "a")
+        assert isinstance(await driver.ended(first), pm.EndMessage)
+        await asyncio.sleep(1.5)
+        assert driver.invoker.connections == 0
+        second = driver.call("Greeter", "shout", "b")
+        assert isinstance(await driver.ended(second), pm.EndMessage)
+        assert output_of(driver.messages(second)) == "B!"
+        assert driver.invoker.connections_opened == 2
+    finally:
+        await driver.invoker.stop()
+        stop(proc)
