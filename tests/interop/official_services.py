@@ -1,14 +1,15 @@
-"""The interop scenarios written with the official Restate Python SDK (`restate-sdk`).
+"""The interop scenarios written with the official Restate Python SDK (`restate-sdk`): twins of
+`perdure_services.py` (same names, same behaviour), so its drivers and `EXPECTED` apply.
 
 Served by hypercorn in a subprocess (`hypercorn tests.interop.official_services:app`) and
-registered with perdure as a remote deployment. `twin_services.py` has the same services
-written with perdure's SDK, run in-process: the tests expect identical results from both.
+registered with perdure as a remote deployment. `Flaky` adds handlers for the failure tests.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import restate
 from restate import (
@@ -27,53 +28,71 @@ counter = VirtualObject("Counter")
 
 @counter.handler()
 async def add(ctx: ObjectContext, n: int) -> int:
-    total = (await ctx.get("count", type_hint=int) or 0) + n
-    ctx.set("count", total)
+    total = (await ctx.get("total", type_hint=int) or 0) + n
+    ctx.set("total", total)
     return total
 
 
 @counter.handler(kind="shared")
 async def get(ctx: ObjectSharedContext) -> int:
-    return await ctx.get("count", type_hint=int) or 0
+    return await ctx.get("total", type_hint=int) or 0
 
 
 greeter = Service("Greeter")
 
 
 @greeter.handler()
-async def echo(ctx: Context, text: str) -> str:
-    return f"echo:{text}"
+async def greet(ctx: Context, name: str) -> str:
+    return f"hello {name}"
 
 
-profile = VirtualObject("Profile")
+postbox = VirtualObject("Postbox")
 
 
-@profile.handler()
-async def update(ctx: ObjectContext, name: str) -> str:
+@postbox.handler()
+async def post(ctx: ObjectContext, letter: str) -> None:
+    ctx.set("letters", [*(await ctx.get("letters", type_hint=list[str]) or []), letter])
+
+
+@postbox.handler(kind="shared")
+async def letters(ctx: ObjectSharedContext) -> list[str]:
+    return list(await ctx.get("letters", type_hint=list[str]) or [])
+
+
+journey = VirtualObject("Journey")
+
+
+@journey.handler()
+async def travel(ctx: ObjectContext, trip: dict[str, Any]) -> str:
     """run → sleep → state → delayed send → call, the shape of the seed's example."""
-    side = await ctx.run_typed("side", lambda: f"side:{name}")
-    await ctx.sleep(timedelta(milliseconds=50))
-    ctx.set("name", name)
-    ctx.object_send(add, key=name, arg=1, send_delay=timedelta(milliseconds=100))
-    echoed = await ctx.service_call(echo, arg=name)
-    return f"{side}|{echoed}|{await ctx.get('name', type_hint=str)}"
+    traveller = trip["traveller"]
+    ticket = await ctx.run_typed("book", lambda: f"ticket-{traveller}")
+    await ctx.sleep(timedelta(milliseconds=100))
+    ctx.set("visited", trip.get("stops", 1))
+    ctx.object_send(
+        post, key=ctx.key(), arg=f"postcard from {traveller}", send_delay=timedelta(milliseconds=300)
+    )
+    greeting = await ctx.service_call(greet, arg=traveller)
+    visited = await ctx.get("visited", type_hint=int)
+    return f"{ticket}|{greeting}|{visited}"
 
 
-waiter = VirtualObject("Waiter")
+approvals = VirtualObject("Approvals")
 
 
-@waiter.handler()
-async def wait(ctx: ObjectContext) -> str:
-    if os.environ.get("WAITER_VARIANT") == "sleep-first":  # a changed deployment: a journal mismatch
+@approvals.handler()
+async def request(ctx: ObjectContext, what: str) -> str:
+    if os.environ.get("APPROVALS_VARIANT") == "sleep-first":  # a changed deployment: a journal mismatch
         await ctx.sleep(timedelta(milliseconds=1))
-    awakeable_id, promise = ctx.awakeable(type_hint=str)
+    awakeable_id, decision = ctx.awakeable(type_hint=str)
     ctx.set("awakeable", awakeable_id)
-    return f"woke:{await promise}"
+    answer = await decision
+    return f"{what}: {answer}"
 
 
-@waiter.handler(kind="shared")
-async def awakeable(ctx: ObjectSharedContext) -> str:
-    return await ctx.get("awakeable", type_hint=str) or ""
+@approvals.handler(kind="shared")
+async def pending(ctx: ObjectSharedContext) -> str | None:
+    return await ctx.get("awakeable", type_hint=str)
 
 
 signup = Workflow("Signup")
@@ -81,13 +100,20 @@ signup = Workflow("Signup")
 
 @signup.main()
 async def run(ctx: WorkflowContext, email: str) -> str:
+    ctx.set("status", "waiting for the link")
     secret = await ctx.promise("link", type_hint=str).value()
+    ctx.set("status", "verified")
     return f"{email} verified with {secret}"
 
 
 @signup.handler()
 async def click(ctx: WorkflowSharedContext, secret: str) -> None:
     await ctx.promise("link", type_hint=str).resolve(secret)
+
+
+@signup.handler()
+async def status(ctx: WorkflowSharedContext) -> str | None:
+    return await ctx.get("status", type_hint=str)
 
 
 flaky = Service("Flaky")
@@ -118,5 +144,5 @@ def _append(marker: str, step: int) -> int:
     return step + 1
 
 
-SERVICES = [counter, greeter, profile, waiter, signup, flaky]
+SERVICES = [counter, greeter, postbox, journey, approvals, signup, flaky]
 app = restate.app(SERVICES)

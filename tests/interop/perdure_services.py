@@ -145,8 +145,9 @@ async def _poll(fetch: Any, ready: Any, within: float = 20.0) -> Any:
 
 
 def _json(response: httpx.Response) -> Any:
+    """The JSON answer; None for an empty body (the official Python SDK encodes None so)."""
     assert response.status_code == 200, f"{response.request.url}: {response.status_code} {response.text}"
-    return response.json()
+    return response.json() if response.content else None
 
 
 async def counter_scenario(client: httpx.AsyncClient, key: str) -> list[int]:

@@ -20,7 +20,7 @@ from perdure.ingress import Ingress
 from perdure.kafka import Broker
 from perdure.runtime.http import Served
 
-from . import twin_services
+from . import perdure_services as scenario
 from .processes import Hypercorn
 
 pytestmark = pytest.mark.slow
@@ -46,56 +46,16 @@ async def _eventually(read: Callable[[], Awaitable[Any]], want: Any, *, within: 
         await asyncio.sleep(0.05)
 
 
-async def scenarios(client: httpx.AsyncClient, engine: perdure.Engine) -> dict[str, Any]:
-    """Drive every scenario over the ingress; returns what each produced."""
-
-    async def call(path: str, body: Any = None) -> Any:
-        response = await client.post(path, json=body)
-        assert response.status_code == 200, response.text
-        return response.json() if response.content else None
-
-    async def send(path: str, body: Any = None) -> str:
-        response = await client.post(path + "/send", json=body)
-        assert response.status_code == 202, response.text
-        return str(response.json()["invocationId"])
-
-    out: dict[str, Any] = {}
-    out["counter"] = [
-        await call("/Counter/a/add", 5),
-        await call("/Counter/a/add", 7),
-        await call("/Counter/a/get"),
-    ]
-    out["profile"] = await call("/Profile/bob/update", "bob")
-    out["delayed send"] = await _eventually(lambda: call("/Counter/bob/get"), 1)
-
-    waiting = await send("/Waiter/w1/wait")
-    awakeable_id = ""
-    for _ in range(200):  # the handler stores its awakeable id, then waits
-        awakeable_id = await call("/Waiter/w1/awakeable")
-        if awakeable_id:
-            break
-        await asyncio.sleep(0.05)
-    resolved = await client.post(f"/restate/awakeables/{awakeable_id}/resolve", json="hi")
-    assert resolved.status_code in (200, 202), resolved.text
-    attached = await client.get(f"/restate/invocation/{waiting}/attach", timeout=20)
-    out["awakeable"] = attached.json()
-
-    await send("/Signup/u1/run", "a@b.c")
-    await call("/Signup/u1/click", "s3cret")
-    attached = await client.get("/restate/workflow/Signup/u1/attach", timeout=20)
-    out["workflow"] = attached.json()
-    out["awakeable id shape"] = str(awakeable_id).startswith("sign_1")
-    return out
-
-
-EXPECTED = {
-    "counter": [5, 12, 12],
-    "profile": "side:bob|echo:bob|bob",
-    "delayed send": 1,
-    "awakeable": "woke:hi",
-    "workflow": "a@b.c verified with s3cret",
-    "awakeable id shape": True,
-}
+async def scenarios(client: httpx.AsyncClient, key: str) -> dict[str, Any]:
+    """Every scenario of `perdure_services` over the ingress; keyed like its `EXPECTED`."""
+    journey, postbox = await scenario.journey_scenario(client, key)
+    return {
+        "counter": await scenario.counter_scenario(client, key),
+        "journey": journey,
+        "journey_postbox": postbox,
+        "awakeable": await scenario.awakeable_scenario(client, key),
+        "workflow": await scenario.workflow_scenario(client, key),
+    }
 
 
 @pytest.fixture
@@ -115,10 +75,25 @@ async def ingress_for(
         await client.aclose()
 
 
-async def test_twins_in_process_give_the_expected_results(ingress_for: Any, tmp_path: Any) -> None:
-    async with perdure.Engine(twin_services.app, store=f"sqlite:///{tmp_path}/twin.db") as engine:
+async def test_the_perdure_sdk_twins_in_process_give_the_expected_results(
+    ingress_for: Any, tmp_path: Any
+) -> None:
+    async with perdure.Engine(scenario.app, store=f"sqlite:///{tmp_path}/twin.db") as engine:
         client = await ingress_for(engine)
-        assert await scenarios(client, engine) == EXPECTED
+        assert await scenarios(client, "in-process") == scenario.EXPECTED
+
+
+async def test_the_perdure_sdk_as_a_remote_deployment_of_perdure(ingress_for: Any, tmp_path: Any) -> None:
+    served = Hypercorn("tests.interop.perdure_services:app")
+    served.start()
+    try:
+        async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/self.db") as engine:
+            deployment, _ = await engine.register_deployment(served.url)
+            assert (deployment.protocol_mode, deployment.protocol_version) == ("BIDI_STREAM", 7)
+            client = await ingress_for(engine)
+            assert await scenarios(client, "self") == scenario.EXPECTED
+    finally:
+        served.stop()
 
 
 @pytest.mark.parametrize("use_http_11", [False, True], ids=["bidi-h2c", "request-response-http1.1"])
@@ -131,7 +106,7 @@ async def test_official_sdk_services_on_perdure(
         assert deployment.protocol_mode == ("REQUEST_RESPONSE" if use_http_11 else "BIDI_STREAM")
         assert deployment.protocol_version == 7
         client = await ingress_for(engine)
-        assert await scenarios(client, engine) == EXPECTED
+        assert await scenarios(client, "remote") == scenario.EXPECTED
         # every invocation ran on the deployment, pinned at its first attempt
         rows = engine.reader().list_invocations(limit=1000)
         assert rows and all(inv.deployment_id == deployment.id for inv in rows)
@@ -143,7 +118,7 @@ async def test_official_sdk_on_protocol_v6(official: Hypercorn, ingress_for: Any
         deployment, _ = await engine.register_deployment(official.url, max_protocol_version=6)
         assert deployment.protocol_version == 6
         client = await ingress_for(engine)
-        assert await scenarios(client, engine) == EXPECTED
+        assert await scenarios(client, "remote") == scenario.EXPECTED
 
 
 async def test_official_sdk_handler_fed_from_a_kafka_subscription(

@@ -98,22 +98,22 @@ async def test_a_journal_mismatch_is_retried_and_reported(tmp_path: Path) -> Non
     try:
         async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/p.db") as engine:
             await engine.register_deployment(served.url)
-            invocation_id = await engine.generic_send("Waiter", "wait", key="m")
-            await _until(lambda: engine.reader().get_all_state("Waiter", "m"))
+            invocation_id = await engine.generic_send("Approvals", "request", b'"a raise"', key="m")
+            await _until(lambda: engine.reader().get_all_state("Approvals", "m"))
             served.stop()  # redeploy code whose handler does something else first
-            served.env["WAITER_VARIANT"] = "sleep-first"
+            served.env["APPROVALS_VARIANT"] = "sleep-first"
             served.start()
-            awakeable_id = engine.reader().get_all_state("Waiter", "m")[b"awakeable"].decode().strip('"')
+            awakeable_id = engine.reader().get_all_state("Approvals", "m")[b"awakeable"].decode().strip('"')
             await engine.complete_awakeable(awakeable_id, b'"late"')
-            inv = await _until(lambda: _failed_with(engine, invocation_id, ""))
-            assert inv.last_failure is not None and inv.last_failure.code == 570, inv.last_failure
+            inv = await _until(lambda: _failed_with(engine, invocation_id, "", code=570))
+            assert inv.last_failure is not None and "mismatch" in inv.last_failure.message.lower()
             assert inv.status in (Status.BACKING_OFF, Status.RUNNING)
             # the fix: deploy the original code again; the next retry replays cleanly
             served.stop()
-            served.env.pop("WAITER_VARIANT")
+            served.env.pop("APPROVALS_VARIANT")
             served.start()
             outcome = await asyncio.wait_for(engine.attach(invocation_id), 30)
-            assert outcome.value == b'"woke:late"'
+            assert outcome.value == b'"a raise: late"'
     finally:
         served.stop()
 
@@ -160,12 +160,13 @@ def _failed_twice(engine: perdure.Engine, invocation_id: str) -> Invocation | No
     return inv if inv is not None and inv.failures >= 2 else None
 
 
-def _failed_with(engine: perdure.Engine, invocation_id: str, text: str) -> Invocation | None:
+def _failed_with(
+    engine: perdure.Engine, invocation_id: str, text: str, code: int | None = None
+) -> Invocation | None:
+    """The invocation once its last failure says `text` (and has `code`, if given)."""
     inv = engine.reader().get_invocation(invocation_id)
     failure = inv.last_failure if inv is not None else None
-    if failure is None or text not in failure.message:
-        return None
-    if not text and failure.code != 570:
+    if failure is None or text not in failure.message or code not in (None, failure.code):
         return None
     return inv
 
