@@ -128,7 +128,11 @@ async def _bad_gateway(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 protocol_mode="REQUEST_RESPONSE",
                 min_protocol_version=5,
                 max_protocol_version=7,
-                services=[mf.ServiceManifest(name="Broken", handlers=[mf.HandlerManifest(name="call")])],
+                services=[
+                    mf.ServiceManifest(
+                        name="Broken", ty="SERVICE", handlers=[mf.HandlerManifest(name="call")]
+                    )
+                ],
             )
         )
         headers = [(b"content-type", mf.CONTENT_TYPE.format(4).encode())]

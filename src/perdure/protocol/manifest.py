@@ -64,9 +64,9 @@ class HandlerManifest(_Options, omit_defaults=True, rename="camel"):
     output: OutputPayload | None = None
 
 
-class ServiceManifest(_Options, omit_defaults=True, rename="camel"):
-    name: str = ""
-    ty: ServiceType = "SERVICE"
+class ServiceManifest(_Options, omit_defaults=True, rename="camel", kw_only=True):
+    name: str
+    ty: ServiceType  # required (Restate's schema), so always encoded
     handlers: list[HandlerManifest] = msgspec.field(default_factory=list)
 
     def handler_type(self, handler: HandlerManifest) -> HandlerType | None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-import msgspec
-
 from perdure.protocol.manifest import (
     MAX_PROTOCOL,
     MIN_PROTOCOL,
@@ -27,6 +25,7 @@ from perdure.protocol.manifest import (
     ServiceManifest,
     ServiceType,
 )
+from perdure.protocol.manifest import encode as mf_encode
 from perdure.sdk.options import HandlerOptions
 from perdure.sdk.service import App, Handler, HandlerKind, ServiceBase, ServiceKind
 
@@ -162,9 +161,5 @@ def manifest(app: App, *, version: int = 4, protocol_mode: ProtocolMode = "BIDI_
 
 
 def encode(manifest: EndpointManifest) -> bytes:
-    """JSON for the wire. Every service carries `ty` (the schema requires it), even "SERVICE",
-    which the struct omits as its default."""
-    data: dict[str, Any] = msgspec.to_builtins(manifest)
-    for service, struct in zip(data.get("services", []), manifest.services, strict=True):
-        service["ty"] = struct.ty
-    return msgspec.json.encode(data)
+    """JSON for the wire."""
+    return mf_encode(manifest)
