@@ -71,8 +71,9 @@ class Hypercorn:
         self.process = None
 
     def stop(self) -> None:
+        """SIGINT: the Restate SDK takes over SIGTERM once it has served a request."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:

@@ -86,6 +86,7 @@ def test_incremental_decoding_across_arbitrary_chunk_boundaries() -> None:
 def test_custom_commands_are_kept_verbatim_and_unknown_types_rejected() -> None:
     [(raw, _)] = decode_frames(encode_raw(0xFC01, b"\x01\x02"))
     assert raw == RawMessage(0xFC01, b"\x01\x02")
+    assert encode_frame(raw) == encode_raw(0xFC01, b"\x01\x02")  # replayed verbatim
     with pytest.raises(ProtocolError, match="unknown message type 0x0999"):
         decode_frames(encode_raw(0x0999, b""))
 

@@ -22,8 +22,9 @@ class ProtocolError(Exception):
 
 
 def encode_frame(message: Any, *, flags: int = 0) -> bytes:
+    """One frame; `RawMessage`s (custom commands) go out with their own type and payload."""
     payload: bytes = message.SerializeToString()
-    return HEADER.pack(pm.type_of(message), flags, len(payload)) + payload
+    return HEADER.pack(message_type(message), flags, len(payload)) + payload
 
 
 def encode_raw(type_code: int, payload: bytes, *, flags: int = 0) -> bytes:

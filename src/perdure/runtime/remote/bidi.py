@@ -16,6 +16,7 @@ from typing import Any
 
 from perdure.engine.actions import StartAttempt
 from perdure.protocol import messages as pm
+from perdure.protocol.codec import encode_frame
 from perdure.runtime.clock import Clock
 from perdure.runtime.remote import failures
 from perdure.runtime.remote.attempt import Attempt, Sink
@@ -24,7 +25,7 @@ from perdure.runtime.remote.h2connection import ConnectError
 from perdure.runtime.remote.h2stream import Stream, StreamError
 from perdure.runtime.remote.options import RemoteOptions
 from perdure.runtime.remote.pool import Pool
-from perdure.runtime.remote.request import Invocation, frame, opening_frames
+from perdure.runtime.remote.request import Invocation, opening_frames
 
 _RUN_COMPLETION = pm.TYPE_OF[pm.RunCompletion]
 _OPENING_BUFFER = 1024 * 1024  # journal bytes queued ahead of the peer's window
@@ -152,7 +153,7 @@ class BidiAttempt(Attempt):
             self._unconfirmed.extend(messages)
         try:
             for message in messages:
-                stream.write(frame(self._ack_instead(message)))
+                stream.write(encode_frame(self._ack_instead(message)))
         except StreamError:
             return  # the reading side reports the failure
         self._activity()

@@ -5,17 +5,10 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from perdure.engine.actions import StartAttempt
-from perdure.protocol.codec import encode_raw, message_type
+from perdure.protocol.codec import encode_frame
 from perdure.storage.api import Deployment
-
-
-def frame(message: Any, *, flags: int = 0) -> bytes:
-    """One framed message; custom (0xFC00+) commands of the journal are replayed verbatim."""
-    payload: bytes = message.SerializeToString()
-    return encode_raw(message_type(message), payload, flags=flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +52,6 @@ def invocation(action: StartAttempt, deployment: Deployment) -> Invocation:
 
 def opening_frames(action: StartAttempt) -> Iterator[bytes]:
     """Start, then the journal in stored order (known_entries says how many follow)."""
-    yield frame(action.start)
+    yield encode_frame(action.start)
     for message in action.journal:
-        yield frame(message)
+        yield encode_frame(message)
