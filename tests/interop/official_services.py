@@ -137,6 +137,25 @@ async def slow_steps(ctx: Context, count: int) -> int:
     return done
 
 
+@flaky.handler()
+async def give_up(ctx: Context, attempts: int) -> str:
+    """A step that always fails: the SDK stops retrying it after `attempts`, counting the attempts
+    from the retry counters the runtime sends in StartMessage."""
+    try:
+        await ctx.run_typed(
+            "always fails",
+            _fail,
+            restate.RunOptions(max_attempts=attempts, initial_retry_interval=timedelta(milliseconds=10)),
+        )
+    except restate.TerminalError as e:
+        return f"gave up: {e.message}"
+    return "unreachable"
+
+
+def _fail() -> None:
+    raise ValueError("nope")
+
+
 def _append(marker: str, step: int) -> int:
     if marker:
         with open(marker, "a") as f:

@@ -143,3 +143,30 @@ async def test_official_sdk_handler_fed_from_a_kafka_subscription(
             return {k: int(await engine.generic_call("Counter", "get", key=k)) for k in want}
 
         assert await _eventually(totals, want, within=30) == want
+
+
+@pytest.mark.parametrize("use_http_11", [False, True], ids=["bidi-h2c", "request-response-http1.1"])
+async def test_cancel_reaches_a_waiting_official_sdk_handler(
+    official: Hypercorn, tmp_path: Any, use_http_11: bool
+) -> None:
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/cancel.db") as engine:
+        await engine.register_deployment(official.url, use_http_11=use_http_11)
+        invocation_id = await engine.generic_send("Approvals", "request", b'"a raise"', key="c")
+        await _eventually(lambda: _state(engine, "Approvals", "c"), True)
+        await engine.cancel(invocation_id)
+        outcome = await asyncio.wait_for(engine.attach(invocation_id), 20)
+        assert outcome.failure is not None and outcome.failure.code == 409
+
+
+async def test_run_retries_count_across_attempts(official: Hypercorn, tmp_path: Any) -> None:
+    """The SDK's ctx.run policy reads the retry counters perdure keeps in StartMessage."""
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/give-up.db") as engine:
+        await engine.register_deployment(official.url)
+        answer = await asyncio.wait_for(engine.generic_call("Flaky", "give_up", b"3"), 30)
+        assert answer.startswith(b'"gave up') and b"nope" in answer
+        [inv] = engine.reader().list_invocations(service="Flaky")
+        assert inv.failures == 2  # attempts 1 and 2 failed the step; the 3rd gave up in the SDK
+
+
+async def _state(engine: perdure.Engine, service: str, key: str) -> bool:
+    return bool(engine.reader().get_all_state(service, key))
