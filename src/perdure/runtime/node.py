@@ -128,6 +128,7 @@ class Engine(Subscriptions, Deployments):
         self._processor: Processor | None = None
         self._invoker: InProcessInvoker | None = None
         self._remote_invoker: RemoteInvoker | None = None
+        self._registry = Registry()  # the engine's view of services: the app's, then deployments'
         self._deployment_listeners: list[Callable[[], None]] = [self._deployment_cache_clear]
         self._deployment_cache: dict[str, Deployment] = {}
         self._remote = None
@@ -152,14 +153,6 @@ class Engine(Subscriptions, Deployments):
         registry = registry_of(self.app)
         deployment_catalog.load(store.reader(), registry)
         self._registry = registry
-        self._min_retention_ms = min(
-            (
-                min(h.idempotency_retention_ms, h.journal_retention_ms, h.workflow_retention_ms)
-                for hs in registry.services.values()
-                for h in hs.values()
-            ),
-            default=24 * 3600 * 1000,
-        )
         machine = StateMachine(registry, self.clock.now_ms)
         self.counters = machine.counters
         processor = Processor(store, machine, self._dispatch)
@@ -195,10 +188,16 @@ class Engine(Subscriptions, Deployments):
         """Delete completed invocations past their retention; returns how many went."""
         expired_before = self.counters.expired
         cursor: tuple[int, str] | None = None
+        shortest = min(  # services of deployments registered since start count too
+            (
+                min(h.idempotency_retention_ms, h.journal_retention_ms, h.workflow_retention_ms)
+                for hs in self._registry.services.values()
+                for h in hs.values()
+            ),
+            default=24 * 3600 * 1000,
+        )
         while True:
-            rows = self.reader().completed_before(
-                self.clock.now_ms() - self._min_retention_ms, after=cursor, limit=limit
-            )
+            rows = self.reader().completed_before(self.clock.now_ms() - shortest, after=cursor, limit=limit)
             if rows:
                 await self.processor.submit_and_wait(Expire([invocation_id for _, invocation_id in rows]))
             if len(rows) < limit:
