@@ -8,8 +8,9 @@
     python3 dev.py bench    the benchmarks in bench/
 
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
-only when pyproject.toml changes. With npm on PATH it also installs restate-server (for the
-interop tests) into .cache/node, redone only when tests/interop/package.json changes.
+only when pyproject.toml changes. With npm on PATH it also installs restate-server and the
+TypeScript SDK (for the interop tests) into .cache/node, redone only when
+tests/interop/package.json changes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PY = BIN / "python"
 STAMP = VENV / ".perdure-installed"
 NODE = ROOT / ".cache" / "node"
 NODE_PACKAGE = ROOT / "tests" / "interop" / "package.json"
+SKIPPED = "the interop tests with restate-server and the TypeScript SDK will be skipped"
 NODE_STAMP = NODE / ".perdure-installed"
 
 
@@ -54,22 +56,23 @@ def setup_python() -> None:
 
 
 def setup_node() -> None:
-    """restate-server for the interop tests, from npm into .cache/node (ignored by git); redone
-    only when tests/interop/package.json changes. Without npm those tests are skipped."""
+    """restate-server and the TypeScript SDK for the interop tests, from npm into .cache/node
+    (ignored by git); redone only when tests/interop/package.json changes. Without npm (or node)
+    those tests are skipped."""
     npm = shutil.which("npm")
     if npm is None:
-        print("npm not found: the interop tests with restate-server will be skipped", flush=True)
+        print(f"npm not found: {SKIPPED}", flush=True)
         return
     want = hashlib.sha256(NODE_PACKAGE.read_bytes()).hexdigest()
     if NODE_STAMP.exists() and NODE_STAMP.read_text() == want:
         return
-    print("installing restate-server (npm) into .cache/node ...", flush=True)
+    print("installing restate-server and the TypeScript SDK (npm) into .cache/node ...", flush=True)
     NODE.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(NODE_PACKAGE, NODE / "package.json")
     # --ignore-scripts: the server binary comes as a platform package; no install script is needed
     command = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"]
     if subprocess.run(command, cwd=NODE).returncode != 0:
-        print("npm install failed: the interop tests with restate-server will be skipped", flush=True)
+        print(f"npm install failed: {SKIPPED}", flush=True)
         return
     NODE_STAMP.write_text(want)
 
