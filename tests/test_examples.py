@@ -97,3 +97,16 @@ def test_user_updates_demo_runs_as_a_script(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "3 users updated" in result.stdout and "role-read-write" in result.stdout
+
+
+def test_remote_deployment_serves_the_seed_handler_from_its_own_process() -> None:
+    for mode in ([], ["--http1.1"]):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "remote_deployment.py"), "--users", "3", *mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "protocol v7" in done.stdout and "3 users updated on the remote deployment" in done.stdout
+        assert done.stdout.count('state role="role-read"') == 3
