@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,9 +22,9 @@ import httpx
 import msgspec
 
 from perdure.engine import deployments as catalog
-from perdure.engine.actions import Accepted, Rejected
+from perdure.engine.actions import Accepted, Action
 from perdure.engine.commands import Command, DeleteDeployment, PutDeployment
-from perdure.errors import ConflictError, InvalidInputError, PerdureError, SerdeError, UnknownTargetError
+from perdure.errors import InvalidInputError, PerdureError, SerdeError
 from perdure.protocol import manifest as mf
 from perdure.protocol.ids import base62
 from perdure.retry import DEFAULT
@@ -185,6 +185,7 @@ class Deployments:
 
     _remote: dict[str, RemoteService] | None = None
     _deployment_listeners: list[Callable[[], None]]
+    _submit_checked: Callable[[Command, str], Awaitable[list[Action]]]
 
     # ---- lookup across in-process and remote services
 
@@ -262,10 +263,7 @@ class Deployments:
         self._deployments_changed()
 
     async def _deployment_command(self, command: Command, name: str) -> Accepted:
-        for action in await self.processor.submit_and_wait(command):
-            if type(action) is Rejected:
-                error = UnknownTargetError if action.code == 404 else ConflictError
-                raise error(f"{name}: {action.reason}")
+        for action in await self._submit_checked(command, name):
             if type(action) is Accepted:
                 return action
         raise PerdureError(f"{name}: the engine did not answer the registration")

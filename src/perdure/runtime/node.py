@@ -24,14 +24,12 @@ from perdure.engine.actions import (
     Action,
     Completed,
     Notify,
-    Rejected,
     ScheduleTimer,
     StartAttempt,
     SubscriptionsChanged,
 )
 from perdure.engine.commands import (
     Cancel,
-    Command,
     CompleteSignal,
     Expire,
     Invoke,
@@ -454,28 +452,22 @@ class Engine(Subscriptions, Deployments):
         if not waiter.done():
             waiter.cancel()
 
-    async def _control(self, command: Command, invocation_id: str) -> None:
-        for action in await self.processor.submit_and_wait(command):
-            if type(action) is Rejected:
-                error = UnknownTargetError if action.code == 404 else ConflictError
-                raise error(f"{invocation_id}: {action.reason}")
-
     async def resume(self, invocation_id: str) -> None:
         """Resume a paused invocation (its retry count starts over)."""
-        await self._control(Resume(invocation_id), invocation_id)
+        await self._submit_checked(Resume(invocation_id), invocation_id)
 
     async def pause(self, invocation_id: str) -> None:
         """Pause a running, suspended or backing-off invocation until `resume`."""
-        await self._control(Pause(invocation_id), invocation_id)
+        await self._submit_checked(Pause(invocation_id), invocation_id)
 
     async def kill(self, invocation_id: str) -> None:
         """Stop an unfinished invocation now; it completes with a 409 "killed" failure."""
-        await self._control(Kill(invocation_id), invocation_id)
+        await self._submit_checked(Kill(invocation_id), invocation_id)
 
     async def cancel(self, invocation_id: str) -> None:
         """Cancel: the handler sees `TerminalError` (409 "cancelled") at its next await and may
         compensate; the calls it waits on are cancelled too. Queued ones complete at once."""
-        await self._control(Cancel(invocation_id), invocation_id)
+        await self._submit_checked(Cancel(invocation_id), invocation_id)
 
     async def complete_awakeable(
         self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
@@ -485,11 +477,11 @@ class Engine(Subscriptions, Deployments):
             invocation_id, idx = awakeables.parse(awakeable_id)
         except ValueError as e:
             raise InvalidInputError(str(e)) from e
-        await self._control(CompleteSignal(invocation_id, idx, value, failure), awakeable_id)
+        await self._submit_checked(CompleteSignal(invocation_id, idx, value, failure), awakeable_id)
 
     async def purge(self, invocation_id: str) -> None:
         """Delete a completed invocation's record and journal."""
-        await self._control(Purge(invocation_id), invocation_id)
+        await self._submit_checked(Purge(invocation_id), invocation_id)
 
     async def _call(
         self,

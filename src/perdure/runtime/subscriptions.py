@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from perdure.engine import catalog
-from perdure.engine.actions import Accepted, Rejected
+from perdure.engine.actions import Accepted, Action, Rejected
 from perdure.engine.commands import (
     Command,
     DeleteKafkaCluster,
@@ -48,11 +48,15 @@ class Subscriptions:
     def reader(self) -> Reader:
         raise NotImplementedError
 
-    async def _catalog_command(self, command: Command, name: str) -> None:
-        for action in await self.processor.submit_and_wait(command):
+    async def _submit_checked(self, command: Command, name: str) -> list[Action]:
+        """Apply `command`; a refusal raises (404 → UnknownTargetError, 400 → InvalidInputError,
+        else ConflictError) with `name` and the engine's reason. Shared by every part of Engine."""
+        actions = await self.processor.submit_and_wait(command)
+        for action in actions:
             if type(action) is Rejected:
                 error = {404: UnknownTargetError, 400: InvalidInputError}.get(action.code, ConflictError)
                 raise error(f"{name}: {action.reason}")
+        return actions
 
     def kafka_clusters(self) -> dict[str, dict[str, str]]:
         """Kafka clusters by name, with their client properties."""
@@ -64,10 +68,10 @@ class Subscriptions:
             raise InvalidInputError(f"invalid Kafka cluster name {name!r}")
         if not properties.get("bootstrap.servers"):
             raise InvalidInputError(f"Kafka cluster {name!r} needs the bootstrap.servers property")
-        await self._catalog_command(PutKafkaCluster(name, {k: str(v) for k, v in properties.items()}), name)
+        await self._submit_checked(PutKafkaCluster(name, {k: str(v) for k, v in properties.items()}), name)
 
     async def delete_kafka_cluster(self, name: str) -> None:
-        await self._catalog_command(DeleteKafkaCluster(name), name)
+        await self._submit_checked(DeleteKafkaCluster(name), name)
 
     def subscriptions(self) -> list[Subscription]:
         return catalog.subscriptions(self.reader())
@@ -101,12 +105,12 @@ class Subscriptions:
         properties = self.kafka_clusters().get(cluster)
         if properties is not None:
             consumer_config(sub.id, properties, opts)  # raises OptionError for bad options
-        await self._catalog_command(PutSubscription(sub, replace), sub.id)
+        await self._submit_checked(PutSubscription(sub, replace), sub.id)
         return sub
 
     async def delete_subscription(self, subscription_id: str) -> None:
         """Stop consuming; invocations already accepted go on."""
-        await self._catalog_command(DeleteSubscription(subscription_id), subscription_id)
+        await self._submit_checked(DeleteSubscription(subscription_id), subscription_id)
 
     def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
         """The next offset to consume per (topic, partition), as committed."""
@@ -115,7 +119,7 @@ class Subscriptions:
     async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
         """The partition's log restarted below the stored offset (a recreated topic, a dev broker
         that restarted empty): continue at `next_offset`; records at reused offsets count as new."""
-        await self._catalog_command(
+        await self._submit_checked(
             ResetOffset(subscription_id, topic, partition, next_offset), subscription_id
         )
 
