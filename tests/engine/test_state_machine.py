@@ -211,3 +211,28 @@ async def test_repeated_invoke_joins_the_existing_invocation() -> None:
     await w.apply(AttemptOutput(invocation_id, 1, _end(b"5")))
     again = await w.apply(Invoke(invocation_id, "svc", "go", None, b"{}"))
     assert _types(again) == ["Accepted", "Completed"] and again[1].outcome.value == b"5"
+
+
+@pytest.mark.parametrize(
+    ("behavior", "status"),
+    [
+        (pm.ERROR_RETRY, Status.BACKING_OFF),
+        (pm.ERROR_PAUSE, Status.PAUSED),
+        (pm.ERROR_FAIL, Status.COMPLETED),
+    ],
+)
+async def test_an_error_message_behavior_decides_retry_pause_or_fail(behavior: int, status: Status) -> None:
+    """Protocol V7: the SDK may ask to pause the invocation, or to fail it without retries."""
+    w = World()
+    invocation_id, _ = await w.invoke("svc", "go")
+    error = pm.ErrorMessage(code=503, message="not now", behavior=behavior)
+    actions = await w.apply(AttemptOutput(invocation_id, 1, [error]))
+    assert w.status(invocation_id) is status
+    inv = w.store.reader().get_invocation(invocation_id)
+    assert inv is not None and inv.last_failure is not None and inv.last_failure.message == "not now"
+    if status is Status.COMPLETED:
+        assert inv.outcome is not None and inv.outcome.failure is not None and inv.outcome.failure.code == 503
+        assert "Completed" in _types(actions)
+    if status is Status.PAUSED:
+        await w.apply(Resume(invocation_id))
+        assert w.status(invocation_id) is Status.RUNNING

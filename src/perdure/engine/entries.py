@@ -263,7 +263,8 @@ def _flatten(future: Any, completions: list[int], signals: list[int]) -> None:
 
 def _error(step: Step, inv: Invocation, m: Any) -> None:
     delay = m.next_retry_delay if m.HasField("next_retry_delay") else None
-    lifecycle.fail_attempt(step, inv, Failure(code=m.code or 500, message=m.message), delay)
+    failure = Failure(code=m.code or 500, message=m.message)
+    lifecycle.fail_attempt(step, inv, failure, delay, behavior=m.behavior)
 
 
 def _ignore(step: Step, inv: Invocation, m: Any) -> None:

@@ -228,12 +228,28 @@ def release_key(step: Step, service: str, key: str, holder: str) -> None:
     txn.release_lock(service, key)
 
 
-def fail_attempt(step: Step, inv: Invocation, failure: Failure, next_retry_delay: int | None = None) -> None:
-    """The attempt failed (not terminally): back off and retry, or pause/kill when exhausted."""
+def fail_attempt(
+    step: Step,
+    inv: Invocation,
+    failure: Failure,
+    next_retry_delay: int | None = None,
+    *,
+    behavior: int = pm.ERROR_RETRY,
+) -> None:
+    """The attempt failed (not terminally): back off and retry, or pause/kill when exhausted.
+
+    `behavior` (protocol V7) lets the SDK pause the invocation or fail it now instead.
+    """
     inv.last_failure = failure
     step.counters.attempts_failed += 1
     inv.failures += 1
     inv.attempts_since_progress += 1
+    if behavior == pm.ERROR_FAIL:
+        complete(step, inv, Outcome(failure=failure))
+        return
+    if behavior == pm.ERROR_PAUSE:
+        inv.status = Status.PAUSED
+        return
     info = step.registry.get(inv.service, inv.handler)
     if info is None:
         complete(step, inv, _failed(404, f"no handler {inv.service}/{inv.handler} is registered"))

@@ -101,6 +101,7 @@ _FRAMES: list[tuple[int, str, list[_Field]]] = [
             ("related_command_name", 5, "?string"),
             ("related_command_type", 6, "?uint32"),
             ("next_retry_delay", 8, "?uint64"),
+            ("behavior", 9, "uint32"),  # V7: 0 retry, 1 pause, 2 fail (ERROR_RETRY, …)
         ],
     ),
     (0x0003, "EndMessage", []),
@@ -432,6 +433,8 @@ FIRST_AWAKEABLE_SIGNAL = 17
 #: SDK-side error codes of the protocol.
 JOURNAL_MISMATCH = 570
 PROTOCOL_VIOLATION = 571
+# ErrorMessage.behavior (V7): what the runtime does with a failed attempt.
+ERROR_RETRY, ERROR_PAUSE, ERROR_FAIL = 0, 1, 2
 
 
 def is_command(type_code: int) -> bool:
