@@ -236,3 +236,22 @@ async def test_an_error_message_behavior_decides_retry_pause_or_fail(behavior: i
     if status is Status.PAUSED:
         await w.apply(Resume(invocation_id))
         assert w.status(invocation_id) is Status.RUNNING
+
+
+async def test_get_output_and_attach_read_another_invocations_result() -> None:
+    w = World()
+    target, _ = await w.invoke("svc", "go")
+    reader, _ = await w.invoke("svc", "go")
+    peek = pm.GetInvocationOutputCommand(invocation_id=target, result_completion_id=1)
+    attach = pm.AttachInvocationCommand(invocation_id=target, result_completion_id=2)
+    actions = await w.apply(AttemptOutput(reader, 1, [peek, attach]))
+    [notify] = [a for a in actions if type(a) is Notify]
+    assert notify.messages[0].WhichOneof("result") == "void"  # not finished yet; attach waits
+    actions = await w.apply(AttemptOutput(target, 1, _end(b'"done"')))
+    [notify] = [a for a in actions if type(a) is Notify and a.invocation_id == reader]
+    assert type(notify.messages[0]) is pm.AttachInvocationCompletion
+    assert notify.messages[0].completion_id == 2 and notify.messages[0].value.content == b'"done"'
+    missing = pm.AttachInvocationCommand(invocation_id=ids.random_id("svc", None), result_completion_id=3)
+    actions = await w.apply(AttemptOutput(reader, 1, [missing]))
+    [notify] = [a for a in actions if type(a) is Notify]
+    assert notify.messages[0].failure.code == 404

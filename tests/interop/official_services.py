@@ -152,6 +152,12 @@ async def give_up(ctx: Context, attempts: int) -> str:
     return "unreachable"
 
 
+@flaky.handler()
+async def attach(ctx: Context, invocation_id: str) -> str:
+    """Waits for another invocation's result (AttachInvocationCommand)."""
+    return await ctx.attach_invocation(invocation_id, type_hint=str)
+
+
 def _fail() -> None:
     raise ValueError("nope")
 

@@ -170,3 +170,19 @@ async def test_run_retries_count_across_attempts(official: Hypercorn, tmp_path: 
 
 async def _state(engine: perdure.Engine, service: str, key: str) -> bool:
     return bool(engine.reader().get_all_state(service, key))
+
+
+async def test_an_official_sdk_handler_attaches_to_another_invocation(
+    official: Hypercorn, tmp_path: Any
+) -> None:
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/attach.db") as engine:
+        await engine.register_deployment(official.url)
+        waiting = await engine.generic_send("Approvals", "request", b'"a raise"', key="att")
+        attacher = await engine.generic_send("Flaky", "attach", f'"{waiting}"'.encode())
+        await _eventually(lambda: _state(engine, "Approvals", "att"), True)
+        raw = engine.reader().get_all_state("Approvals", "att")[b"awakeable"]
+        await engine.complete_awakeable(raw.decode().strip('"'), b'"granted"')
+        outcome = await asyncio.wait_for(engine.attach(attacher), 20)
+        assert outcome.value == b'"a raise: granted"'
+        done = await engine.generic_call("Flaky", "attach", f'"{waiting}"'.encode())  # already completed
+        assert done == b'"a raise: granted"'

@@ -189,6 +189,49 @@ def _complete_awakeable(step: Step, inv: Invocation, m: Any) -> None:
     lifecycle.complete_signal(step, target, idx, value, failure, report=False)
 
 
+def _target_id(step: Step, m: Any) -> str:
+    """The invocation an attach / get-output command names (by id, idempotency key or workflow)."""
+    which = m.WhichOneof("target")
+    if which == "invocation_id":
+        return str(m.invocation_id)
+    if which == "idempotent_request_target":
+        t = m.idempotent_request_target
+        key = t.service_key if t.HasField("service_key") else None
+        return ids.idempotent_id(t.service_name, t.handler_name, key, t.idempotency_key)
+    if which == "workflow_target":
+        return ids.workflow_id(m.workflow_target.workflow_name, m.workflow_target.workflow_key)
+    raise _InvalidCommand("attach/get-output names no target invocation")
+
+
+def _attach_invocation(step: Step, inv: Invocation, m: Any) -> None:
+    """Wait for another invocation's result (at once when it has one)."""
+    cid = m.result_completion_id
+    target = step.load(_target_id(step, m))
+    if target is None:
+        outcome = Outcome(failure=Failure(404, "invocation not found"))
+    elif target.status is Status.COMPLETED and target.outcome is not None:
+        outcome = target.outcome
+    else:
+        caller = Caller(inv.id, cid, attach=True)
+        if caller not in target.callers:
+            target.callers.append(caller)
+        return
+    lifecycle.notify(
+        step, inv, lifecycle.result_notification(pm.AttachInvocationCompletion, cid, outcome), cid
+    )
+
+
+def _get_invocation_output(step: Step, inv: Invocation, m: Any) -> None:
+    """Another invocation's result if it has one now, else void."""
+    cid = m.result_completion_id
+    target = step.load(_target_id(step, m))
+    if target is None or target.status is not Status.COMPLETED or target.outcome is None:
+        result = pm.GetInvocationOutputCompletion(completion_id=cid, void=pm.Void())
+    else:
+        result = lifecycle.result_notification(pm.GetInvocationOutputCompletion, cid, target.outcome)
+    lifecycle.notify(step, inv, result, cid)
+
+
 def _promise(effect: Callable[[Step, Invocation, Any], None]) -> Callable[[Step, Invocation, Any], None]:
     def checked(step: Step, inv: Invocation, m: Any) -> None:
         info = step.registry.get(inv.service, inv.handler)
@@ -216,6 +259,8 @@ _EFFECTS: dict[int, Callable[[Step, Invocation, Any], None]] = {
     pm.TYPE_OF[pm.SleepCommand]: _sleep,
     pm.TYPE_OF[pm.CallCommand]: _call,
     pm.TYPE_OF[pm.OneWayCallCommand]: _one_way_call,
+    pm.TYPE_OF[pm.AttachInvocationCommand]: _attach_invocation,
+    pm.TYPE_OF[pm.GetInvocationOutputCommand]: _get_invocation_output,
 }
 
 _JOURNAL_ONLY = {

@@ -29,7 +29,7 @@ from perdure.engine.step import Step
 from perdure.protocol import ids
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import message_type
-from perdure.storage.api import Failure, Invocation, Outcome, Status, Timer
+from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Timer
 
 
 def _seed(invocation_id: str) -> int:
@@ -91,7 +91,7 @@ def _attach(step: Step, inv: Invocation, cmd: Invoke) -> None:
         if caller is not None:
             parent = step.load(caller.invocation_id)
             if parent is not None:
-                notify(step, parent, _call_result(caller.completion_id, inv.outcome), caller.completion_id)
+                notify(step, parent, caller_result(caller, inv.outcome), caller.completion_id)
     elif caller is not None and caller not in inv.callers:
         inv.callers.append(caller)
 
@@ -208,7 +208,7 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
     for caller in inv.callers:
         parent = step.load(caller.invocation_id)
         if parent is not None:
-            notify(step, parent, _call_result(caller.completion_id, outcome), caller.completion_id)
+            notify(step, parent, caller_result(caller, outcome), caller.completion_id)
     step.actions.append(Completed(inv.id, outcome))
     if inv.exclusive and inv.key is not None:
         release_key(step, inv.service, inv.key, inv.id)
@@ -443,10 +443,14 @@ def _failed(code: int, message: str) -> Outcome:
     return Outcome(failure=Failure(code=code, message=message))
 
 
-def _call_result(completion_id: int, outcome: Outcome) -> Any:
+def caller_result(caller: Caller, outcome: Outcome) -> Any:
+    """The notification that hands `outcome` to a caller: a call's result, or an attach's."""
+    kind = pm.AttachInvocationCompletion if caller.attach else pm.CallCompletion
+    return result_notification(kind, caller.completion_id, outcome)
+
+
+def result_notification(kind: Any, completion_id: int, outcome: Outcome) -> Any:
     if outcome.failure is not None:
-        return pm.CallCompletion(
-            completion_id=completion_id,
-            failure=pm.Failure(code=outcome.failure.code, message=outcome.failure.message),
-        )
-    return pm.CallCompletion(completion_id=completion_id, value=pm.Value(content=outcome.value or b""))
+        failure = pm.Failure(code=outcome.failure.code, message=outcome.failure.message)
+        return kind(completion_id=completion_id, failure=failure)
+    return kind(completion_id=completion_id, value=pm.Value(content=outcome.value or b""))

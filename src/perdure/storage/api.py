@@ -42,10 +42,15 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 class Caller(msgspec.Struct, frozen=True):
-    """Where to route a call's result: the calling invocation and its completion id."""
+    """Where to route a call's result: the calling invocation and its completion id.
+
+    `attach`: the caller attached to an invocation it did not start (AttachInvocationCommand),
+    so the result goes back as that command's notification rather than a call's.
+    """
 
     invocation_id: str
     completion_id: int
+    attach: bool = False
 
 
 class Invocation(msgspec.Struct, kw_only=True):
