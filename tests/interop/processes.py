@@ -9,6 +9,8 @@ served.stop()
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -27,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it if the test process dies without stopping it (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def with_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group led by `pid` (our child started it with `start_new_session`)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
 
 
 class Hypercorn:
@@ -49,6 +63,7 @@ class Hypercorn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -66,17 +81,17 @@ class Hypercorn:
     def kill(self) -> None:
         """SIGKILL the whole process group (no graceful shutdown)."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with_group(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self.process = None
 
     def stop(self) -> None:
         """SIGINT: the Restate SDK takes over SIGTERM once it has served a request."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
+            with_group(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                with_group(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.process = None

@@ -14,11 +14,8 @@ Tests skip, saying why, when the binary is absent (no npm at setup).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from .processes import die_with_parent, free_port, with_group
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / ".cache" / "node"
@@ -51,12 +50,6 @@ def require_binary() -> Path:
             "(`python3 dev.py setup` installs it when npm is on PATH)"
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RestateServer:
@@ -194,15 +187,3 @@ class RestateServer:
         except subprocess.TimeoutExpired:
             with_group(proc.pid, signal.SIGKILL)
             proc.wait(10)
-
-
-def die_with_parent() -> None:
-    """In a child before exec: SIGTERM it if the test process dies without stopping it (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def with_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group led by `pid` (our child started it with `start_new_session`)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)

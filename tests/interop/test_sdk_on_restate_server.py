@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 from . import perdure_services as scenarios
-from .restate_server import RestateServer, die_with_parent, require_binary, with_group
+from .processes import die_with_parent, with_group
+from .restate_server import RestateServer, require_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -31,8 +31,7 @@ from perdure.protocol import manifest as mf
 from perdure.runtime.http import Served
 
 from . import perdure_services as scenario
-from .processes import free_port
-from .restate_server import die_with_parent, with_group
+from .processes import die_with_parent, free_port, with_group
 from .test_official_sdk_on_perdure import scenarios
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
