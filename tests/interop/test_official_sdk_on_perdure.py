@@ -186,3 +186,34 @@ async def test_an_official_sdk_handler_attaches_to_another_invocation(
         assert outcome.value == b'"a raise: granted"'
         done = await engine.generic_call("Flaky", "attach", f'"{waiting}"'.encode())  # already completed
         assert done == b'"a raise: granted"'
+
+
+local = perdure.Service("Local")
+
+
+@local.handler()
+async def add_remotely(ctx: perdure.Context, key: str) -> int:
+    """An in-process handler calling a handler of a remote deployment."""
+    total = await ctx.generic_call("Counter", "add", arg=b"2", key=key)
+    return int(total)
+
+
+impostor = perdure.Service("Local")  # served elsewhere under the in-process service's name
+
+
+@impostor.handler()
+async def add_elsewhere(ctx: perdure.Context, key: str) -> int:
+    return 0
+
+
+async def test_in_process_and_remote_services_side_by_side(
+    official: Hypercorn, http_server: Callable[[Any], Awaitable[Served]], tmp_path: Any
+) -> None:
+    async with perdure.Engine(perdure.App([local]), store=f"sqlite:///{tmp_path}/mixed.db") as engine:
+        await engine.register_deployment(official.url)
+        assert {s.name for s in engine.services()} >= {"Local", "Counter", "Journey"}
+        assert await engine.service_call(add_remotely, arg="mixed") == 2
+        assert await engine.service_call(add_remotely, arg="mixed") == 4
+        elsewhere = await http_server(perdure.App([impostor]))  # uvicorn: HTTP/1.1
+        with pytest.raises(perdure.errors.ConflictError, match="'Local' is served in-process"):
+            await engine.register_deployment(elsewhere.url, use_http_11=True, force=True)
