@@ -158,6 +158,17 @@ async def attach(ctx: Context, invocation_id: str) -> str:
     return await ctx.attach_invocation(invocation_id, type_hint=str)
 
 
+@flaky.handler()
+async def wait_for_signal(ctx: Context) -> str:
+    """Waits for the named signal "go" (sent by `send_signal`)."""
+    return f"got {await ctx.signal('go', type_hint=str)}"
+
+
+@flaky.handler()
+async def send_signal(ctx: Context, target: str) -> None:
+    ctx.resolve_signal(target, "go", "green")
+
+
 def _fail() -> None:
     raise ValueError("nope")
 

@@ -217,3 +217,16 @@ async def test_in_process_and_remote_services_side_by_side(
         elsewhere = await http_server(perdure.App([impostor]))  # uvicorn: HTTP/1.1
         with pytest.raises(perdure.errors.ConflictError, match="'Local' is served in-process"):
             await engine.register_deployment(elsewhere.url, use_http_11=True, force=True)
+
+
+@pytest.mark.parametrize("use_http_11", [False, True], ids=["bidi-h2c", "request-response-http1.1"])
+async def test_named_signals_between_official_sdk_handlers(
+    official: Hypercorn, tmp_path: Any, use_http_11: bool
+) -> None:
+    async with perdure.Engine(perdure.App([]), store=f"sqlite:///{tmp_path}/signals.db") as engine:
+        await engine.register_deployment(official.url, use_http_11=use_http_11)
+        waiting = await engine.generic_send("Flaky", "wait_for_signal")
+        await asyncio.sleep(0.2)  # let it start waiting (a signal sent earlier is kept too)
+        await engine.generic_call("Flaky", "send_signal", f'"{waiting}"'.encode())
+        outcome = await asyncio.wait_for(engine.attach(waiting), 20)
+        assert outcome.value == b'"got green"'

@@ -75,12 +75,13 @@ def full_invocation(id: str = "inv-1") -> Invocation:
         attempts_since_progress=1,
         waiting_completions=[1, 5, 8],
         waiting_signals=[2],
-        notified=[4, 6],
+        notified=[4, -17, "go"],
         outcome=Outcome(value=None, failure=Failure(code=409, message="conflict")),
         completed_at=1_700_000_003_000,
         retention_until=1_700_086_400_000,
         random_seed=0xDEADBEEF,
         deployment_id="dp_1",
+        waiting_named_signals=["go"],
         protocol_version=7,
     )
 

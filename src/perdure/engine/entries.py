@@ -168,15 +168,15 @@ def _output(step: Step, inv: Invocation, m: Any) -> None:
 
 
 def _send_signal(step: Step, inv: Invocation, m: Any) -> None:
-    if m.WhichOneof("signal_id") != "idx":
-        raise _InvalidCommand("named signals are not supported")
-    if m.idx == pm.CANCEL_SIGNAL:
+    named = m.WhichOneof("signal_id") == "name"
+    if not named and m.idx == pm.CANCEL_SIGNAL:
         lifecycle.cancel(step, m.target_invocation_id, report=False)
         return
     result = m.WhichOneof("result")
     failure = Failure(m.failure.code, m.failure.message) if result == "failure" else None
     value = m.value.content if result == "value" else None
-    lifecycle.complete_signal(step, m.target_invocation_id, m.idx, value, failure, report=False)
+    signal = m.name if named else m.idx
+    lifecycle.complete_signal(step, m.target_invocation_id, signal, value, failure, report=False)
 
 
 def _complete_awakeable(step: Step, inv: Invocation, m: Any) -> None:
@@ -290,20 +290,22 @@ def _end(step: Step, inv: Invocation, m: Any) -> None:
 
 def _suspension(step: Step, inv: Invocation, m: Any) -> None:
     completions, signals = list(m.waiting_completions), list(m.waiting_signals)
+    names = list(m.waiting_named_signals)
     if m.HasField("awaiting_on"):
-        _flatten(m.awaiting_on, completions, signals)
-    if not completions and not signals:
+        _flatten(m.awaiting_on, completions, signals, names)
+    if not completions and not signals and not names:
         lifecycle.fail_attempt(step, inv, Failure(pm.PROTOCOL_VIOLATION, "suspended waiting on nothing"))
         return
-    lifecycle.suspend(step, inv, sorted(set(completions)), sorted(set(signals)))
+    lifecycle.suspend(step, inv, sorted(set(completions)), sorted(set(signals)), sorted(set(names)))
 
 
-def _flatten(future: Any, completions: list[int], signals: list[int]) -> None:
+def _flatten(future: Any, completions: list[int], signals: list[int], names: list[str]) -> None:
     """Resume on any leaf: the SDK suspends again if that was not enough."""
     completions.extend(future.waiting_completions)
     signals.extend(future.waiting_signals)
+    names.extend(future.waiting_named_signals)
     for nested in future.nested_futures:
-        _flatten(nested, completions, signals)
+        _flatten(nested, completions, signals, names)
 
 
 def _error(step: Step, inv: Invocation, m: Any) -> None:

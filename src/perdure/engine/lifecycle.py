@@ -117,6 +117,8 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
     inv.notified = []
     inv.waiting_completions = []
     inv.waiting_signals = []
+    inv.waiting_named_signals = []
+    inv.waiting_named_signals = []
     inv.next_retry_at = None
     if journal is None:
         journal = step.read_journal(inv)
@@ -153,10 +155,10 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
     )
 
 
-def notify(step: Step, inv: Invocation, message: Any, handle: int) -> None:
+def notify(step: Step, inv: Invocation, message: Any, handle: int | str) -> None:
     """Append a result to `inv`'s journal and wake it if it waits for it.
 
-    `handle` is the completion id, or minus the signal index.
+    `handle` is the completion id, minus the signal index, or the signal's name.
     """
     if inv.status is Status.COMPLETED:
         return
@@ -168,17 +170,22 @@ def notify(step: Step, inv: Invocation, message: Any, handle: int) -> None:
         start(step, inv)
 
 
-def _waits_for(inv: Invocation, handle: int) -> bool:
+def _waits_for(inv: Invocation, handle: int | str) -> bool:
+    if isinstance(handle, str):
+        return handle in inv.waiting_named_signals
     if handle > 0:
         return handle in inv.waiting_completions
     return -handle in inv.waiting_signals
 
 
-def suspend(step: Step, inv: Invocation, completions: list[int], signals: list[int]) -> None:
+def suspend(
+    step: Step, inv: Invocation, completions: list[int], signals: list[int], names: list[str]
+) -> None:
     inv.status = Status.SUSPENDED
     step.counters.suspensions += 1
     inv.waiting_completions = completions
     inv.waiting_signals = signals
+    inv.waiting_named_signals = names
     # A result may have been journaled while the attempt was deciding to suspend.
     if any(_waits_for(inv, h) for h in inv.notified):
         start(step, inv)
@@ -373,25 +380,26 @@ def cancel(step: Step, invocation_id: str, report: bool = True) -> None:
         start(step, inv)  # let it observe the cancellation (and compensate) now
 
 
-def signal(step: Step, inv: Invocation, idx: int, message: Any) -> None:
-    """Deliver a signal (awakeable result, CANCEL) to an unfinished invocation."""
-    notify(step, inv, message, -idx)
+def signal(step: Step, inv: Invocation, idx: int | str, message: Any) -> None:
+    """Deliver a signal (awakeable result, CANCEL, a named signal) to an unfinished invocation."""
+    notify(step, inv, message, idx if isinstance(idx, str) else -idx)
 
 
 def complete_signal(
     step: Step,
     invocation_id: str,
-    idx: int,
+    idx: int | str,
     value: bytes | None,
     failure: Failure | None,
     report: bool = True,
 ) -> None:
+    """Signal `idx` (an awakeable's index, or a named signal's name) of an invocation."""
     inv = step.load(invocation_id)
     if inv is None:
         if report:
             step.actions.append(Rejected(invocation_id, "no such invocation", code=404))
         return
-    message = pm.SignalNotification(idx=idx)
+    message = pm.SignalNotification(name=idx) if isinstance(idx, str) else pm.SignalNotification(idx=idx)
     if failure is not None:
         message.failure.CopyFrom(pm.Failure(code=failure.code, message=failure.message))
     else:

@@ -78,7 +78,9 @@ class Invocation(msgspec.Struct, kw_only=True):
     attempts_since_progress: int = 0
     waiting_completions: list[int] = msgspec.field(default_factory=list)
     waiting_signals: list[int] = msgspec.field(default_factory=list)
-    notified: list[int] = msgspec.field(default_factory=list)  # handles completed during this attempt
+    waiting_named_signals: list[str] = msgspec.field(default_factory=list)
+    # handles completed during this attempt: completion ids, minus signal indexes, signal names
+    notified: list[int | str] = msgspec.field(default_factory=list)
     outcome: Outcome | None = None
     completed_at: int | None = None
     retention_until: int | None = None  # completed records are kept until then
