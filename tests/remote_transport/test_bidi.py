@@ -83,6 +83,16 @@ async def test_stream_cap_opens_another_connection(make: MakeDriver) -> None:
     assert driver.invoker.connections_opened == 2
 
 
+async def test_a_connection_is_recycled_after_its_share_of_streams(make: MakeDriver) -> None:
+    """Before a server's own per-connection request limit cuts streams in flight (hypercorn: 1,000)."""
+    driver = make(recycle_after_streams=2)
+    for n in range(5):
+        inv = driver.call("Greeter", "shout", f"r{n}")
+        assert isinstance(await driver.ended(inv), pm.EndMessage)
+    assert driver.invoker.connections_opened == 3
+    assert driver.invoker.connections <= 1
+
+
 async def test_inactivity_closes_the_request_and_the_sdk_suspends(make: MakeDriver) -> None:
     driver = make(inactivity_timeout=0.3)
     inv = driver.call("Greeter", "wait", "")

@@ -90,6 +90,7 @@ class Connection:
         self._idle_since = loop.time()
         self.closed = False
         self.draining = False  # GOAWAY received: no new streams
+        self.opened_streams = 0  # the connection is recycled after options.recycle_after_streams
         self.close_reason = ""
 
     @classmethod
@@ -149,10 +150,18 @@ class Connection:
     @property
     def available(self) -> bool:
         """A new stream may be opened now."""
-        if self.closed or self.draining or self._h2.highest_outbound_stream_id >= _LAST_STREAM_ID - 2:
+        if self.closed or self.draining or self.recycled:
             return False
         limit = min(self._options.max_streams_per_connection, self._h2.remote_settings.max_concurrent_streams)
         return len(self._streams) < limit and self._h2.open_outbound_streams < limit
+
+    @property
+    def recycled(self) -> bool:
+        """No new streams: it has had its share (or used up its stream ids); closes when idle."""
+        return (
+            self.opened_streams >= self._options.recycle_after_streams
+            or self._h2.highest_outbound_stream_id >= _LAST_STREAM_ID - 2
+        )
 
     def open_stream(self, path: str, headers: Sequence[tuple[str, str]]) -> Stream:
         """Send a POST's headers and return its stream, request body still open."""
@@ -170,6 +179,7 @@ class Connection:
             raise StreamError(f"cannot open a stream: {describe(e)}") from e
         stream = Stream(self, stream_id)
         self._streams[stream_id] = stream
+        self.opened_streams += 1
         self._flush()
         return stream
 
@@ -247,6 +257,8 @@ class Connection:
             self._idle_since = asyncio.get_running_loop().time()
             if self.draining:
                 self.close("GOAWAY received and every stream finished")
+            elif self.recycled:
+                self.close(f"recycled after {self.opened_streams} streams")
 
     # ---- I/O
 

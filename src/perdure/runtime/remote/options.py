@@ -28,6 +28,9 @@ class RemoteOptions:
     response_timeout: float = 600.0
     # HTTP/2 connections (bidirectional mode), as restate-server sets them.
     max_streams_per_connection: int = 128
+    # A connection takes no new streams after this many and closes once they finish: servers
+    # such as hypercorn close a connection after 1,000 requests, cutting the streams in flight.
+    recycle_after_streams: int = 500
     stream_window: int = 2 * 1024 * 1024
     connection_window: int = 5 * 1024 * 1024
     keepalive_interval: float = 40.0
