@@ -43,7 +43,10 @@ class BidiAttempt(Attempt):
         clock: Clock,
         options: RemoteOptions,
         timeouts_ms: tuple[int, int],
+        request_response: bool = False,
     ) -> None:
+        """`request_response`: the request body ends after the journal (a REQUEST_RESPONSE
+        deployment over HTTP/2); the abort timeout then bounds how long the response may take."""
         super().__init__(action, target, sink)
         self._pool = pool
         self._clock = clock
@@ -54,7 +57,7 @@ class BidiAttempt(Attempt):
         self._unconfirmed: list[Any] = []  # notifications written before the response head
         self._opened = False  # Start and the journal are written
         self._confirmed = False  # the response head arrived: the stream cannot be refused now
-        self._request_closed = False
+        self._request_closed = request_response
         self._failure: TransportError | None = None
         self._active_ms = clock.now_ms()
         self._watchdog: asyncio.Task[None] | None = None

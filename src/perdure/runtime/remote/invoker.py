@@ -2,7 +2,8 @@
 
 The remote counterpart of `InProcessInvoker`, with the same shape. Each attempt is one HTTP
 exchange with the deployment pinned for its invocation: bidirectional over HTTP/2 when the
-deployment serves `BIDI_STREAM` over HTTP/2, request/response otherwise. Whatever goes wrong in
+deployment serves `BIDI_STREAM` over HTTP/2, request/response otherwise (on the same HTTP/2
+connection pool, or on `http1.Http1Client` for HTTP/1.1 deployments). Whatever goes wrong in
 the transport reaches the engine as an `ErrorMessage`, so the engine's retry policy applies.
 """
 
@@ -20,10 +21,11 @@ from perdure.runtime.clock import Clock
 from perdure.runtime.remote.attempt import Attempt
 from perdure.runtime.remote.bidi import BidiAttempt
 from perdure.runtime.remote.failures import BROKEN, TransportError, describe, unreachable
+from perdure.runtime.remote.http1 import Http1Client
 from perdure.runtime.remote.options import RemoteOptions, TimeoutsOf
 from perdure.runtime.remote.pool import Pool
 from perdure.runtime.remote.request import invocation
-from perdure.runtime.remote.unary import Clients, UnaryAttempt
+from perdure.runtime.remote.unary import UnaryAttempt
 from perdure.storage.api import Deployment
 
 log = logging.getLogger("perdure.remote")
@@ -55,7 +57,7 @@ class RemoteInvoker:
         self._options = options or RemoteOptions()
         self._timeouts_of = timeouts_of
         self._pool = Pool(self._options)
-        self._clients = Clients(self._options)
+        self._http1 = Http1Client(self._options)
         self._running: dict[str, Attempt] = {}
         self._tasks: dict[Attempt, asyncio.Task[None]] = {}
         self.started = 0
@@ -72,13 +74,19 @@ class RemoteInvoker:
         return all(now - attempt.last_frame >= QUIET_S for attempt in self._running.values())
 
     @property
+    def tasks(self) -> int:
+        """Attempt tasks not finished yet (an ended attempt still closes its exchange)."""
+        return len(self._tasks)
+
+    @property
     def connections(self) -> int:
         """HTTP/2 connections open now (bidirectional attempts)."""
         return self._pool.connections
 
     @property
     def connections_opened(self) -> int:
-        return self._pool.opened
+        """Connections made so far (HTTP/2 and HTTP/1.1)."""
+        return self._pool.opened + self._http1.opened
 
     def start(self, action: StartAttempt) -> None:
         """Start an attempt (a running one of the same invocation is aborted first)."""
@@ -103,7 +111,8 @@ class RemoteInvoker:
             raise TransportError(404, f"{where}: deployment {action.deployment_id} is not registered")
         try:
             target = invocation(action, deployment)
-            if deployment.protocol_mode == "BIDI_STREAM" and deployment.http_version == "2":
+            if deployment.http_version == "2":
+                bidi = deployment.protocol_mode == "BIDI_STREAM"
                 return BidiAttempt(
                     action,
                     target,
@@ -111,14 +120,18 @@ class RemoteInvoker:
                     pool=self._pool,
                     clock=self._clock,
                     options=self._options,
-                    timeouts_ms=self._timeouts(action),
+                    timeouts_ms=self._timeouts(action) if bidi else (0, self._response_timeout_ms),
+                    request_response=not bidi,
                 )
-            client = self._clients.get(deployment.http_version)
+            return UnaryAttempt(
+                action, target, self._emit, client=self._http1, clock=self._clock, options=self._options
+            )
         except (ValueError, OSError) as e:  # a malformed URI, an unreadable ca_file
             raise unreachable(deployment.uri, e) from e
-        return UnaryAttempt(
-            action, target, self._emit, client=client, clock=self._clock, options=self._options
-        )
+
+    @property
+    def _response_timeout_ms(self) -> int:
+        return int(self._options.response_timeout * 1000)
 
     def _timeouts(self, action: StartAttempt) -> tuple[int, int]:
         custom = self._timeouts_of(action.service, action.handler) if self._timeouts_of else None
@@ -179,4 +192,4 @@ class RemoteInvoker:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._pool.close()
-        await self._clients.close()
+        await self._http1.close()

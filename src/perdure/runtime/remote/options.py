@@ -40,8 +40,9 @@ class RemoteOptions:
     max_unsent_bytes: int = 64 * 1024 * 1024
     # After End/Suspension/Error: how long to wait for the deployment to close its response.
     close_grace: float = 2.0
-    # HTTP/1.1 connections open at once (one per running request/response attempt).
-    max_http1_connections: int = 256
+    # HTTP/1.1 connections open at once per deployment origin (one per running request/response
+    # attempt; more attempts wait for one to finish).
+    max_http1_connections: int = 64
     # Only the first bytes of an error response are kept for the message.
     error_body_limit: int = 500
     # https:// deployments: a PEM file of CAs to trust instead of the system's store.

@@ -1,56 +1,31 @@
-"""A request/response attempt: Start and the journal in one request body, frames streamed back.
+"""A request/response attempt over HTTP/1.1: Start and the journal in one request body, frames
+streamed back.
 
 Nothing can be sent once the body is closed, so notifications are ignored: the deployment
 suspends when it needs a result and the engine starts a new attempt with a longer journal.
-Sent with httpx, over HTTP/1.1 or HTTP/2 (h2c with prior knowledge for http:// URIs).
+(Request/response deployments reached over HTTP/2 run on the HTTP/2 pool: `bidi.BidiAttempt`
+with its request body closed after the journal.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
-import httpx
+import urllib.parse
 
 from perdure.engine.actions import StartAttempt
 from perdure.runtime.clock import Clock
 from perdure.runtime.remote import failures
 from perdure.runtime.remote.attempt import Attempt, Sink
 from perdure.runtime.remote.failures import TransportError
+from perdure.runtime.remote.http1 import Exchange, Http1Client, Http1Error, Origin
 from perdure.runtime.remote.options import RemoteOptions
 from perdure.runtime.remote.request import Invocation, opening_frames
 
 
-class Clients:
-    """One httpx client per HTTP version, made when first needed."""
-
-    def __init__(self, options: RemoteOptions) -> None:
-        self._options = options
-        self._clients: dict[str, httpx.AsyncClient] = {}
-
-    def get(self, http_version: str) -> httpx.AsyncClient:
-        version = "2" if http_version == "2" else "1.1"
-        client = self._clients.get(version)
-        if client is None:
-            o = self._options
-            client = httpx.AsyncClient(
-                http1=version == "1.1",
-                http2=version == "2",
-                timeout=httpx.Timeout(
-                    connect=o.connect_timeout, read=o.response_timeout, write=o.response_timeout, pool=None
-                ),
-                limits=httpx.Limits(max_connections=o.max_http1_connections if version == "1.1" else None),
-                verify=o.tls_context(),
-                trust_env=False,  # deployments are reached directly, never through a proxy from the env
-            )
-            self._clients[version] = client
-        return client
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+def origin_of(url: str) -> Origin:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URI: {url}")
+    return Origin(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
 
 class UnaryAttempt(Attempt):
@@ -60,7 +35,7 @@ class UnaryAttempt(Attempt):
         target: Invocation,
         sink: Sink,
         *,
-        client: httpx.AsyncClient,
+        client: Http1Client,
         clock: Clock,
         options: RemoteOptions,
     ) -> None:
@@ -68,64 +43,67 @@ class UnaryAttempt(Attempt):
         self._client = client
         self._clock = clock
         self._options = options
-        self._exit = contextlib.AsyncExitStack()
-        self._body: AsyncIterator[bytes] | None = None  # the response body, read in run and close
+        self._origin = origin_of(target.url)
+        self._exchange: Exchange | None = None
 
     async def run(self) -> None:
-        target = self.target
+        target, timeout = self.target, self._options.response_timeout
         body = b"".join(opening_frames(self.action))
         try:
-            response = await self._exit.enter_async_context(
-                self._client.stream("POST", target.url, content=body, headers=list(target.headers))
+            self._exchange = exchange = await self._client.post(
+                self._origin, target.path, target.headers, body
             )
             self.touch()
-            await self._check_head(response)
-            self._body = response.aiter_raw()
-            async for chunk in self._body:
+            await self._check_head(exchange)
+            async for chunk in exchange.body(timeout):
                 self.received(chunk)
                 if self.inbound.ended:
                     return
-        except httpx.ConnectError as e:
-            raise failures.unreachable(target.uri, e) from e
-        except httpx.ConnectTimeout as e:
-            raise failures.unreachable(target.uri, f"connection timed out ({e})") from e
-        except httpx.TimeoutException as e:
+        except Http1Error as e:
+            if not e.connected:
+                raise failures.unreachable(target.uri, e) from e
+            raise failures.broken(target.uri, str(e)) from e
+        except TimeoutError as e:
             raise TransportError(
-                failures.TIMED_OUT,
-                f"deployment {target.uri}: no response data for {self._options.response_timeout:g} s",
+                failures.TIMED_OUT, f"deployment {target.uri}: no response data for {timeout:g} s"
             ) from e
-        except httpx.HTTPError as e:
+        except OSError as e:
             raise failures.broken(target.uri, f"the request failed: {failures.describe(e)}") from e
         raise failures.no_end(target.uri)
 
-    async def _check_head(self, response: httpx.Response) -> None:
+    async def _check_head(self, exchange: Exchange) -> None:
         target = self.target
-        if response.status_code != 200:
+        if exchange.status != 200:
             limit = self._options.error_body_limit
             body = bytearray()
-            with contextlib.suppress(httpx.HTTPError):
-                async for chunk in response.aiter_raw():
+            try:
+                async for chunk in exchange.body(self._options.connect_timeout):
                     body += chunk
                     if len(body) >= limit:
                         break
+            except (Http1Error, TimeoutError, OSError):
+                pass
             raise failures.http_status(
                 target.uri,
-                response.status_code,
-                response.headers.get,
+                exchange.status,
+                exchange.headers.get,
                 bytes(body[:limit]),
                 target.version,
                 self._clock.now_ms(),
             )
-        got = response.headers.get("content-type")
+        got = exchange.headers.get("content-type")
         if (got or "").split(";")[0].strip().lower() != target.content_type:
             raise failures.wrong_content_type(target.uri, got, target.content_type)
 
     async def close(self, graceful: bool) -> None:
-        if graceful and self._body is not None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        if graceful:
             # Read to the end (the deployment closes right after End) so the connection is reused.
-            with contextlib.suppress(httpx.HTTPError, TimeoutError):
-                async with asyncio.timeout(self._options.close_grace):
-                    async for _ in self._body:
-                        pass
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            await self._exit.aclose()
+            try:
+                async for _ in exchange.body(self._options.close_grace):
+                    pass
+            except (Http1Error, TimeoutError, OSError):
+                pass
+        exchange.release()
