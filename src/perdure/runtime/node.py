@@ -156,7 +156,7 @@ class Engine(Subscriptions, Deployments):
         processor = Processor(store, machine, self._dispatch)
         self._processor = processor
         self._invoker = InProcessInvoker(self.app, processor.submit, self.clock)
-        from perdure.runtime.remote import RemoteInvoker  # httpx and h2: only once an engine starts
+        from perdure.runtime.remote import RemoteInvoker  # h2 and h11 load with a started engine only
 
         self._remote_invoker = RemoteInvoker(
             processor.submit, self.clock, self.deployment_for_invoker, timeouts_of=self._timeouts_of
