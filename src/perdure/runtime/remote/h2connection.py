@@ -91,6 +91,8 @@ class Connection:
         self.closed = False
         self.draining = False  # GOAWAY received: no new streams
         self.opened_streams = 0  # the connection is recycled after options.recycle_after_streams
+        self._pump_soon = False
+        self._flush_scheduled = False
         self.close_reason = ""
 
     @classmethod
@@ -180,14 +182,21 @@ class Connection:
         stream = Stream(self, stream_id)
         self._streams[stream_id] = stream
         self.opened_streams += 1
-        self._flush()
+        self._flush_soon()  # with the journal queued right after it, in one write
         return stream
 
     def queue(self, stream: Stream) -> None:
-        """`stream` has data or the end of its body to send."""
+        """`stream` has data or the end of its body to send: sent at the end of this loop turn,
+        with whatever other streams queue meanwhile (one socket write for many notifications)."""
         if stream.id in self._streams:
             self._sending[stream] = None
-            self.pump()
+            if not self._pump_soon:
+                self._pump_soon = True
+                asyncio.get_running_loop().call_soon(self._deferred_pump)
+
+    def _deferred_pump(self) -> None:
+        self._pump_soon = False
+        self.pump()
 
     def pump(self) -> None:
         """Send what the streams have queued, as far as windows and the transport buffer allow."""
@@ -240,7 +249,7 @@ class Connection:
             return
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._h2.acknowledge_received_data(size, stream.id)
-            self._flush()
+            self._flush_soon()
 
     def reset(self, stream: Stream) -> None:
         if not self.closed:
@@ -266,6 +275,17 @@ class Connection:
         data = self._h2.data_to_send()
         if data and not self._writer.is_closing():
             self._writer.write(data)
+
+    def _flush_soon(self) -> None:
+        """Write what h2 holds at the end of this loop turn (window updates, new streams' headers)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.closed:
+            self._flush()
 
     def _transport_full(self) -> bool:
         return self._writer.transport.get_write_buffer_size() >= _TRANSPORT_HIGH_WATER
