@@ -14,7 +14,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import h2.config
@@ -27,6 +26,7 @@ from h2.errors import ErrorCodes
 from perdure.runtime.remote.failures import describe
 from perdure.runtime.remote.h2stream import Stream, StreamError
 from perdure.runtime.remote.options import RemoteOptions
+from perdure.runtime.remote.request import Origin
 
 log = logging.getLogger("perdure.remote")
 
@@ -37,19 +37,6 @@ _LAST_STREAM_ID = 2**31 - 1
 
 class ConnectError(Exception):
     """No usable HTTP/2 connection could be made (refused, timed out, TLS, not HTTP/2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
 
 
 class Connection:

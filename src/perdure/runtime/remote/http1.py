@@ -13,11 +13,11 @@ import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import h11
 
 from perdure.runtime.remote.options import RemoteOptions
+from perdure.runtime.remote.request import Origin
 
 _READ = 64 * 1024
 
@@ -28,18 +28,6 @@ class Http1Error(Exception):
     def __init__(self, message: str, *, connected: bool) -> None:
         super().__init__(message)
         self.connected = connected
-
-
-@dataclass(frozen=True)
-class Origin:
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def authority(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
 
 
 class _Connection:

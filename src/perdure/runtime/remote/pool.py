@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import urllib.parse
 from collections.abc import Sequence
 
-from perdure.runtime.remote.h2connection import ConnectError, Connection, Origin
+from perdure.runtime.remote.h2connection import ConnectError, Connection
 from perdure.runtime.remote.h2stream import Stream
 from perdure.runtime.remote.options import RemoteOptions
-
-
-def origin_of(uri: str) -> Origin:
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConnectError(f"not an http:// or https:// URI: {uri}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Origin(parts.scheme, parts.hostname, port)
+from perdure.runtime.remote.request import Origin, origin_of
 
 
 class Pool:
@@ -41,7 +33,10 @@ class Pool:
 
     async def open_stream(self, uri: str, path: str, headers: Sequence[tuple[str, str]]) -> Stream:
         """A new stream to `uri`'s origin, request headers sent; raises ConnectError."""
-        origin = origin_of(uri)
+        try:
+            origin = origin_of(uri)
+        except ValueError as e:
+            raise ConnectError(str(e)) from e
         while True:
             for connection in self._connections.get(origin, ()):
                 if connection.available:

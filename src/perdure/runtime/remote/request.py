@@ -12,6 +12,29 @@ from perdure.storage.api import Deployment
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a deployment's connections go: scheme, host and port of its URI."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def origin_of(uri: str) -> Origin:
+    """Raises ValueError for anything but an http:// or https:// URI with a host."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URI: {uri}")
+    return Origin(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
     """Where and how one attempt is sent."""
 

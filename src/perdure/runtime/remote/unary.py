@@ -9,23 +9,14 @@ with its request body closed after the journal.)
 
 from __future__ import annotations
 
-import urllib.parse
-
 from perdure.engine.actions import StartAttempt
 from perdure.runtime.clock import Clock
 from perdure.runtime.remote import failures
 from perdure.runtime.remote.attempt import Attempt, Sink
 from perdure.runtime.remote.failures import TransportError
-from perdure.runtime.remote.http1 import Exchange, Http1Client, Http1Error, Origin
+from perdure.runtime.remote.http1 import Exchange, Http1Client, Http1Error
 from perdure.runtime.remote.options import RemoteOptions
-from perdure.runtime.remote.request import Invocation, opening_frames
-
-
-def origin_of(url: str) -> Origin:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http:// or https:// URI: {url}")
-    return Origin(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+from perdure.runtime.remote.request import Invocation, opening_frames, origin_of
 
 
 class UnaryAttempt(Attempt):
