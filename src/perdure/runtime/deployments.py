@@ -11,7 +11,6 @@ deployment durably; its services are routable from the next command on.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -272,7 +271,3 @@ class Deployments:
         self._remote = None
         for listener in self._deployment_listeners:
             listener()
-
-
-def manifest_json(deployment: Deployment) -> Any:
-    return json.loads(deployment.manifest)
