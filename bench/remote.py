@@ -42,6 +42,15 @@ on one connection sees those invocations hang until its inactivity timeout (perd
 ~55 s); restate-server spreads its streams over ~25 connections. `--sdk-max-requests` raises the
 limit to take hypercorn out of the comparison.
 
+What the numbers said on 2 CPUs (af16030, median of 3): http bidi perdure 209 vs restate-server 163
+calls/s, rr 127 vs 85; kafka bidi 245 vs 272 events/s (0.90; also 0.90 with both on V6), rr 141 vs
+112. Kafka bidi is bound by the Python SDK process (one core) and by perdure's turnaround: in fast
+runs the SDK is ~92% busy under either engine, in slow ones (perdure runs are bimodal, ~165-190 or
+~235-280/s) the SDK and perdure's loop both idle about half the time. perdure's engine costs ~3.0
+ms CPU per event against restate-server's ~2.1: the HTTP/2 client is ~40% of it (the `h2` library
+~22%, HEADERS+HPACK per stream ~6%), the SQLite writer thread ~22%, storage reads ~11%, the state
+machine ~5%. restate-server's peak RSS is ~310-420 MiB, perdure's 65-90 MiB.
+
     .venv/bin/python bench/remote.py --rounds 3                # the table; median of 3 alternating runs
     .venv/bin/python bench/remote.py --paths kafka --modes bidi --protocol 6
     .venv/bin/python bench/remote.py --paths http --modes rr --engines perdure --profile /tmp/prof
