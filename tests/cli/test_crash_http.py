@@ -122,7 +122,15 @@ async def finish(server: Server, load: Load) -> None:
     async with httpx.AsyncClient(limits=limits, timeout=20) as client:
 
         async def repeat(i: int) -> None:
-            load.answers[i] = check_answer(i, await request(client, server.ingress, i))
+            for tries in range(3):  # a kept-alive connection the server closed meanwhile: send again
+                try:
+                    response = await request(client, server.ingress, i)
+                    break
+                except httpx.TransportError as e:
+                    load.errors[f"after restart: {type(e).__name__}"] += 1
+                    if tries == 2:
+                        raise
+            load.answers[i] = check_answer(i, response)
 
         async def attach(i: int) -> None:
             invocation_id = load.answers[i]["invocationId"]
