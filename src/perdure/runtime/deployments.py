@@ -23,6 +23,7 @@ import msgspec
 from perdure.engine import deployments as catalog
 from perdure.engine.actions import Accepted, Action
 from perdure.engine.commands import Command, DeleteDeployment, PutDeployment
+from perdure.engine.registry import Registry
 from perdure.errors import InvalidInputError, PerdureError, SerdeError
 from perdure.protocol import manifest as mf
 from perdure.protocol.ids import base62
@@ -182,8 +183,9 @@ class Deployments:
     def reader(self) -> Reader:
         raise NotImplementedError
 
-    _remote: dict[str, RemoteService] | None = None
-    _deployment_listeners: list[Callable[[], None]]
+    _remote: dict[str, RemoteService] | None = None  # services of deployments, built when first needed
+    _deployment_cache: dict[str, Deployment]  # by id, for the invoker
+    _registry: Registry
     _submit_checked: Callable[[Command, str], Awaitable[list[Action]]]
 
     # ---- lookup across in-process and remote services
@@ -269,5 +271,20 @@ class Deployments:
 
     def _deployments_changed(self) -> None:
         self._remote = None
-        for listener in self._deployment_listeners:
-            listener()
+        self._deployment_cache.clear()
+
+    # ---- for the remote invoker
+
+    def deployment_for_invoker(self, deployment_id: str) -> Deployment | None:
+        """The deployment an attempt is pinned to (None once it was removed)."""
+        cached = self._deployment_cache.get(deployment_id)
+        if cached is None:
+            cached = self.deployment(deployment_id)
+            if cached is not None:
+                self._deployment_cache[deployment_id] = cached
+        return cached
+
+    def _timeouts_of(self, service: str, handler: str) -> tuple[int, int]:
+        """(inactivity, abort) timeouts in ms of a remote handler."""
+        info = self._registry.get(service, handler)
+        return (info.inactivity_timeout_ms, info.abort_timeout_ms) if info is not None else (60_000, 600_000)

@@ -127,7 +127,6 @@ class Engine(Subscriptions, Deployments):
         self._invoker: InProcessInvoker | None = None
         self._remote_invoker: RemoteInvoker | None = None
         self._registry = Registry()  # the engine's view of services: the app's, then deployments'
-        self._deployment_listeners: list[Callable[[], None]] = [self._deployment_cache_clear]
         self._deployment_cache: dict[str, Deployment] = {}
         self._remote = None
         self._timers: TimerService | None = None
@@ -264,9 +263,6 @@ class Engine(Subscriptions, Deployments):
         self._remote_invoker = None
         self._remote = None
 
-    def _deployment_cache_clear(self) -> None:
-        self._deployment_cache.clear()
-
     # ---- the composition: where actions go
 
     def _dispatch(self, actions: list[Action]) -> None:
@@ -326,20 +322,6 @@ class Engine(Subscriptions, Deployments):
         return self._store.path if isinstance(self._store, sqlite.Store) else None
 
     # ---- starting invocations
-
-    def deployment_for_invoker(self, deployment_id: str) -> Deployment | None:
-        """The deployment an attempt is pinned to (None once it was removed)."""
-        cached = self._deployment_cache.get(deployment_id)
-        if cached is None:
-            cached = self.deployment(deployment_id)
-            if cached is not None:
-                self._deployment_cache[deployment_id] = cached
-        return cached
-
-    def _timeouts_of(self, service: str, handler: str) -> tuple[int, int]:
-        """(inactivity, abort) timeouts in ms of a remote handler."""
-        info = self._registry.get(service, handler)
-        return (info.inactivity_timeout_ms, info.abort_timeout_ms) if info is not None else (60_000, 600_000)
 
     def _target(self, service: str, handler: str, key: str | None) -> Handler:
         h = self.handler(service, handler)
