@@ -212,16 +212,12 @@ def load_process(conn: Connection, *args: Any) -> None:
     conn.close()
 
 
-def run_load(
-    server: Server, client: str, concurrency: int, count: int, cap: float, keys: int, offset: int
-) -> Phase:
-    host, port = server.ingress
+def in_load_process(target: Callable[..., None], args: tuple[Any, ...], cap: float) -> dict[str, Any]:
+    """Run `target(conn, *args)` in a spawned process (load off the server's cores' event loop)
+    and return the dict it sends back; gives up `cap` + 60 s later."""
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=load_process, args=(sender, host, port, client, concurrency, count, cap, keys, offset)
-    )
-    cpu_before = server.cpu_seconds()
+    process = ctx.Process(target=target, args=(sender, *args))
     process.start()
     sender.close()
     try:
@@ -232,6 +228,15 @@ def run_load(
         process.join(10)
         if process.is_alive():
             process.kill()
+    return result
+
+
+def run_load(
+    server: Server, client: str, concurrency: int, count: int, cap: float, keys: int, offset: int
+) -> Phase:
+    host, port = server.ingress
+    cpu_before = server.cpu_seconds()
+    result = in_load_process(load_process, (host, port, client, concurrency, count, cap, keys, offset), cap)
     phase = Phase(concurrency=concurrency, **result)
     phase.server_cpu = server.cpu_seconds() - cpu_before
     return phase

@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import multiprocessing as mp
 import os
 import re
 import resource
@@ -83,7 +82,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
-from ingress import RawClient, body_for, start_profile, stop_profile, summarize_profile
+from ingress import RawClient, body_for, in_load_process, start_profile, stop_profile, summarize_profile
 from perdure.kafka import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,21 +445,7 @@ def run_load(
     ingress: str, concurrency: int, count: int, cap: float, keys: int, offset: int
 ) -> dict[str, Any]:
     host, port = ingress.removeprefix("http://").rsplit(":", 1)
-    ctx = mp.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    args = (sender, host, int(port), concurrency, count, cap, keys, offset)
-    process = ctx.Process(target=load_process, args=args)
-    process.start()
-    sender.close()
-    try:
-        if not receiver.poll(cap + 60):
-            raise SystemExit("the load generator did not report")
-        result: dict[str, Any] = receiver.recv()
-    finally:
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-    return result
+    return in_load_process(load_process, (host, int(port), concurrency, count, cap, keys, offset), cap)
 
 
 # ---- Kafka
