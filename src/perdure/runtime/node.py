@@ -101,6 +101,21 @@ def registry_of(app: App) -> Registry:
     return registry
 
 
+def _check_text(*, key: str | None, idempotency_key: str | None, headers: Mapping[str, str] | None) -> None:
+    """Refuse text with no UTF-8 form (lone surrogates, which only Python code can make): stored,
+    it would fail the whole batch it is committed in."""
+    texts = [("key", key), ("idempotency key", idempotency_key)]
+    texts += [(f"header {name!r}", f"{name}{value}") for name, value in (headers or {}).items()]
+    for what, text in texts:
+        if text is not None and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(
+                    f"the {what} is not valid Unicode text: it has a lone surrogate at {e.start}"
+                ) from None
+
+
 class Engine(Subscriptions, Deployments):
     """perdure's engine in this process: an async context manager.
 
@@ -353,6 +368,7 @@ class Engine(Subscriptions, Deployments):
         is durably accepted.
         """
         h = self._target(service, handler, key)
+        _check_text(key=key, idempotency_key=idempotency_key, headers=headers)
         try:
             h.input_serde.decode(payload)
         except SerdeError as e:

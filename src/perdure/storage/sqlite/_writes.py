@@ -6,7 +6,8 @@ journal or state `clear` drops what the transaction wrote before it), so it hold
 
 A batch is applied by inserting one row into a TEMP view whose INSTEAD OF trigger runs every
 set-based statement (`SCHEMA`). Each statement reads its rows from one JSON array (`json_each`) and
-cuts byte strings (records, payloads, state names and values) out of one blob with `substr()`. So a
+cuts byte strings (records, payloads, state names and values) and user text (service and handler
+names, keys: JSON would cut them at U+0000) out of one blob with `substr()`. So a
 whole batch — and, in autocommit, its COMMIT and fsync — is a single `execute`, one C-level step that
 runs without the GIL: `executemany` (or one `execute` per statement) would need the GIL back after
 every row (or statement), and a busy event loop hands it over only every switch interval (5 ms).
@@ -98,6 +99,10 @@ class Writes:
 
 
 # ---- SQL. In each statement {rows} is the JSON array of rows, {blob} the blob byte columns come from.
+#
+# Strings a user chooses (service and handler names, object keys) travel in the blob too, as UTF-8,
+# never as JSON strings: SQLite's JSON functions cut a string at U+0000, so a key with a NUL in it
+# would land on another key's rows. Ids, statuses and timer fields are perdure's own (ASCII).
 
 
 def _c(i: int, row: str = "value") -> str:
@@ -109,12 +114,18 @@ def _b(i: int, row: str = "value") -> str:
     return f"substr({{blob}}, {_c(i, row)}, {_c(i + 1, row)})"
 
 
+def _t(i: int, row: str = "value") -> str:
+    """A text column stored like a byte column (UTF-8); a NULL offset gives NULL."""
+    return f"CAST({_b(i, row)} AS TEXT)"
+
+
 def _cols(n: int, row: str = "value") -> str:
     return ", ".join(_c(i, row) for i in range(n))
 
 
 _J = "j.value"
 _EACH = "FROM json_each({rows})"
+_KEY = f"{_t(0)}, {_t(2)}"  # (service, key) at row positions 0-3
 # (column with the rows, column with the blob or "", statement), in the order they run: per table,
 # deletes before inserts; journal_ids last, as it looks at the other tables.
 _STATEMENTS = (
@@ -122,8 +133,8 @@ _STATEMENTS = (
     (
         "inv_insert",
         "inv_insert_blob",
-        "INSERT INTO invocations (seq, id, service, handler, key, status, created_at, modified_at, record)"
-        f" SELECT {_cols(8)}, {_b(8)} {_EACH}",
+        "INSERT INTO invocations (seq, id, status, created_at, modified_at, service, handler, key, record)"
+        f" SELECT {_cols(5)}, {_t(5)}, {_t(7)}, {_t(9)}, {_b(11)} {_EACH}",
     ),
     # UPDATEs name only the columns that change, so SQLite touches the status index only when it must.
     (
@@ -141,36 +152,51 @@ _STATEMENTS = (
     (
         "inv_all",
         "inv_all_blob",
-        f"UPDATE invocations SET service = {_c(1, _J)}, handler = {_c(2, _J)}, key = {_c(3, _J)},"
-        f" status = {_c(4, _J)}, created_at = {_c(5, _J)}, modified_at = {_c(6, _J)}, record = {_b(7, _J)}"
+        f"UPDATE invocations SET status = {_c(1, _J)}, created_at = {_c(2, _J)}, modified_at = {_c(3, _J)},"
+        f" service = {_t(4, _J)}, handler = {_t(6, _J)}, key = {_t(8, _J)}, record = {_b(10, _J)}"
         f" {_EACH} AS j WHERE invocations.seq = {_c(0, _J)}",
     ),
     ("journal_delete", "", f"DELETE FROM journal WHERE seq IN (SELECT value {_EACH})"),
     (
         "journal_put",
-        "journal_blob",
+        "journal_put_blob",
         f"INSERT OR REPLACE INTO journal (seq, idx, type, payload) SELECT {_cols(3)}, {_b(3)} {_EACH}",
     ),
-    ("state_clear_all", "", f"DELETE FROM state WHERE (service, key) IN (SELECT {_cols(2)} {_EACH})"),
+    (
+        "state_clear_all",
+        "state_clear_all_blob",
+        f"DELETE FROM state WHERE (service, key) IN (SELECT {_KEY} {_EACH})",
+    ),
     (
         "state_clear",
         "state_clear_blob",
-        f"DELETE FROM state WHERE (service, key, name) IN (SELECT {_cols(2)}, {_b(2)} {_EACH})",
+        f"DELETE FROM state WHERE (service, key, name) IN (SELECT {_KEY}, {_b(4)} {_EACH})",
     ),
     (
         "state_set",
         "state_set_blob",
-        "INSERT OR REPLACE INTO state (service, key, name, value)"
-        f" SELECT {_cols(2)}, {_b(2)}, {_b(4)} {_EACH}",
+        f"INSERT OR REPLACE INTO state (service, key, name, value) SELECT {_KEY}, {_b(4)}, {_b(6)} {_EACH}",
     ),
-    ("lock_release", "", f"DELETE FROM locks WHERE (service, key) IN (SELECT {_cols(2)} {_EACH})"),
+    (
+        "lock_release",
+        "lock_release_blob",
+        f"DELETE FROM locks WHERE (service, key) IN (SELECT {_KEY} {_EACH})",
+    ),
     (
         "lock_set",
-        "",
-        f"INSERT OR REPLACE INTO locks (service, key, invocation_id) SELECT {_cols(3)} {_EACH}",
+        "lock_set_blob",
+        f"INSERT OR REPLACE INTO locks (service, key, invocation_id) SELECT {_KEY}, {_c(4)} {_EACH}",
     ),
-    ("inbox_delete", "", f"DELETE FROM inbox WHERE (service, key, seq) IN (SELECT {_cols(3)} {_EACH})"),
-    ("inbox_push", "", f"INSERT INTO inbox (service, key, seq, invocation_id) SELECT {_cols(4)} {_EACH}"),
+    (
+        "inbox_delete",
+        "inbox_delete_blob",
+        f"DELETE FROM inbox WHERE (service, key, seq) IN (SELECT {_KEY}, {_c(4)} {_EACH})",
+    ),
+    (
+        "inbox_push",
+        "inbox_push_blob",
+        f"INSERT INTO inbox (service, key, seq, invocation_id) SELECT {_KEY}, {_c(4)}, {_c(5)} {_EACH}",
+    ),
     ("timer_delete", "", f"DELETE FROM timers WHERE id IN (SELECT value {_EACH})"),
     (
         "timer_put",
@@ -210,9 +236,36 @@ APPLY = f"INSERT INTO perdure_batch VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _json = msgspec.json.Encoder().encode
 # Every blob starts with one byte: substr() of an empty blob is NULL, of a non-empty one at its end x''.
 # So offsets (1-based in substr) start at 2. The loops below run for every row of every batch, on
-# the event loop: they keep (rows, parts, next offset) per column in local variables, and rows are
-# tuples, which the first garbage collection untracks (lists would be traversed until freed).
+# the event loop: rows are tuples, which the first garbage collection untracks (lists would be
+# traversed until freed).
 _LEAD = b"\x00"
+
+
+class _Blob:
+    """The byte columns of one statement: parts joined at the end, (offset, length) per value."""
+
+    __slots__ = ("at", "parts")
+
+    def __init__(self) -> None:
+        self.parts = [_LEAD]
+        self.at = 2
+
+    def add(self, data: bytes) -> tuple[int, int]:
+        at, n = self.at, len(data)
+        self.parts.append(data)
+        self.at = at + n
+        return at, n
+
+    def text(self, value: str | None) -> tuple[int | None, int | None]:
+        return (None, None) if value is None else self.add(value.encode())
+
+    def key(self, key: Key) -> tuple[int, int, int, int]:
+        """(service, key) as four row positions."""
+        service, k = key[0].encode(), key[1].encode()
+        at, n = self.at, len(service)
+        self.parts += (service, k)
+        self.at = at + n + len(k)
+        return at, n, at + n, len(k)
 
 
 def batch(w: Writes) -> tuple[object, ...]:
@@ -222,13 +275,13 @@ def batch(w: Writes) -> tuple[object, ...]:
     reconcile: dict[str, int] = {}
     deleted: list[int] = []
     insert: list[object] = []
-    insert_parts, insert_at = [_LEAD], 2
+    insert_blob = _Blob()
     update: list[object] = []
-    update_parts, update_at = [_LEAD], 2
+    update_blob = _Blob()
     update_status: list[object] = []
-    status_parts, status_at = [_LEAD], 2
+    status_blob = _Blob()
     update_all: list[object] = []
-    all_parts, all_at = [_LEAD], 2
+    all_blob = _Blob()
     for id, new in w.invocations.items():
         seq, record, status, at, ident = new  # at: modified_at
         assert seq is not None  # a slot a transaction wrote always has its seq
@@ -238,35 +291,52 @@ def batch(w: Writes) -> tuple[object, ...]:
                 deleted.append(seq)
             reconcile[id] = seq
             continue
-        n = len(record)
         assert ident is not None
+        service, handler, key, created_at = ident
         if old.record is None:
-            insert.append((seq, id, ident[0], ident[1], ident[2], status, ident[3], at, insert_at, n))
-            insert_parts.append(record)
-            insert_at += n
+            b = insert_blob
+            insert.append(
+                (
+                    seq,
+                    id,
+                    status,
+                    created_at,
+                    at,
+                    *b.text(service),
+                    *b.text(handler),
+                    *b.text(key),
+                    *b.add(record),
+                )
+            )
             if old.seq is not None:  # not a fresh seq: a journal_ids row may have to go
                 reconcile[id] = seq
         elif ident != old.ident:
-            update_all.append((seq, ident[0], ident[1], ident[2], status, ident[3], at, all_at, n))
-            all_parts.append(record)
-            all_at += n
+            b = all_blob
+            update_all.append(
+                (
+                    seq,
+                    status,
+                    created_at,
+                    at,
+                    *b.text(service),
+                    *b.text(handler),
+                    *b.text(key),
+                    *b.add(record),
+                )
+            )
         elif status != old.status:
-            update_status.append((seq, status, at, status_at, n))
-            status_parts.append(record)
-            status_at += n
+            update_status.append((seq, status, at, *status_blob.add(record)))
         else:
-            update.append((seq, at, update_at, n))
-            update_parts.append(record)
-            update_at += n
+            update.append((seq, at, *update_blob.add(record)))
     _put(out, "inv_delete", deleted)
-    _put(out, "inv_insert", insert, "inv_insert_blob", insert_parts)
-    _put(out, "inv_update", update, "inv_update_blob", update_parts)
-    _put(out, "inv_status", update_status, "inv_status_blob", status_parts)
-    _put(out, "inv_all", update_all, "inv_all_blob", all_parts)
+    _put(out, "inv_insert", insert, insert_blob)
+    _put(out, "inv_update", update, update_blob)
+    _put(out, "inv_status", update_status, status_blob)
+    _put(out, "inv_all", update_all, all_blob)
 
     cleared: list[object] = []
     entries: list[object] = []
-    parts, at = [_LEAD], 2
+    journal_blob = _Blob()
     invocations = w.invocations
     for id, ops in w.journals.items():
         seq = ops.seq
@@ -276,47 +346,49 @@ def batch(w: Writes) -> tuple[object, ...]:
         elif (invocations.get(id) or seen[id]).record is None:  # a journal without invocation row
             reconcile[id] = seq
         for idx, entry in ops.entries.items():
-            payload = entry.payload
-            n = len(payload)
-            entries.append((seq, idx, entry.type, at, n))
-            parts.append(payload)
-            at += n
+            entries.append((seq, idx, entry.type, *journal_blob.add(entry.payload)))
     _put(out, "journal_delete", cleared)
-    _put(out, "journal_put", entries, "journal_blob", parts)
+    _put(out, "journal_put", entries, journal_blob)
 
     cleared_keys: list[object] = []
+    cleared_blob = _Blob()
     clears: list[object] = []
-    clear_parts, clear_at = [_LEAD], 2
+    clear_blob = _Blob()
     sets: list[object] = []
-    set_parts, set_at = [_LEAD], 2
-    for (service, key), sops in w.state.items():
+    set_blob = _Blob()
+    for k, sops in w.state.items():
         if sops.cleared:
-            cleared_keys.append((service, key))
+            cleared_keys.append(cleared_blob.key(k))
         for name, value in sops.values.items():
             if value is None:
-                clears.append((service, key, clear_at, len(name)))
-                clear_parts.append(name)
-                clear_at += len(name)
+                clears.append((*clear_blob.key(k), *clear_blob.add(name)))
             else:
-                sets.append((service, key, set_at, len(name), set_at + len(name), len(value)))
-                set_parts += (name, value)
-                set_at += len(name) + len(value)
-    _put(out, "state_clear_all", cleared_keys)
-    _put(out, "state_clear", clears, "state_clear_blob", clear_parts)
-    _put(out, "state_set", sets, "state_set_blob", set_parts)
+                sets.append((*set_blob.key(k), *set_blob.add(name), *set_blob.add(value)))
+    _put(out, "state_clear_all", cleared_keys, cleared_blob)
+    _put(out, "state_clear", clears, clear_blob)
+    _put(out, "state_set", sets, set_blob)
 
     released: list[object] = []
+    released_blob = _Blob()
     held: list[object] = []
-    for (service, key), holder in w.locks.items():
+    held_blob = _Blob()
+    for k, holder in w.locks.items():
         if holder is None:
-            released.append((service, key))
+            released.append(released_blob.key(k))
         else:
-            held.append((service, key, holder))
-    _put(out, "lock_release", released)
-    _put(out, "lock_set", held)
+            held.append((*held_blob.key(k), holder))
+    _put(out, "lock_release", released, released_blob)
+    _put(out, "lock_set", held, held_blob)
 
-    _put(out, "inbox_delete", w.inbox_dropped)
-    _put(out, "inbox_push", list(w.inbox_pushed.values()))
+    dropped_blob = _Blob()
+    dropped = [(*dropped_blob.key((service, key)), seq) for service, key, seq in w.inbox_dropped]
+    _put(out, "inbox_delete", dropped, dropped_blob)
+    pushed_blob = _Blob()
+    pushed = [
+        (*pushed_blob.key((service, key)), seq, invocation_id)
+        for service, key, seq, invocation_id in w.inbox_pushed.values()
+    ]
+    _put(out, "inbox_push", pushed, pushed_blob)
 
     gone: list[object] = []
     timers: list[object] = []
@@ -334,10 +406,8 @@ def batch(w: Writes) -> tuple[object, ...]:
     return tuple(out)
 
 
-def _put(
-    out: list[object], column: str, rows: Sequence[object], blob: str = "", parts: list[bytes] | None = None
-) -> None:
+def _put(out: list[object], column: str, rows: Sequence[object], blob: _Blob | None = None) -> None:
     if rows:
         out[_INDEX[column]] = _json(rows).decode()
-        if parts is not None:
-            out[_INDEX[blob]] = b"".join(parts)
+        if blob is not None:
+            out[_INDEX[column + "_blob"]] = b"".join(blob.parts)
