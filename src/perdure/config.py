@@ -81,6 +81,10 @@ class Settings:
         """The `perdure.storage.open_store` URL for `db` and `synchronous`."""
         if self.db in ("memory:", "memory://"):
             return "memory:"
+        if "://" in self.db:  # a URL: open_store knows the schemes (and refuses the others)
+            if self.db.startswith("sqlite://") and "synchronous=" not in self.db:
+                return f"{self.db}{'&' if '?' in self.db else '?'}synchronous={self.synchronous}"
+            return self.db
         path = Path(self.db)
         # open_store reads 'sqlite:///' + path, so an absolute path gets its fourth slash here.
         return f"sqlite:///{path.as_posix()}?synchronous={self.synchronous}"
@@ -197,7 +201,12 @@ def _kafka_entries(values: list[str] | tuple[str, ...], source: str) -> tuple[st
 
 def _rebase(key: str, value: str, base: Path) -> str:
     """Make a relative path from a config file relative to the file's directory."""
-    if key == "db" and value not in ("memory:", "memory://") and not Path(value).is_absolute():
+    if (
+        key == "db"
+        and value not in ("memory:", "memory://")
+        and "://" not in value
+        and not Path(value).is_absolute()
+    ):
         return str(base / value)
     if key == "app":
         target, colon, attr = value.rpartition(":")

@@ -8,7 +8,8 @@
         ├── InvalidInputError    the input does not fit the handler's type (not retried)
         ├── JournalMismatchError the handler did something else than its journal records
         │                        (retried: deploy code that matches, or purge the invocation)
-        └── SerdeError           a value could not be encoded or decoded
+        ├── SerdeError           a value could not be encoded or decoded
+        └── DatabaseInUse        another engine holds the database file (not retried while it runs)
 
     BaseException
     └── ControlSignal            internal control flow (suspension); never catch it
@@ -58,6 +59,14 @@ class InvalidInputError(PerdureError):
 
 class SerdeError(PerdureError):
     """A value could not be serialized or deserialized with the handler's serde."""
+
+
+class DatabaseInUse(PerdureError):
+    """Another engine holds the database (a SQLite file is written by one process at a time).
+
+    Stop that engine first, or open another database; for several processes on one database use
+    PostgreSQL. Not retriable while the holder runs.
+    """
 
 
 class JournalMismatchError(PerdureError):

@@ -168,6 +168,63 @@ def test_a_taken_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
     ]
 
 
+def test_a_second_server_on_the_same_database_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """Two engines on one SQLite file would corrupt each other's work: the second one may not start,
+    and the lock goes with the first one's process — a SIGKILL included."""
+    db = tmp_path / "one.db"
+    first = DevServer(SAMPLE, db, stderr=tmp_path / "err").start()
+    second = [sys.executable, "-m", "perdure.cli", "serve", "--db", str(db)]
+    try:
+        refused = subprocess.run(
+            [*second, "--ingress-port", "0", "--admin-port", "0"], capture_output=True, text=True, timeout=30
+        )
+    finally:
+        first.kill()  # SIGKILL: the kernel releases the lock
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the database {db} is in use"), refused.stderr
+    assert f"pid {first.pid} on " in lines[0] and "--db" in lines[0]
+    after = DevServer(SAMPLE, db, stderr=tmp_path / "err2").start()
+    try:
+        assert after.healthy()
+    finally:
+        after.stop()
+        after.kill()
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("postgresql://127.0.0.1:1/x", "PostgreSQL is not supported by this build"),
+        ("mysql://127.0.0.1/x", "unknown scheme 'mysql'"),
+    ],
+)
+def test_a_database_url_of_an_unknown_scheme_is_refused_not_taken_as_a_path(
+    tmp_path: Path, db: str, message: str
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perdure.cli",
+            "serve",
+            "--db",
+            db,
+            "--ingress-port",
+            "0",
+            "--admin-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr and "--db" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file made of the URL
+
+
 def test_callers_of_unfinished_invocations_get_503_at_shutdown(tmp_path: Path) -> None:
     db = tmp_path / "d.db"
     server = DevServer(SAMPLE, db, stderr=tmp_path / "err").start()

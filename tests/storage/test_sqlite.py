@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from importlib import resources
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from perdure.errors import DatabaseInUse
 from perdure.storage.api import Entry, Invocation, Status, Timer
 from perdure.storage.sqlite import MIGRATIONS, _schema, _view
 
@@ -254,3 +257,19 @@ async def test_journal_reads_before_and_beyond_the_recent_layers(open_sqlite: Op
     store = open_sqlite()
     assert store.reader().read_journal("a") == expected["a"]
     assert store.reader().read_journal("b") == expected["b"]
+
+
+async def test_one_store_per_database_file(open_sqlite: OpenStore, tmp_path: Path) -> None:
+    """A second store on a held file is refused naming the holder; closing releases it."""
+    first = open_sqlite()
+    with pytest.raises(
+        DatabaseInUse, match=rf"perdure\.db is in use by another perdure engine \(pid {os.getpid()} "
+    ):
+        open_sqlite()
+    reader = sqlite3.connect(tmp_path / "perdure.db")  # read-only tools need no lock
+    assert reader.execute("SELECT count(*) FROM invocations").fetchone() == (0,)
+    reader.close()
+    await first.close()
+    second = open_sqlite()
+    async with committed(second) as t:
+        t.put_invocation(inv("after"))

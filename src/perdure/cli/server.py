@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
-from perdure.errors import ConflictError, InvalidInputError, UnknownTargetError
+from perdure.errors import ConflictError, DatabaseInUse, InvalidInputError, UnknownTargetError
 from perdure.runtime.http import Served, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceBase, ServiceKind
@@ -333,6 +333,8 @@ async def _serve_engine(
         ) from None
     except ValueError as e:
         raise StartupError(f"{e} — set --db / PERDURE_DB") from None
+    except DatabaseInUse as e:
+        raise StartupError(str(e)) from None
     except (OSError, sqlite3.Error) as e:  # a bad path or a file that is not a database
         raise StartupError(f"cannot open the database {settings.db}: {e} — set --db / PERDURE_DB") from None
     servers: list[Served] = []

@@ -24,6 +24,10 @@ def open_store(url: str) -> Store:
     if url in ("memory:", "memory://"):
         return memory.Store()
     parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        raise ValueError(f"cannot open {url!r}: PostgreSQL is not supported by this build; {_ACCEPTED}")
+    if "://" in url and parts.scheme != "sqlite":
+        raise ValueError(f"bad store URL {url!r}: unknown scheme {parts.scheme!r}; {_ACCEPTED}")
     if parts.scheme != "sqlite" or not url.startswith("sqlite:///") or parts.fragment:
         raise ValueError(f"bad store URL {url!r}; {_ACCEPTED}")
     # As in SQLAlchemy: what follows 'sqlite:///' is the path, so a fourth slash makes it absolute.

@@ -11,6 +11,7 @@ from typing import Any
 
 from perdure.storage import api
 from perdure.storage.sqlite import _schema
+from perdure.storage.sqlite._lock import FileLock
 from perdure.storage.sqlite._reader import Reader
 from perdure.storage.sqlite._transaction import Transaction
 from perdure.storage.sqlite._view import View
@@ -42,6 +43,9 @@ class StoreFailed(RuntimeError):
 class Store:
     """A SQLite database file as a perdure store: write-behind transactions, pipelined group commit.
 
+    One store per file at a time: opening a file another store (in any process) holds raises
+    `DatabaseInUse`, naming the holder.
+
     `cache_size` bounds the caches of durable data: that many invocation records, locks and inbox
     queues, and a tenth as many state maps (each at most 16 KiB). Needs SQLite 3.33 or newer.
     """
@@ -66,10 +70,15 @@ class Store:
             )
         self.path = Path(path)
         self._busy_timeout = busy_timeout
-        # The write connection: opened and migrated here, then used only by the writer thread.
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), self.path)
+        try:
+            # The write connection: opened and migrated here, then used only by the writer thread.
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except BaseException:
+            self._lock.release()
+            raise
         loop_conn: sqlite3.Connection | None = None
         try:
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -85,6 +94,7 @@ class Store:
             if loop_conn is not None:
                 loop_conn.close()
             self._conn.close()
+            self._lock.release()
             raise
         self._loop_conn = loop_conn  # cache misses of open transactions, on the event loop thread only
         self._view = View(loop_conn, cache_size=cache_size, last_seq=last_seq, inbox_seq=inbox_seq)
@@ -158,7 +168,10 @@ class Store:
         loop = asyncio.get_running_loop()
         stopped: asyncio.Future[None] = loop.create_future()
         self._writer.stop(_on_loop(loop, lambda error: _settle(stopped, error)))
-        await stopped
+        try:
+            await stopped
+        finally:
+            self._lock.release()
 
     def _durable(self, done: asyncio.Future[None], error: BaseException | None) -> None:
         """On the loop: the writer finished the oldest committing transaction (reports come in order)."""
