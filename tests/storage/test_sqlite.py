@@ -13,7 +13,8 @@ import pytest
 
 from perdure.errors import DatabaseInUse
 from perdure.storage.api import Entry, Invocation, Status, Timer
-from perdure.storage.sqlite import MIGRATIONS, _schema, _view
+from perdure.storage.layered import view as _view
+from perdure.storage.sqlite import MIGRATIONS, _schema
 
 from .conftest import OpenStore, committed, full_invocation, inv
 
@@ -24,7 +25,7 @@ _encode = msgspec.msgpack.Encoder().encode
 def _schema_1_database(path: Path) -> None:
     """A database as perdure with schema version 1 left it, with rows in every table."""
     conn = sqlite3.connect(path, isolation_level=None)
-    script = (resources.files("perdure.storage") / "migrations" / "0001_initial.sql").read_text()
+    script = (resources.files("perdure.storage.sqlite") / "migrations" / "0001_initial.sql").read_text()
     for statement in _schema.statements(script):
         conn.execute(statement)
     records = [full_invocation("inv-b"), inv("inv-a", status=Status.COMPLETED, created_at=5)]

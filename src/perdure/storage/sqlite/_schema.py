@@ -25,7 +25,7 @@ def migrate(conn: sqlite3.Connection) -> None:
                 f"database schema version {version} is newer than this perdure knows ({len(MIGRATIONS)});"
                 " upgrade perdure to open it"
             )
-        folder = resources.files("perdure.storage") / "migrations"
+        folder = resources.files("perdure.storage.sqlite") / "migrations"
         for name in MIGRATIONS[version:]:
             for statement in statements((folder / name).read_text(encoding="utf-8")):
                 conn.execute(statement)

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from perdure.storage.sqlite._writes import APPLY, SCHEMA
+from perdure.storage.sqlite._batch import APPLY, SCHEMA
 
 Done = Callable[[BaseException | None], None]
 

@@ -1,6 +1,6 @@
 """The open transaction: writes go to its `Writes` buffer, reads see that buffer over the `View`.
 
-Nothing here runs SQL that writes; a cache miss reads through the view's read-only connection.
+Nothing here writes to a database; a cache miss reads through the view's `Reads`.
 Invocations are kept msgpack-encoded, so every `get_invocation` returns a fresh object: a caller
 mutating what it got (and then rolling back) never changes what the store holds.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import msgspec
 
 from perdure.storage.api import Entry, Invocation, Status, Timer
-from perdure.storage.sqlite._view import View
-from perdure.storage.sqlite._writes import JournalOps, Key, Slot, StateOps, Writes
+from perdure.storage.layered.view import View
+from perdure.storage.layered.writes import JournalOps, Key, Slot, StateOps, Writes
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Invocation).decode

@@ -8,17 +8,18 @@ Three layers, read top-down (the open transaction's own `Writes` sits above all 
    bounded (`Cache`), and the journal writes of the last few durable layers (`recent`). They are
    *read-through* caches of the database: an entry is only ever set from a read of the database or
    from a layer that just became durable, so dropping any entry is safe.
-3. The database, through a read-only connection used only on the event loop thread.
+3. The database, through the backend's `Reads` (a connection used only on the event loop thread).
 
 Why a read in (3) is never stale: a row is read there only when no layer covers it. A row that
 some committing transaction writes is covered by that transaction's layer until its COMMIT
 returned on the writer thread — and the loop drops the layer only after that (a callback the writer
-schedules once COMMIT returned). Every statement here runs to completion (`fetchall`), so each one
-starts a fresh WAL read transaction, which sees every commit that finished before it began. So the
-database shows at least everything the layers no longer cover, and whatever newer data it may show
-(a COMMIT finishing while the layer is still there) is shadowed by the layer with the same values.
-One process writes a database at a time (the engine's node owns it), so nothing else changes rows
-behind the caches.
+schedules once COMMIT returned). Every read is a statement of its own that runs to completion, so
+it sees every commit that finished before it began (a fresh WAL read transaction in SQLite, a fresh
+snapshot in PostgreSQL's READ COMMITTED). So the database shows at least everything the layers no
+longer cover, and whatever newer data it may show (a COMMIT finishing while the layer is still
+there) is shadowed by the layer with the same values. One writer owns the rows a view covers (the
+one process of a SQLite database; the lease holder of a partition, which opens a fresh view when it
+takes the partition), so nothing else changes them behind the caches.
 
 Caches are filled from the database only where no layer covers the row — except whole state maps,
 which are cached even under layers, and journals, read from the database under layers. Such a
@@ -34,28 +35,34 @@ the layers and the transaction start with a clear, or with the transaction that 
 from __future__ import annotations
 
 import enum
-import sqlite3
 from collections import deque
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar
 
 from perdure.storage.api import Entry, Timer
-from perdure.storage.sqlite._writes import ABSENT, JournalOps, Key, Slot, Writes
-
-# One probe for both places an id's seq can live (journal_ids only for a journal without invocation).
-_SLOT = (
-    "SELECT seq, record, status, modified_at, service, handler, key, created_at"
-    " FROM invocations WHERE id = ?1"
-    " UNION ALL SELECT seq, NULL, NULL, 0, NULL, NULL, NULL, NULL FROM journal_ids WHERE id = ?1"
-)
-_JOURNAL = "SELECT idx, type, payload FROM journal WHERE seq = ?"
-_STATE = "SELECT value FROM state WHERE service = ? AND key = ? AND name = ?"
-_ALL_STATE = "SELECT name, value FROM state WHERE service = ? AND key = ?"
-_LOCK = "SELECT invocation_id FROM locks WHERE service = ? AND key = ?"
-_INBOX = "SELECT seq, invocation_id FROM inbox WHERE service = ? AND key = ? ORDER BY seq"
-_TIMER = "SELECT id, fire_at, kind, invocation_id, completion_id FROM timers WHERE id = ?"
-_WITH_STATUS = "SELECT id, record FROM invocations WHERE status = ?"
+from perdure.storage.layered.writes import JournalOps, Key, Slot, Writes
 
 _EMPTY: deque[tuple[int, str]] = deque()
+
+
+class Reads(Protocol):
+    """Point reads of durable data that a backend gives a view (event loop thread only)."""
+
+    def slot(self, invocation_id: str) -> Slot:
+        """The id's invocation row, else the seq of its journal without one, else `ABSENT`."""
+        ...
+
+    def journal(self, seq: int) -> dict[int, Entry]: ...
+    def state(self, key: Key, name: bytes) -> bytes | None: ...
+    def all_state(self, key: Key) -> dict[bytes, bytes]: ...
+    def lock(self, key: Key) -> str | None: ...
+    def inbox(self, key: Key) -> list[tuple[int, str]]:
+        """(inbox seq, invocation id) of the key's queue, oldest first."""
+        ...
+
+    def timer(self, timer_id: str) -> Timer | None: ...
+    def with_status(self, status: str) -> dict[str, bytes]:
+        """id -> record of the durable invocations with `status` (in the view's partitions)."""
+        ...
 
 
 class _Miss(enum.Enum):
@@ -111,9 +118,15 @@ class Cache(Generic[K, V]):
 
 
 class View:
-    def __init__(self, conn: sqlite3.Connection, *, cache_size: int, last_seq: int, inbox_seq: int) -> None:
+    """`seq_step`: seqs this view allocates are `last_seq + seq_step`, `+ 2 * seq_step`, …, so views
+    of different partitions (each its own residue) never allocate the same one."""
+
+    def __init__(
+        self, reads: Reads, *, cache_size: int, last_seq: int, inbox_seq: int, seq_step: int = 1
+    ) -> None:
         self.layers: list[Writes] = []
-        self._execute = conn.execute
+        self._reads = reads
+        self._step = seq_step
         self._slots: Cache[str, Slot] = Cache(cache_size)
         self._locks: Cache[Key, str | None] = Cache(cache_size)
         self._inboxes: Cache[Key, deque[tuple[int, str]]] = Cache(cache_size)
@@ -127,11 +140,11 @@ class View:
         self._inbox_seq = inbox_seq
 
     def next_seq(self) -> int:
-        self.last_seq += 1
+        self.last_seq += self._step
         return self.last_seq
 
     def next_inbox_seq(self) -> int:
-        self._inbox_seq += 1
+        self._inbox_seq += self._step
         return self._inbox_seq
 
     # ---- per-row lookups below the open transaction
@@ -144,14 +157,7 @@ class View:
         cached = self._slots.get(invocation_id)
         if cached is not _MISS:
             return cached
-        rows = self._execute(_SLOT, (invocation_id,)).fetchall()
-        if not rows:
-            slot = ABSENT
-        else:
-            row = next((r for r in rows if r[1] is not None), rows[0])
-            seq, record, status, modified_at, service, handler, key, created_at = row
-            ident = None if record is None else (service, handler, key, created_at)
-            slot = Slot(seq, record, status, modified_at, ident)
+        slot = self._reads.slot(invocation_id)
         self._slots.put(invocation_id, slot)
         return slot
 
@@ -162,8 +168,7 @@ class View:
                 return locks[key]
         holder = self._locks.get(key)
         if holder is _MISS:
-            rows = self._execute(_LOCK, key).fetchall()
-            holder = rows[0][0] if rows else None
+            holder = self._reads.lock(key)
             self._locks.put(key, holder)
         return holder
 
@@ -176,7 +181,7 @@ class View:
         cached = self._inboxes.get(key)
         if cached is not _MISS:
             return cached
-        rows = self._execute(_INBOX, key).fetchall()
+        rows = self._reads.inbox(key)
         queue = deque(rows) if rows else _EMPTY
         self._inboxes.put(key, queue)
         return queue
@@ -187,33 +192,31 @@ class View:
         """The durable journal of `seq` by index."""
         if seq > self.durable_seq:  # allocated by a transaction that is not durable yet: no rows
             return {}
-        return {i: Entry(t, p) for i, t, p in self._execute(_JOURNAL, (seq,)).fetchall()}
+        return self._reads.journal(seq)
 
     def state(self, service: str, key: str, name: bytes) -> bytes | None:
         cached = self._states.get((service, key))
         if cached is not _MISS:
             return cached[0].get(name)
-        rows = self._execute(_STATE, (service, key, name)).fetchall()
-        return bytes(rows[0][0]) if rows else None
+        return self._reads.state((service, key), name)
 
     def all_state(self, service: str, key: str) -> dict[bytes, bytes]:
         """The state of (service, key), as a dict the caller may keep and change."""
         cached = self._states.get((service, key))
         if cached is not _MISS:
             return dict(cached[0])
-        state: dict[bytes, bytes] = dict(self._execute(_ALL_STATE, (service, key)).fetchall())
+        state = self._reads.all_state((service, key))
         size = sum(len(n) + len(v) for n, v in state.items())
         if size <= STATE_CACHE_BYTES:
             self._states.put((service, key), (dict(state), size))
         return state
 
     def timer(self, timer_id: str) -> Timer | None:
-        rows = self._execute(_TIMER, (timer_id,)).fetchall()
-        return Timer(*rows[0]) if rows else None
+        return self._reads.timer(timer_id)
 
     def with_status(self, status: str) -> dict[str, bytes]:
         """Durable invocations with `status`: id -> record."""
-        return dict(self._execute(_WITH_STATUS, (status,)).fetchall())
+        return self._reads.with_status(status)
 
     # ---- the oldest layer became durable
 
