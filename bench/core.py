@@ -123,10 +123,11 @@ async def measured(
 ) -> Result:
     """Run one phase's body with the processor counters and the journal count diffed around it."""
     result = Result()
-    stats = engine.processor.stats
+    stats, _ = engine.processor_stats()
     before = (stats.commands, stats.batches, stats.commit_seconds)
     entries_before = journal_entries(engine)
-    stats.max_batch = 0
+    for partition in engine.partitions:
+        partition.stats.max_batch = 0
     started, cpu, thread_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     try:
         async with asyncio.timeout(cap):
@@ -136,6 +137,7 @@ async def measured(
     result.seconds = time.perf_counter() - started
     result.loop_cpu = time.thread_time() - thread_cpu
     result.process_cpu = time.process_time() - cpu
+    stats, _ = engine.processor_stats()
     result.commands = stats.commands - before[0]
     result.batches = stats.batches - before[1]
     result.commit_seconds = stats.commit_seconds - before[2]

@@ -280,12 +280,12 @@ class Meter:
 
     def __init__(self, engine: perdure.Engine, broker_pid: int | None) -> None:
         self.engine, self.broker_pid = engine, broker_pid
-        stats = engine.processor.stats
+        stats, _ = engine.processor_stats()
         self.before = (stats.commands, stats.batches, stats.commit_seconds)
         self.cpu = (time.thread_time(), time.process_time(), cpu_seconds(broker_pid))
 
     def into(self, r: Result) -> None:
-        stats = self.engine.processor.stats
+        stats, _ = self.engine.processor_stats()
         r.commands = stats.commands - self.before[0]
         r.batches = stats.batches - self.before[1]
         r.commit_seconds = stats.commit_seconds - self.before[2]

@@ -28,11 +28,11 @@ async def test_health_and_version(open_admin: OpenAdmin) -> None:
 
 async def test_health_reports_a_failed_processor(open_admin: OpenAdmin) -> None:
     env = await open_admin()
-    env.engine.processor.failure = OSError("disk I/O error")
+    env.engine.partitions[0].processor.failure = OSError("disk I/O error")
     try:
         response = await env.client.get("/health")
     finally:
-        env.engine.processor.failure = None
+        env.engine.partitions[0].processor.failure = None
     assert response.status_code == 503
     assert "disk I/O error" in response.json()["message"]
     assert response.json()["restate_code"] is None

@@ -22,7 +22,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from perdure.config import ConfigError, load_settings
-from perdure.engine.catalog import clusters
 from perdure.storage import open_store
 from perdure.storage.api import Status
 
@@ -331,7 +330,7 @@ def test_dev_kafka_embedded_feeds_the_apps_subscription_and_stops_the_broker(tmp
     async def catalog() -> dict[str, dict[str, str]]:
         store = open_store(f"sqlite:///{db}")
         try:
-            return {c.name: dict(c.properties) for c in clusters(store.reader())}
+            return {name: dict(c.properties) for name, c in store.read_catalog().clusters.items()}
         finally:
             await store.close()
 

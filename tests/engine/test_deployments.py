@@ -1,5 +1,5 @@
-"""Deployment registration in the engine: revisions, conflicts, force, removal, and the pin of an
-invocation to the deployment and protocol version of its first attempt."""
+"""Deployment registration rules: revisions, conflicts, force, removal, routing of the registry, and
+the pin of an invocation to the deployment and protocol version of its first attempt."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 from perdure.engine import deployments
-from perdure.engine.actions import Accepted, Rejected, StartAttempt
-from perdure.engine.commands import DeleteDeployment, Invoke, PutDeployment
+from perdure.engine.actions import StartAttempt
+from perdure.engine.catalog import Refusal
+from perdure.engine.commands import Invoke
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
 from perdure.protocol import ids
-from perdure.storage.api import Deployment
+from perdure.storage.api import CatalogSnapshot, Deployment
 from perdure.storage.memory import Store
 
 
@@ -44,10 +45,17 @@ def deployment(ident: str, uri: str, body: bytes, version: int = 7) -> Deploymen
     )
 
 
+IN_PROCESS = frozenset({"local"})
+
+
 class World:
+    """A catalog snapshot changed by the rules, and the registry routed from it (as the runtime's
+    `Catalog` does), next to a state machine using that registry."""
+
     def __init__(self) -> None:
         self.registry = Registry()
         self.registry.add("local", HandlerInfo("h", keyed=False, exclusive=False))  # in-process
+        self.catalog = CatalogSnapshot()
         self.store = Store()
         self.machine = StateMachine(self.registry, lambda: 1_000)
 
@@ -57,41 +65,66 @@ class World:
         await self.store.commit(txn)
         return actions
 
+    def register(self, new: Deployment, force: bool = False) -> deployments.Registered | Refusal:
+        result = deployments.register(self.catalog, new, force=force, in_process=IN_PROCESS)
+        if not isinstance(result, Refusal):
+            self._use(result.change.applied_to(self.catalog))
+        return result
+
+    def remove(self, deployment_id: str, force: bool = False) -> Refusal | None:
+        result = deployments.remove(self.catalog, deployment_id, force=force)
+        if isinstance(result, Refusal):
+            return result
+        self._use(result.applied_to(self.catalog))
+        return None
+
+    def _use(self, catalog: CatalogSnapshot) -> None:
+        self.catalog = catalog
+        deployments.load(catalog, self.registry, IN_PROCESS)
+
     def revisions(self) -> dict[str, tuple[str, int]]:
-        return {
-            n: (r.deployment_id, r.revision) for n, r in deployments.revisions(self.store.reader()).items()
-        }
+        return {n: (r.deployment_id, r.revision) for n, r in self.catalog.revisions.items()}
+
+
+def refused(result: object) -> str:
+    assert isinstance(result, Refusal), result
+    return result.reason
+
+
+def registered(result: object) -> tuple[str, bool]:
+    assert isinstance(result, deployments.Registered), result
+    return result.deployment_id, result.replaced
 
 
 async def test_a_new_deployment_serves_its_services_and_later_ones_get_the_next_revision() -> None:
     w = World()
     first = deployment("dp_1", "http://127.0.0.1:1", manifest(obj("Counter", "add", "get")))
-    assert [type(a) for a in await w.apply(PutDeployment(first))] == [Accepted]
+    assert registered(w.register(first)) == ("dp_1", False)
     assert w.revisions() == {"Counter": ("dp_1", 1)}
     info = w.registry.get("Counter", "add")
     assert info is not None and info.deployment_id == "dp_1" and info.keyed and info.exclusive
 
     second = deployment("dp_2", "http://127.0.0.1:2", manifest(obj("Counter", "add", "get", "reset")), 6)
-    assert [type(a) for a in await w.apply(PutDeployment(second))] == [Accepted]
+    assert registered(w.register(second)) == ("dp_2", False)
     assert w.revisions() == {"Counter": ("dp_2", 2)}
-    assert [d.id for d in deployments.deployments(w.store.reader())] == ["dp_1", "dp_2"]
+    assert [d.id for d in deployments.deployments(w.catalog)] == ["dp_1", "dp_2"]
 
-    # a fresh registry loaded from the store routes the same way (engine restart)
+    # a fresh registry loaded from the catalog routes the same way (engine restart)
     reloaded = Registry()
-    deployments.load(w.store.reader(), reloaded)
+    deployments.load(w.catalog, reloaded, IN_PROCESS)
     again = reloaded.get("Counter", "reset")
     assert again is not None and again.deployment_id == "dp_2" and again.protocol_version == 6
 
 
 async def test_invocations_stay_pinned_to_the_deployment_of_their_first_attempt() -> None:
     w = World()
-    await w.apply(PutDeployment(deployment("dp_1", "http://127.0.0.1:1", manifest(obj("Counter", "add")))))
+    w.register(deployment("dp_1", "http://127.0.0.1:1", manifest(obj("Counter", "add"))))
     first, second = ids.random_id("Counter", "k"), ids.random_id("Counter", "other")
     actions = await w.apply(Invoke(first, "Counter", "add", "k", b"1"))
     start = next(a for a in actions if type(a) is StartAttempt)
     assert (start.deployment_id, start.protocol_version) == ("dp_1", 7)
     moved = deployment("dp_2", "http://127.0.0.1:2", manifest(obj("Counter", "add")), 6)
-    await w.apply(PutDeployment(moved))
+    w.register(moved)
     inv = w.store.reader().get_invocation(first)
     assert inv is not None and (inv.deployment_id, inv.protocol_version) == ("dp_1", 7)
     queued = await w.apply(Invoke(second, "Counter", "add", "other", b"1"))
@@ -102,38 +135,33 @@ async def test_invocations_stay_pinned_to_the_deployment_of_their_first_attempt(
 async def test_conflicts_are_refused_unless_forced() -> None:
     w = World()
     body = manifest(obj("Counter", "add", "get"))
-    await w.apply(PutDeployment(deployment("dp_1", "http://127.0.0.1:1", body)))
+    w.register(deployment("dp_1", "http://127.0.0.1:1", body))
 
-    same_uri = await w.apply(PutDeployment(deployment("dp_x", "http://127.0.0.1:1", body)))
-    assert [type(a) for a in same_uri] == [Rejected] and "force" in same_uri[0].reason
-    forced = await w.apply(PutDeployment(deployment("dp_x", "http://127.0.0.1:1", body), force=True))
-    assert forced == [Accepted("dp_1", previously=True)]  # replaced in place: same id
+    assert "force" in refused(w.register(deployment("dp_x", "http://127.0.0.1:1", body)))
+    forced = w.register(deployment("dp_x", "http://127.0.0.1:1", body), force=True)
+    assert registered(forced) == ("dp_1", True)  # replaced in place: same id
     assert w.revisions() == {"Counter": ("dp_1", 2)}
 
     dropped = manifest(obj("Counter", "add"))
-    refused = await w.apply(PutDeployment(deployment("dp_2", "http://127.0.0.1:2", dropped)))
-    assert [type(a) for a in refused] == [Rejected] and "drops handlers get" in refused[0].reason
+    assert "drops handlers get" in refused(w.register(deployment("dp_2", "http://127.0.0.1:2", dropped)))
     retyped = manifest(obj("Counter", "add", "get", ty="SERVICE"))
-    refused = await w.apply(PutDeployment(deployment("dp_2", "http://127.0.0.1:2", retyped)))
-    assert [type(a) for a in refused] == [Rejected] and "changes type" in refused[0].reason
+    assert "changes type" in refused(w.register(deployment("dp_2", "http://127.0.0.1:2", retyped)))
 
     local = manifest({"name": "local", "ty": "SERVICE", "handlers": [{"name": "h"}]})
-    refused = await w.apply(PutDeployment(deployment("dp_3", "http://127.0.0.1:3", local), force=True))
-    assert [type(a) for a in refused] == [Rejected] and "in-process" in refused[0].reason
+    assert "in-process" in refused(w.register(deployment("dp_3", "http://127.0.0.1:3", local), force=True))
     assert w.revisions() == {"Counter": ("dp_1", 2)}
 
 
 async def test_removing_a_deployment_that_serves_services_needs_force() -> None:
     w = World()
-    await w.apply(PutDeployment(deployment("dp_1", "http://127.0.0.1:1", manifest(obj("Counter", "add")))))
-    await w.apply(PutDeployment(deployment("dp_2", "http://127.0.0.1:2", manifest(obj("Counter", "add")))))
-    assert await w.apply(DeleteDeployment("dp_1")) == [Accepted("dp_1", previously=True)]  # superseded
-    refused = await w.apply(DeleteDeployment("dp_2"))
-    assert [type(a) for a in refused] == [Rejected] and "still serves Counter" in refused[0].reason
-    assert await w.apply(DeleteDeployment("dp_2", force=True)) == [Accepted("dp_2", previously=True)]
+    w.register(deployment("dp_1", "http://127.0.0.1:1", manifest(obj("Counter", "add"))))
+    w.register(deployment("dp_2", "http://127.0.0.1:2", manifest(obj("Counter", "add"))))
+    assert w.remove("dp_1") is None  # superseded: serves nothing
+    assert "still serves Counter" in refused(w.remove("dp_2"))
+    assert w.remove("dp_2", force=True) is None
     assert w.registry.get("Counter", "add") is None and w.revisions() == {}
-    missing = await w.apply(DeleteDeployment("dp_2"))
-    assert [(type(a), a.code) for a in missing] == [(Rejected, 404)]
+    missing = w.remove("dp_2")
+    assert isinstance(missing, Refusal) and missing.code == 404
 
 
 async def test_manifest_options_become_the_handlers_policies() -> None:
@@ -147,7 +175,7 @@ async def test_manifest_options_become_the_handlers_policies() -> None:
         retryPolicyInitialInterval=10,
         retryPolicyOnMaxAttempts="KILL",
     )
-    await w.apply(PutDeployment(deployment("dp_1", "http://127.0.0.1:1", manifest(service))))
+    w.register(deployment("dp_1", "http://127.0.0.1:1", manifest(service)))
     info = w.registry.get("Slow", "h")
     assert info is not None and info.inactivity_timeout_ms == 5_000 and not info.keyed
     assert info.retry_policy.max_attempts == 3 and info.retry_policy.on_max_attempts == "kill"

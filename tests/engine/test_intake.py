@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from perdure.engine import catalog
-from perdure.engine.actions import Accepted, Rejected
-from perdure.engine.commands import Ingest, KafkaRecord, PutKafkaCluster, PutSubscription, ResetOffset
+from perdure.engine.actions import Accepted
+from perdure.engine.commands import Ingest, KafkaRecord, ResetOffset
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
-from perdure.storage.api import Subscription
+from perdure.storage.api import Position, Subscription
 from perdure.storage.memory import Store
 
 
@@ -31,28 +31,23 @@ class World:
 
     async def ingest(self, *offsets: int) -> list[str]:
         records = [KafkaRecord(offset=o, key=b"k", value=b"1") for o in offsets]
-        actions = await self.apply(Ingest(self.sub.id, "t", 0, records))
+        actions = await self.apply(Ingest(self.sub.id, self.sub.sink, "t", 0, records))
         return [a.invocation_id for a in actions if type(a) is Accepted and not a.previously]
 
 
 async def test_records_become_invocations_once_and_offsets_advance_with_them() -> None:
     w = World()
-    assert [type(a) for a in await w.apply(PutSubscription(w.sub))] == [Rejected]  # no cluster yet
-    await w.apply(PutKafkaCluster("c", {"bootstrap.servers": "127.0.0.1:1"}))
-    await w.apply(PutSubscription(w.sub))
     first = await w.ingest(0, 1, 2)
     assert len(first) == 3
     assert await w.ingest(1, 2, 3) != []  # 1 and 2 are below the stored offset: only 3 is new
     assert len(await w.ingest(0, 1, 2, 3)) == 0
-    assert catalog.offsets(w.store.reader(), w.sub.id) == {("t", 0): 4}
+    assert w.store.reader().offsets(w.sub.id) == {("t", 0): Position(4)}
 
 
 async def test_a_reset_partition_takes_reused_offsets_as_new_records() -> None:
     w = World()
-    await w.apply(PutKafkaCluster("c", {"bootstrap.servers": "127.0.0.1:1"}))
-    await w.apply(PutSubscription(w.sub))
     before = await w.ingest(0, 1, 2, 3, 4)
     await w.apply(ResetOffset(w.sub.id, "t", 0, 0))  # the broker came back empty
     after = await w.ingest(0, 1)
     assert len(after) == 2 and not set(after) & set(before)
-    assert catalog.offsets(w.store.reader(), w.sub.id) == {("t", 0): 2}
+    assert w.store.reader().offsets(w.sub.id) == {("t", 0): Position(2, epoch=1)}

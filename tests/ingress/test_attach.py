@@ -101,10 +101,10 @@ async def test_a_client_that_disconnects_leaves_no_waiter_and_the_invocation_goe
             await impatient.get(f"/restate/invocation/{invocation_id}/attach")
     await impatient.aclose()
     for _ in range(200):  # the server notices the closed connection
-        if invocation_id not in stack.h._waiters:
+        if invocation_id not in stack.h.router.waiting:
             break
         await asyncio.sleep(0.01)
-    assert invocation_id not in stack.h._waiters
+    assert invocation_id not in stack.h.router.waiting
     await stack.h.advance(timedelta(seconds=60))
     assert stack.h.status(invocation_id).status is Status.COMPLETED
     r = await stack.client.get(f"/restate/invocation/{invocation_id}/output")

@@ -137,7 +137,7 @@ def progress(db: Path, topic: str) -> Progress:
     store = open_store(f"sqlite:///{db}")
     try:
         reader = store.reader()
-        stored = catalog.offsets(reader, subscription_id(topic))
+        stored = {tp: pos.next_offset for tp, pos in reader.offsets(subscription_id(topic)).items()}
         completed = reader.count_invocations()[Status.COMPLETED]
     finally:
         asyncio.run(store.close())

@@ -13,11 +13,17 @@ import pytest
 from perdure.storage import memory, open_store
 from perdure.storage import sqlite as sqlite_backend
 from perdure.storage.api import (
+    CatalogChange,
+    Deployment,
     Entry,
     Invocation,
+    KafkaCluster,
     Outcome,
+    Position,
+    ServiceRevision,
     Status,
     Store,
+    Subscription,
     Timer,
 )
 from perdure.storage.sqlite import _schema as sqlite_schema
@@ -468,7 +474,18 @@ async def test_sqlite_migrations_are_idempotent_on_reopen(open_sqlite: OpenStore
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
     }
-    assert tables == {"invocations", "journal", "journal_ids", "state", "locks", "inbox", "timers", "meta"}
+    partitions = {
+        "invocations",
+        "journal",
+        "journal_ids",
+        "state",
+        "locks",
+        "inbox",
+        "timers",
+        "kafka_offsets",
+    }
+    catalog = {"deployments", "service_revisions", "kafka_clusters", "subscriptions"}
+    assert tables == partitions | catalog | {"meta"}
 
 
 async def test_sqlite_too_new_schema_raises(open_sqlite: OpenStore, tmp_path: Path) -> None:
@@ -542,3 +559,48 @@ def test_open_store_rejects_bad_urls(url: str, tmp_path: Path, monkeypatch: pyte
         ValueError, match=re.escape("accepted store URLs: 'memory:', 'sqlite:///relative/path.db'")
     ):
         open_store(url)
+
+
+# --- Kafka offsets and the catalog ------------------------------------------------------------------
+
+
+async def test_offsets_are_stored_with_the_transaction(store: Store) -> None:
+    async with committed(store) as t:
+        assert t.get_offset("sub", "t", 0) is None
+        t.set_offset("sub", "t", 0, Position(5))
+        t.set_offset("sub", "t", 1, Position(7, epoch=2))
+        t.set_offset("other", "t", 0, Position(1))
+        assert t.get_offset("sub", "t", 0) == Position(5)
+    txn = store.begin()
+    assert txn.get_offset("sub", "t", 1) == Position(7, 2)
+    txn.set_offset("sub", "t", 0, Position(9))
+    await store.commit(txn)
+    assert store.reader().offsets("sub") == {("t", 0): Position(9), ("t", 1): Position(7, 2)}
+    assert store.reader().offsets("nobody") == {}
+
+
+async def test_catalog_changes_by_compare_and_set(store: Store) -> None:
+    assert isinstance(store, memory.Store | sqlite_backend.Store)
+    empty = store.read_catalog()
+    assert empty.deployments == empty.clusters == empty.subscriptions == empty.revisions == {}
+    cluster = KafkaCluster("local", {"bootstrap.servers": "127.0.0.1:9092"})
+    sub = Subscription("sub_1", "kafka://local/t", "service://s/h", {"a": "b"})
+    deployment = Deployment(
+        id="dp_1", uri="http://x", protocol_mode="BIDI_STREAM", http_version="2",
+        min_protocol_version=5, max_protocol_version=7, protocol_version=7, manifest=b'{"x": 1}',
+    )  # fmt: skip
+    change = CatalogChange(
+        clusters={"local": cluster},
+        subscriptions={"sub_1": sub},
+        deployments={"dp_1": deployment},
+        revisions={"S": ServiceRevision("dp_1", 1)},
+    )
+    assert await store.write_catalog(empty.version, change) is True
+    assert await store.write_catalog(empty.version, CatalogChange(clusters={"late": cluster})) is False
+    written = store.read_catalog()
+    assert written == change.applied_to(empty) and written.version == empty.version + 1
+    assert written.deployments["dp_1"] == deployment
+    drop = CatalogChange(subscriptions={"sub_1": None}, revisions={"S": None, "never": None})
+    assert await store.write_catalog(written.version, drop) is True
+    after = store.read_catalog()
+    assert (after.subscriptions, after.revisions, after.clusters) == ({}, {}, {"local": cluster})

@@ -12,7 +12,18 @@ import msgspec
 import pytest
 
 from perdure.errors import DatabaseInUse
-from perdure.storage.api import Entry, Invocation, Status, Timer
+from perdure.storage import sqlite as sqlite_backend
+from perdure.storage.api import (
+    Deployment,
+    Entry,
+    Invocation,
+    KafkaCluster,
+    Position,
+    ServiceRevision,
+    Status,
+    Subscription,
+    Timer,
+)
 from perdure.storage.layered import view as _view
 from perdure.storage.sqlite import MIGRATIONS, _schema
 
@@ -274,3 +285,44 @@ async def test_one_store_per_database_file(open_sqlite: OpenStore, tmp_path: Pat
     second = open_sqlite()
     async with committed(second) as t:
         t.put_invocation(inv("after"))
+
+
+async def test_migration_4_moves_the_catalog_out_of_system_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 3 kept the catalog as state of `__perdure`; schema 4 moves it into tables."""
+    sub = Subscription("sub_1", "kafka://local/t", "service://s/h", {"a": "b"})
+    cluster = KafkaCluster("local", {"bootstrap.servers": "127.0.0.1:9092"})
+    deployment = Deployment(
+        id="dp_1", uri="http://x", protocol_mode="BIDI_STREAM", http_version="2",
+        min_protocol_version=5, max_protocol_version=7, protocol_version=7,
+    )  # fmt: skip
+    monkeypatch.setattr(_schema, "MIGRATIONS", MIGRATIONS[:3])
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    _schema.migrate(conn)
+    rows = [
+        ("subscriptions", b"sub_1", _encode(sub)),
+        ("kafka-clusters", b"local", _encode(cluster)),
+        ("deployments", b"dp_1", _encode(deployment)),
+        ("service-revisions", b"S", _encode(ServiceRevision("dp_1", 3))),
+        ("offsets/sub_1", b"0/my.topic", b"17"),
+        ("offsets/sub_1", b"12/my.topic", b"4,2"),
+        ("promises/wf/k", b"p", b"kept"),
+    ]
+    conn.executemany("INSERT INTO state VALUES ('__perdure', ?, ?, ?)", rows)
+    conn.close()
+    monkeypatch.setattr(_schema, "MIGRATIONS", MIGRATIONS)
+    store = sqlite_backend.Store(tmp_path / "old.db")
+    try:
+        catalog = store.read_catalog()
+        assert catalog.version == 1
+        assert catalog.subscriptions == {"sub_1": sub} and catalog.clusters == {"local": cluster}
+        assert catalog.deployments == {"dp_1": deployment}
+        assert catalog.revisions == {"S": ServiceRevision("dp_1", 3)}
+        reader = store.reader()
+        assert reader.offsets("sub_1") == {("my.topic", 0): Position(17), ("my.topic", 12): Position(4, 2)}
+        for key in ("subscriptions", "kafka-clusters", "deployments", "service-revisions", "offsets/sub_1"):
+            assert reader.get_all_state("__perdure", key) == {}
+        assert reader.get_all_state("__perdure", "promises/wf/k") == {b"p": b"kept"}
+    finally:
+        await store.close()

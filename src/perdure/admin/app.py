@@ -132,7 +132,7 @@ class Admin:
 
     async def health(self, request: Request) -> Response:
         try:
-            failure = self.engine.processor.failure
+            failure = self.engine.failure
         except PerdureError as e:
             return error(503, str(e))
         if failure is not None:

@@ -49,21 +49,21 @@ def render(engine: Engine) -> str:
         [('{result="ok"}', c.completed_ok), ('{result="failed"}', c.completed_failed)],
     )
     out.one("journal_entries_total", "counter", "Journal entries appended since start.", c.journal_entries)
-    s = engine.processor.stats
+    s, queued = engine.processor_stats()
     out.one("processor_commands_total", "counter", "Commands applied by the processor.", s.commands)
     out.one("processor_batches_total", "counter", "Batches committed (one commit each).", s.batches)
     out.one("processor_commit_seconds_total", "counter", "Time spent committing batches.", s.commit_seconds)
     out.one("processor_max_batch_size", "gauge", "The largest batch committed so far.", s.max_batch)
     out.one("processor_failed_commands_total", "counter", "Commands that failed to apply.", s.failed_commands)
-    out.one("processor_queue_length", "gauge", "Commands queued for the processor.", engine.processor.pending)
+    out.one("processor_queue_length", "gauge", "Commands queued for the processor.", queued)
     out.one(
         "processor_up",
         "gauge",
         "1 while the processor runs, 0 after a storage failure stopped it.",
-        0 if engine.processor.failure is not None else 1,
+        0 if engine.failure is not None else 1,
     )
     out.one("attempts_in_memory", "gauge", "Attempts held in memory now.", engine.invoker.active)
-    out.one("timers_pending", "gauge", "Durable timers scheduled and not yet fired.", len(engine.timers))
+    out.one("timers_pending", "gauge", "Durable timers scheduled and not yet fired.", engine.timers_pending)
     out.one("inbox_depth", "gauge", "Invocations waiting in a key's queue.", counts[Status.PENDING])
     for family in kafka.metric_families(engine.kafka):
         out.family(*family)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from perdure.admin.render import duration
+from perdure.defaults import INACTIVITY_TIMEOUT, RETENTION
 from perdure.retry import DEFAULT, RetryPolicy
 from perdure.sdk.options import HandlerOptions
 from perdure.sdk.service import Handler, HandlerKind, ServiceBase, ServiceKind
@@ -25,10 +25,6 @@ _HANDLER_TY = {
     HandlerKind.SHARED: "Shared",
     HandlerKind.WORKFLOW: "Workflow",
 }
-
-# The engine's defaults when an option is unset (see perdure.runtime.node.registry_of).
-_INACTIVITY = timedelta(minutes=1)
-_RETENTION = timedelta(days=1)
 
 
 def retry_policy(policy: RetryPolicy | None) -> dict[str, Any]:
@@ -69,9 +65,9 @@ def service_json(service: ServiceBase) -> dict[str, Any]:
         "revision": getattr(service, "revision", 1),
         "handlers": [handler_json(h) for h in service.handlers.values()],
         "retry_policy": retry_policy(options.retry_policy),
-        "idempotency_retention": duration(options.idempotency_retention or _RETENTION),
-        "journal_retention": duration(options.journal_retention or _RETENTION),
-        "inactivity_timeout": duration(options.inactivity_timeout or _INACTIVITY),
+        "idempotency_retention": duration(options.idempotency_retention or RETENTION),
+        "journal_retention": duration(options.journal_retention or RETENTION),
+        "inactivity_timeout": duration(options.inactivity_timeout or INACTIVITY_TIMEOUT),
     }
 
 

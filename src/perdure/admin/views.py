@@ -37,7 +37,7 @@ SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
         frozenset({"invocations", "journal", "journal_ids", "state"}),
     ),
 }
-SQLITE_BASE[3] = SQLITE_BASE[2]
+SQLITE_BASE[3] = SQLITE_BASE[4] = SQLITE_BASE[2]  # 0004 moved the catalog: these tables are unchanged
 
 # ---- layer 1 on a memory store: a snapshot copied into tables of the base shape.
 

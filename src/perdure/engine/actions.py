@@ -73,18 +73,4 @@ class Rejected:
     code: int = 409
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionsChanged:
-    """Kafka clusters or subscriptions changed: start or stop consumers to match."""
-
-
-Action = (
-    StartAttempt
-    | Notify
-    | AbortAttempt
-    | ScheduleTimer
-    | Completed
-    | Accepted
-    | Rejected
-    | SubscriptionsChanged
-)
+Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected

@@ -1,47 +1,27 @@
-"""Kafka clusters, subscriptions and consumed offsets: the engine's catalog.
+"""Kafka clusters and subscriptions: the rules of the catalog, as pure functions of a snapshot.
 
-Kept as state of the reserved system object `__perdure` (in the store's state table) and written
-through the engine like everything else, so an offset is stored in the same transaction as the
-invocations made from the records before it. A subscription's id is derived from its source and
-sink: declaring the same subscription twice (in code at every start, or twice over the admin API)
-is one subscription.
+The catalog has tables of its own (`perdure.storage.api.CatalogStore`); the runtime reads a
+snapshot, asks these functions for the change (or the reason to refuse it), and writes it by
+compare-and-set. A subscription's id is derived from its source and sink: declaring the same
+subscription twice (in code at every start, or twice over the admin API) is one subscription.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
 
-import msgspec
-
-from perdure.engine.actions import Rejected, SubscriptionsChanged
-from perdure.engine.commands import (
-    DeleteKafkaCluster,
-    DeleteSubscription,
-    PutKafkaCluster,
-    PutSubscription,
-    ResetOffset,
-)
-from perdure.engine.step import Step
 from perdure.protocol.ids import base62
-from perdure.storage.api import KafkaCluster, Subscription
-
-#: The system object whose state holds the catalog; user services may not use this name.
-SYSTEM = "__perdure"
-_SUBSCRIPTIONS, _CLUSTERS = "subscriptions", "kafka-clusters"
-_OFFSETS = "offsets/"  # + subscription id; names are b"{partition}/{topic}"
-_subscription = msgspec.msgpack.Decoder(Subscription)
-_cluster = msgspec.msgpack.Decoder(KafkaCluster)
-_encode = msgspec.msgpack.Encoder().encode
+from perdure.storage.api import CatalogChange, CatalogSnapshot, KafkaCluster, Subscription
 
 
-class StateSource(Protocol):
-    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
+@dataclass(frozen=True)
+class Refusal:
+    """A catalog change that may not be made: `code` 404 (no such thing), 400 (bad input) or 409."""
 
-
-def promises_key(workflow: str, key: str) -> str:
-    """Where a workflow key's promises live (see `engine.promises`)."""
-    return f"promises/{workflow}/{key}"
+    name: str
+    reason: str
+    code: int = 409
 
 
 def subscription_id(source: str, sink: str) -> str:
@@ -49,100 +29,40 @@ def subscription_id(source: str, sink: str) -> str:
     return "sub_" + base62(int.from_bytes(digest, "big"), 22)
 
 
-def subscriptions(source: StateSource) -> list[Subscription]:
-    found = source.get_all_state(SYSTEM, _SUBSCRIPTIONS).values()
-    return sorted((_subscription.decode(v) for v in found), key=lambda s: s.id)
+def subscriptions(catalog: CatalogSnapshot) -> list[Subscription]:
+    return sorted(catalog.subscriptions.values(), key=lambda s: s.id)
 
 
-def clusters(source: StateSource) -> list[KafkaCluster]:
-    found = source.get_all_state(SYSTEM, _CLUSTERS).values()
-    return sorted((_cluster.decode(v) for v in found), key=lambda c: c.name)
+def clusters(catalog: CatalogSnapshot) -> list[KafkaCluster]:
+    return sorted(catalog.clusters.values(), key=lambda c: c.name)
 
 
-class Position(NamedTuple):
-    """Where a subscription is in one partition: the next offset, and the partition's epoch.
-
-    The epoch grows when the partition was reset (its log was recreated, e.g. a dev broker that
-    restarted empty): invocation ids of records include it, so new records at old offsets are new.
-    """
-
-    next_offset: int
-    epoch: int = 0
-
-
-def _position(raw: bytes) -> Position:
-    offset, _, epoch = raw.decode().partition(",")
-    return Position(int(offset), int(epoch or 0))
-
-
-def offsets(source: StateSource, subscription_id: str) -> dict[tuple[str, int], int]:
-    """Next offset to consume per (topic, partition) of a subscription."""
-    out = {}
-    for name, raw in source.get_all_state(SYSTEM, _OFFSETS + subscription_id).items():
-        partition, _, topic = name.decode().partition("/")
-        out[(topic, int(partition))] = _position(raw).next_offset
-    return out
-
-
-def get_subscription(step: Step, subscription_id: str) -> Subscription | None:
-    raw = step.txn.get_state(SYSTEM, _SUBSCRIPTIONS, subscription_id.encode())
-    return None if raw is None else _subscription.decode(raw)
-
-
-def get_position(step: Step, subscription_id: str, topic: str, partition: int) -> Position | None:
-    raw = step.txn.get_state(SYSTEM, _OFFSETS + subscription_id, f"{partition}/{topic}".encode())
-    return None if raw is None else _position(raw)
-
-
-def set_position(step: Step, subscription_id: str, topic: str, partition: int, position: Position) -> None:
-    value = f"{position.next_offset},{position.epoch}" if position.epoch else str(position.next_offset)
-    step.txn.set_state(SYSTEM, _OFFSETS + subscription_id, f"{partition}/{topic}".encode(), value.encode())
-
-
-def reset_position(step: Step, cmd: ResetOffset) -> None:
-    """The partition's log restarted below the stored offset: continue from `next_offset`, new epoch."""
-    current = get_position(step, cmd.subscription_id, cmd.topic, cmd.partition)
-    epoch = current.epoch + 1 if current is not None else 0
-    set_position(step, cmd.subscription_id, cmd.topic, cmd.partition, Position(cmd.next_offset, epoch))
-
-
-def put_subscription(step: Step, cmd: PutSubscription) -> None:
-    sub = cmd.subscription
-    existing = get_subscription(step, sub.id)
-    if existing is not None and existing.options != sub.options and not cmd.replace:
+def put_subscription(catalog: CatalogSnapshot, sub: Subscription, replace: bool) -> CatalogChange | Refusal:
+    existing = catalog.subscriptions.get(sub.id)
+    if existing is not None and existing.options != sub.options and not replace:
         message = "a subscription with this source and sink exists with other options: delete it first"
-        step.actions.append(Rejected(sub.id, message))
-        return
+        return Refusal(sub.id, message)
     cluster = sub.source.removeprefix("kafka://").partition("/")[0]
-    if step.txn.get_state(SYSTEM, _CLUSTERS, cluster.encode()) is None:
-        known = ", ".join(c.name for c in clusters(step.txn)) or "none"
-        step.actions.append(Rejected(sub.id, f"unknown Kafka cluster {cluster!r} (known: {known})", code=400))
-        return
-    step.txn.set_state(SYSTEM, _SUBSCRIPTIONS, sub.id.encode(), _encode(sub))
-    step.actions.append(SubscriptionsChanged())
+    if cluster not in catalog.clusters:
+        known = ", ".join(c.name for c in clusters(catalog)) or "none"
+        return Refusal(sub.id, f"unknown Kafka cluster {cluster!r} (known: {known})", code=400)
+    return CatalogChange(subscriptions={sub.id: sub})
 
 
-def delete_subscription(step: Step, cmd: DeleteSubscription) -> None:
-    if get_subscription(step, cmd.subscription_id) is None:
-        step.actions.append(Rejected(cmd.subscription_id, "no such subscription", code=404))
-        return
-    step.txn.clear_state(SYSTEM, _SUBSCRIPTIONS, cmd.subscription_id.encode())
-    step.actions.append(SubscriptionsChanged())
+def delete_subscription(catalog: CatalogSnapshot, subscription_id: str) -> CatalogChange | Refusal:
+    if subscription_id not in catalog.subscriptions:
+        return Refusal(subscription_id, "no such subscription", code=404)
+    return CatalogChange(subscriptions={subscription_id: None})
 
 
-def put_cluster(step: Step, cmd: PutKafkaCluster) -> None:
-    cluster = KafkaCluster(cmd.name, dict(cmd.properties))
-    step.txn.set_state(SYSTEM, _CLUSTERS, cmd.name.encode(), _encode(cluster))
-    step.actions.append(SubscriptionsChanged())
+def put_cluster(catalog: CatalogSnapshot, cluster: KafkaCluster) -> CatalogChange | Refusal:
+    return CatalogChange(clusters={cluster.name: cluster})
 
 
-def delete_cluster(step: Step, cmd: DeleteKafkaCluster) -> None:
-    if step.txn.get_state(SYSTEM, _CLUSTERS, cmd.name.encode()) is None:
-        step.actions.append(Rejected(cmd.name, "no such Kafka cluster", code=404))
-        return
-    users = [s.id for s in subscriptions(step.txn) if s.source.startswith(f"kafka://{cmd.name}/")]
+def delete_cluster(catalog: CatalogSnapshot, name: str) -> CatalogChange | Refusal:
+    if name not in catalog.clusters:
+        return Refusal(name, "no such Kafka cluster", code=404)
+    users = [s.id for s in subscriptions(catalog) if s.source.startswith(f"kafka://{name}/")]
     if users:
-        step.actions.append(Rejected(cmd.name, f"subscriptions still use this cluster: {', '.join(users)}"))
-        return
-    step.txn.clear_state(SYSTEM, _CLUSTERS, cmd.name.encode())
-    step.actions.append(SubscriptionsChanged())
+        return Refusal(name, f"subscriptions still use this cluster: {', '.join(users)}")
+    return CatalogChange(clusters={name: None})

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.storage.api import Caller, Deployment, Failure, Subscription, Timer
+from perdure.storage.api import Caller, Failure, Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,7 @@ class Ingest:
     """
 
     subscription_id: str
+    sink: str  # service://SERVICE/HANDLER
     topic: str
     partition: int
     records: Sequence[KafkaRecord]
@@ -128,46 +129,6 @@ class ResetOffset:
     topic: str
     partition: int
     next_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class PutSubscription:
-    """Create a subscription (or, with `replace`, change its options)."""
-
-    subscription: Subscription
-    replace: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteSubscription:
-    """Stop consuming; what was already accepted stays."""
-
-    subscription_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PutKafkaCluster:
-    name: str
-    properties: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteKafkaCluster:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class PutDeployment:
-    """Register a discovered deployment: its services are served by it from now on."""
-
-    deployment: Deployment
-    force: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteDeployment:
-    deployment_id: str
-    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +151,5 @@ Command = (
     | Expire
     | Ingest
     | ResetOffset
-    | PutSubscription
-    | DeleteSubscription
-    | PutKafkaCluster
-    | DeleteKafkaCluster
-    | PutDeployment
-    | DeleteDeployment
     | Recover
 )

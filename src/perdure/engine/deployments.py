@@ -1,9 +1,10 @@
-"""Remote deployments: which endpoint serves which services, at which revision.
+"""Remote deployments: which endpoint serves which services, at which revision — the rules.
 
-Kept in the catalog (state of the system object `__perdure`) and written through the engine, so
-a registration is as durable as an invocation. Applying one updates the registry in the same
-step: the next invocation of a service goes to its newest deployment, while invocations that
-already started stay pinned to the deployment (and protocol version) of their first attempt.
+Pure functions of a catalog snapshot (`perdure.storage.api.CatalogSnapshot`): the runtime asks
+for the change (or the reason to refuse it) and writes it by compare-and-set, then routes the
+services anew (`load`). The next invocation of a service goes to its newest deployment, while
+invocations that already started stay pinned to the deployment (and protocol version) of their
+first attempt.
 
 Rules, as restate-server applies them:
 - a URI is registered once; registering it again needs `force` (it replaces that deployment);
@@ -15,56 +16,43 @@ Rules, as restate-server applies them:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from perdure.engine.actions import Accepted, Rejected
-from perdure.engine.catalog import SYSTEM
-from perdure.engine.commands import DeleteDeployment, PutDeployment
-from perdure.engine.registry import DAY_MS, HandlerInfo, Registry
-from perdure.engine.step import Step
+from perdure.defaults import ABORT_TIMEOUT_MS, INACTIVITY_TIMEOUT_MS, RETENTION_MS
+from perdure.engine.catalog import Refusal
+from perdure.engine.registry import HandlerInfo, Registry
 from perdure.protocol import manifest as mf
 from perdure.retry import DEFAULT, RetryPolicy
-from perdure.storage.api import Deployment
-
-_DEPLOYMENTS, _REVISIONS = "deployments", "service-revisions"
-_encode = msgspec.msgpack.Encoder().encode
-_deployment = msgspec.msgpack.Decoder(Deployment)
+from perdure.storage.api import CatalogChange, CatalogSnapshot, Deployment, ServiceRevision
 
 
-class ServiceRevision(msgspec.Struct, frozen=True):
-    """Which deployment serves a service now, and how many registrations it has seen."""
+@dataclass(frozen=True)
+class Registered:
+    """A registration to write: the change, the deployment's id, and whether it replaced one."""
 
+    change: CatalogChange
     deployment_id: str
-    revision: int
+    replaced: bool
 
 
-_revision = msgspec.msgpack.Decoder(ServiceRevision)
+def deployments(catalog: CatalogSnapshot) -> list[Deployment]:
+    return sorted(catalog.deployments.values(), key=lambda d: (d.created_at, d.id))
 
 
-class StateSource(Protocol):
-    def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
-
-
-def deployments(source: StateSource) -> list[Deployment]:
-    found = source.get_all_state(SYSTEM, _DEPLOYMENTS).values()
-    return sorted((_deployment.decode(v) for v in found), key=lambda d: (d.created_at, d.id))
-
-
-def revisions(source: StateSource) -> dict[str, ServiceRevision]:
-    return {k.decode(): _revision.decode(v) for k, v in source.get_all_state(SYSTEM, _REVISIONS).items()}
-
-
-def load(source: StateSource, registry: Registry) -> None:
-    """At start: make every remotely served service routable again."""
-    by_id = {d.id: d for d in deployments(source)}
-    for name, revision in revisions(source).items():
-        deployment = by_id.get(revision.deployment_id)
+def load(catalog: CatalogSnapshot, registry: Registry, in_process: Collection[str]) -> None:
+    """Route every remotely served service to its deployment (and forget the ones no longer served)."""
+    for name in [n for n in registry.services if n not in in_process]:
+        if name not in catalog.revisions:
+            registry.remove_service(name)
+    for name, revision in catalog.revisions.items():
+        deployment = catalog.deployments.get(revision.deployment_id)
         service = _service(deployment, name) if deployment is not None else None
-        if deployment is not None and service is not None:
+        if deployment is not None and service is not None and name not in in_process:
             registry.replace_service(name, handler_infos(deployment, service))
 
 
@@ -95,11 +83,11 @@ def handler_info(service: mf.ServiceManifest, handler: mf.HandlerManifest) -> Ha
         workflow_run=ty == "WORKFLOW",
         workflow=service.ty == "WORKFLOW",
         retry_policy=_retry_policy(o),
-        inactivity_timeout_ms=o.get("inactivity_timeout", 60_000),
-        abort_timeout_ms=o.get("abort_timeout", 600_000),
-        idempotency_retention_ms=o.get("idempotency_retention", DAY_MS),
-        journal_retention_ms=o.get("journal_retention", DAY_MS),
-        workflow_retention_ms=o.get("workflow_completion_retention", DAY_MS),
+        inactivity_timeout_ms=o.get("inactivity_timeout", INACTIVITY_TIMEOUT_MS),
+        abort_timeout_ms=o.get("abort_timeout", ABORT_TIMEOUT_MS),
+        idempotency_retention_ms=o.get("idempotency_retention", RETENTION_MS),
+        journal_retention_ms=o.get("journal_retention", RETENTION_MS),
+        workflow_retention_ms=o.get("workflow_completion_retention", RETENTION_MS),
     )
 
 
@@ -124,50 +112,44 @@ def _retry_policy(o: dict[str, Any]) -> RetryPolicy:
     )
 
 
-def _get(step: Step, deployment_id: str) -> Deployment | None:
-    raw = step.txn.get_state(SYSTEM, _DEPLOYMENTS, deployment_id.encode())
-    return None if raw is None else _deployment.decode(raw)
-
-
-def put(step: Step, cmd: PutDeployment) -> None:
-    new = cmd.deployment
+def register(
+    catalog: CatalogSnapshot, new: Deployment, *, force: bool, in_process: Collection[str]
+) -> Registered | Refusal:
     manifest = mf.decode(new.manifest)
-    existing = next((d for d in deployments(step.txn) if d.uri == new.uri), None)
+    existing = next((d for d in catalog.deployments.values() if d.uri == new.uri), None)
     if existing is not None:
-        if not cmd.force:
+        if not force:
             message = f"{new.uri} is already registered as {existing.id}: pass force to replace it"
-            step.actions.append(Rejected(existing.id, message))
-            return
+            return Refusal(existing.id, message)
         new = msgspec.structs.replace(new, id=existing.id, created_at=existing.created_at)
-    current = revisions(step.txn)
     for service in manifest.services:
-        problem = _conflict(step, service, current.get(service.name), cmd.force)
+        problem = _conflict(catalog, service, force, in_process)
         if problem is not None:
-            step.actions.append(Rejected(new.id, problem))
-            return
-    step.txn.set_state(SYSTEM, _DEPLOYMENTS, new.id.encode(), _encode(new))
+            return Refusal(new.id, problem)
+    change = CatalogChange(deployments={new.id: new})
     announced = set()
     for service in manifest.services:
         announced.add(service.name)
-        previous = current.get(service.name)
-        revision = ServiceRevision(new.id, previous.revision + 1 if previous is not None else 1)
-        step.txn.set_state(SYSTEM, _REVISIONS, service.name.encode(), _encode(revision))
-        step.registry.replace_service(service.name, handler_infos(new, service))
+        previous = catalog.revisions.get(service.name)
+        change.revisions[service.name] = ServiceRevision(
+            new.id, previous.revision + 1 if previous is not None else 1
+        )
     if existing is not None:  # services the replaced deployment served and the new one does not
-        for name, revision in current.items():
+        for name, revision in catalog.revisions.items():
             if revision.deployment_id == existing.id and name not in announced:
-                _drop_service(step, name)
-    step.actions.append(Accepted(new.id, previously=existing is not None))
+                change.revisions[name] = None
+    return Registered(change, new.id, replaced=existing is not None)
 
 
 def _conflict(
-    step: Step, service: mf.ServiceManifest, revision: ServiceRevision | None, force: bool
+    catalog: CatalogSnapshot, service: mf.ServiceManifest, force: bool, in_process: Collection[str]
 ) -> str | None:
-    if service.name in step.registry.services and step.registry.deployment_of(service.name) is None:
+    if service.name in in_process:
         return f"service {service.name!r} is served in-process by this engine's app"
+    revision = catalog.revisions.get(service.name)
     if revision is None or force:
         return None
-    old_deployment = _get(step, revision.deployment_id)
+    old_deployment = catalog.deployments.get(revision.deployment_id)
     old = _service(old_deployment, service.name) if old_deployment is not None else None
     if old is None:
         return None
@@ -185,21 +167,14 @@ def _conflict(
     return None
 
 
-def _drop_service(step: Step, name: str) -> None:
-    step.txn.clear_state(SYSTEM, _REVISIONS, name.encode())
-    step.registry.remove_service(name)
-
-
-def delete(step: Step, cmd: DeleteDeployment) -> None:
-    if _get(step, cmd.deployment_id) is None:
-        step.actions.append(Rejected(cmd.deployment_id, "no such deployment", code=404))
-        return
-    serving = sorted(n for n, r in revisions(step.txn).items() if r.deployment_id == cmd.deployment_id)
-    if serving and not cmd.force:
-        message = f"it still serves {', '.join(serving)}: pass force to remove it with its services"
-        step.actions.append(Rejected(cmd.deployment_id, message))
-        return
-    for name in serving:
-        _drop_service(step, name)
-    step.txn.clear_state(SYSTEM, _DEPLOYMENTS, cmd.deployment_id.encode())
-    step.actions.append(Accepted(cmd.deployment_id, previously=True))
+def remove(catalog: CatalogSnapshot, deployment_id: str, *, force: bool) -> CatalogChange | Refusal:
+    if deployment_id not in catalog.deployments:
+        return Refusal(deployment_id, "no such deployment", code=404)
+    serving = sorted(n for n, r in catalog.revisions.items() if r.deployment_id == deployment_id)
+    if serving and not force:
+        return Refusal(
+            deployment_id, f"it still serves {', '.join(serving)}: pass force to remove it with its services"
+        )
+    change = CatalogChange(deployments={deployment_id: None})
+    change.revisions.update(dict.fromkeys(serving))
+    return change

@@ -12,12 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from perdure.engine import catalog, lifecycle
-from perdure.engine.actions import Rejected
-from perdure.engine.commands import Ingest, Invoke, KafkaRecord
+from perdure.engine import lifecycle
+from perdure.engine.commands import Ingest, Invoke, KafkaRecord, ResetOffset
 from perdure.engine.step import Step
 from perdure.protocol import ids
-from perdure.storage.api import Failure, Subscription
+from perdure.storage.api import Failure, Position, Subscription
 
 SERVICE_SCHEME = "service://"
 
@@ -77,14 +76,10 @@ def headers(subscription_id: str, topic: str, partition: int, record: KafkaRecor
 
 
 def ingest(step: Step, cmd: Ingest) -> None:
-    subscription = catalog.get_subscription(step, cmd.subscription_id)
-    if subscription is None:
-        step.actions.append(Rejected(cmd.subscription_id, "no such subscription", code=404))
-        return
-    service, handler = sink_target(subscription)
+    service, _, handler = cmd.sink.removeprefix(SERVICE_SCHEME).partition("/")
     info = step.registry.get(service, handler)
     keyed = info is not None and info.keyed
-    position = catalog.get_position(step, subscription.id, cmd.topic, cmd.partition)
+    position = step.txn.get_offset(cmd.subscription_id, cmd.topic, cmd.partition)
     next_offset = position.next_offset if position is not None else None
     epoch = position.epoch if position is not None else 0
     for record in cmd.records:
@@ -100,7 +95,7 @@ def ingest(step: Step, cmd: Ingest) -> None:
             invocation_id = ids.workflow_id(service, key)
         else:
             invocation_id = record_id(
-                subscription.id, cmd.topic, cmd.partition, record.offset, service, key, epoch
+                cmd.subscription_id, cmd.topic, cmd.partition, record.offset, service, key, epoch
             )
         lifecycle.invoke(
             step,
@@ -110,11 +105,17 @@ def ingest(step: Step, cmd: Ingest) -> None:
                 handler=handler,
                 key=key if keyed else None,
                 input=record.value or b"",
-                headers=headers(subscription.id, cmd.topic, cmd.partition, record),
+                headers=headers(cmd.subscription_id, cmd.topic, cmd.partition, record),
                 failure=failure,
             ),
         )
         next_offset = record.offset + 1
     if next_offset is not None:
-        position = catalog.Position(next_offset, epoch)
-        catalog.set_position(step, subscription.id, cmd.topic, cmd.partition, position)
+        step.txn.set_offset(cmd.subscription_id, cmd.topic, cmd.partition, Position(next_offset, epoch))
+
+
+def reset_offset(step: Step, cmd: ResetOffset) -> None:
+    """The partition's log restarted below the stored offset: continue from `next_offset`, new epoch."""
+    current = step.txn.get_offset(cmd.subscription_id, cmd.topic, cmd.partition)
+    epoch = current.epoch + 1 if current is not None else 0
+    step.txn.set_offset(cmd.subscription_id, cmd.topic, cmd.partition, Position(cmd.next_offset, epoch))

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from perdure.defaults import RETENTION_MS
 from perdure.engine.actions import (
     AbortAttempt,
     Accepted,
@@ -22,10 +23,9 @@ from perdure.engine.actions import (
     ScheduleTimer,
     StartAttempt,
 )
-from perdure.engine.catalog import SYSTEM, promises_key
 from perdure.engine.commands import Invoke
-from perdure.engine.registry import DAY_MS
 from perdure.engine.step import Step
+from perdure.engine.system import SYSTEM, promises_key
 from perdure.protocol import ids
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import message_type
@@ -203,7 +203,7 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
     inv.waiting_signals = []
     info = step.registry.get(inv.service, inv.handler)
     if info is None:
-        inv.retention_until = step.now + DAY_MS
+        inv.retention_until = step.now + RETENTION_MS
     else:
         if info.workflow_run:
             retention = info.workflow_retention_ms

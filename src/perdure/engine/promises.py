@@ -1,6 +1,6 @@
 """Workflow promises: named, durable, completed once; every invocation waiting on one is woken.
 
-Kept as state of the system object (`catalog.SYSTEM`) under `promises/{workflow}/{key}`, so a
+Kept as state of the system object (`system.SYSTEM`) under `promises/{workflow}/{key}`, so a
 promise is completed in the same transaction as the journal entry that completes it.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 
 from perdure.engine import lifecycle
-from perdure.engine.catalog import SYSTEM, promises_key
 from perdure.engine.step import Step
+from perdure.engine.system import SYSTEM, promises_key
 from perdure.protocol import messages as pm
 from perdure.storage.api import Caller, Failure, Invocation, Outcome
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from perdure.defaults import ABORT_TIMEOUT_MS, INACTIVITY_TIMEOUT_MS, RETENTION_MS
 from perdure.retry import DEFAULT, RetryPolicy
-
-DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -17,13 +16,13 @@ class HandlerInfo:
     workflow_run: bool = False  # runs at most once per key (its id is derived from the key)
     workflow: bool = False  # a handler of a workflow (its run or a shared one): may use promises
     retry_policy: RetryPolicy = DEFAULT
-    inactivity_timeout_ms: int = 60_000
-    idempotency_retention_ms: int = DAY_MS
-    journal_retention_ms: int = DAY_MS
-    workflow_retention_ms: int = DAY_MS  # a completed workflow run blocks its key this long
+    inactivity_timeout_ms: int = INACTIVITY_TIMEOUT_MS
+    idempotency_retention_ms: int = RETENTION_MS
+    journal_retention_ms: int = RETENTION_MS
+    workflow_retention_ms: int = RETENTION_MS  # a completed workflow run blocks its key this long
     deployment_id: str | None = None  # None: served in-process by the engine's app
     protocol_version: int = 0  # what new invocations of a remote handler negotiate
-    abort_timeout_ms: int = 600_000
+    abort_timeout_ms: int = ABORT_TIMEOUT_MS
 
     @property
     def writes_state(self) -> bool:

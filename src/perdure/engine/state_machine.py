@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import catalog, deployments, intake, lifecycle
+from perdure.engine import intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
     Cancel,
     Command,
     CompleteSignal,
-    DeleteDeployment,
-    DeleteKafkaCluster,
-    DeleteSubscription,
     Expire,
     FireTimer,
     Ingest,
@@ -25,9 +22,6 @@ from perdure.engine.commands import (
     Kill,
     Pause,
     Purge,
-    PutDeployment,
-    PutKafkaCluster,
-    PutSubscription,
     Recover,
     ResetOffset,
     Resume,
@@ -42,10 +36,12 @@ from perdure.storage.api import Transaction
 class StateMachine:
     """Applies commands of one partition, in order. Single writer: no locks."""
 
-    def __init__(self, registry: Registry, now: Callable[[], int]) -> None:
+    def __init__(
+        self, registry: Registry, now: Callable[[], int], *, counters: Counters | None = None
+    ) -> None:
         self.registry = registry
         self._now = now
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
 
     def apply(self, txn: Transaction, command: Command) -> list[Action]:
         step = Step(txn, self._now(), self.registry, self.counters)
@@ -75,19 +71,7 @@ class StateMachine:
             case Ingest():
                 intake.ingest(step, command)
             case ResetOffset():
-                catalog.reset_position(step, command)
-            case PutSubscription():
-                catalog.put_subscription(step, command)
-            case DeleteSubscription():
-                catalog.delete_subscription(step, command)
-            case PutKafkaCluster():
-                catalog.put_cluster(step, command)
-            case DeleteKafkaCluster():
-                catalog.delete_cluster(step, command)
-            case PutDeployment():
-                deployments.put(step, command)
-            case DeleteDeployment():
-                deployments.delete(step, command)
+                intake.reset_offset(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

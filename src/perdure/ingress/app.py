@@ -9,7 +9,7 @@ from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from perdure.engine.registry import DAY_MS
+from perdure.defaults import RETENTION
 from perdure.errors import ConflictError, InvalidInputError, PerdureError, UnknownTargetError
 from perdure.ingress import routing
 from perdure.ingress.delay import parse_delay
@@ -65,7 +65,7 @@ class Ingress:
         engine: Engine,
         *,
         max_body_bytes: int = 10 * 1024 * 1024,
-        default_idempotency_retention: timedelta = timedelta(milliseconds=DAY_MS),
+        default_idempotency_retention: timedelta = RETENTION,
     ) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes

@@ -1,42 +1,34 @@
-"""Remote deployments of an `Engine`: discovery, registration, and the services they serve.
+"""Remote deployments: discovery, and the services a deployment serves as the engine sees them.
 
-    deployment = await engine.register_deployment("http://127.0.0.1:9080")
+    deployment, _ = await engine.register_deployment("http://127.0.0.1:9080")
     await engine.generic_call("Counter", "add", b"5", key="a")     # runs on that deployment
 
-Part of `Engine` (a mixin, to keep node.py about composition). Discovery asks the endpoint's
+Discovery asks the endpoint's
 `GET /discover` over the HTTP version invocations will use — HTTP/2 without TLS (h2c, prior
 knowledge) unless `use_http_11` — then the engine validates the manifest and records the
-deployment durably; its services are routable from the next command on.
+deployment in the catalog (`perdure.runtime.catalog`); its services are routable from then on.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import msgspec
 
 from perdure.engine import deployments as catalog
-from perdure.engine.actions import Accepted, Action
-from perdure.engine.commands import Command, DeleteDeployment, PutDeployment
-from perdure.engine.registry import Registry
 from perdure.errors import InvalidInputError, PerdureError, SerdeError
 from perdure.protocol import manifest as mf
 from perdure.protocol.ids import base62
 from perdure.retry import DEFAULT
 from perdure.sdk import serde
 from perdure.sdk.options import HandlerOptions
-from perdure.sdk.service import App, Handler, HandlerKind, ServiceBase, ServiceKind
+from perdure.sdk.service import Handler, HandlerKind, ServiceBase, ServiceKind
 from perdure.storage.api import Deployment
-
-if TYPE_CHECKING:
-    from perdure.runtime.clock import Clock
-    from perdure.runtime.processor import Processor
-    from perdure.storage.api import Reader
 
 _SERVICE_KIND = {
     "SERVICE": ServiceKind.SERVICE,
@@ -132,7 +124,7 @@ def _handler_options(service: mf.ServiceManifest, handler: mf.HandlerManifest) -
     )
 
 
-def _deployment_id() -> str:
+def deployment_id() -> str:
     return "dp_" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
 
 
@@ -167,124 +159,3 @@ async def discover(
     if manifest.protocol_mode == "BIDI_STREAM" and http_version == "1.1":
         raise DiscoveryError(f"{url} wants BIDI_STREAM, which needs HTTP/2: register it without use_http_11")
     return response.content, manifest, http_version
-
-
-class Deployments:
-    """Deployments of an `Engine`, and the lookup of services across the app and deployments."""
-
-    # Provided by Engine.
-    app: App
-    clock: Clock
-
-    @property
-    def processor(self) -> Processor:
-        raise NotImplementedError
-
-    def reader(self) -> Reader:
-        raise NotImplementedError
-
-    _remote: dict[str, RemoteService] | None = None  # services of deployments, built when first needed
-    _deployment_cache: dict[str, Deployment]  # by id, for the invoker
-    _registry: Registry
-    _submit_checked: Callable[[Command, str], Awaitable[list[Action]]]
-
-    # ---- lookup across in-process and remote services
-
-    def service(self, name: str) -> ServiceBase | None:
-        """A service by name: the app's own, or one a registered deployment serves."""
-        found = self.app.service(name)
-        return found if found is not None else self.remote_services().get(name)
-
-    def handler(self, service: str, handler: str) -> Handler | None:
-        found = self.service(service)
-        return None if found is None else found.handlers.get(handler)
-
-    def services(self) -> list[ServiceBase]:
-        return [*self.app.services, *self.remote_services().values()]
-
-    def remote_services(self) -> dict[str, RemoteService]:
-        if self._remote is None:
-            by_id = {d.id: d for d in catalog.deployments(self.reader())}
-            remote = {}
-            for name, revision in sorted(catalog.revisions(self.reader()).items()):
-                deployment = by_id.get(revision.deployment_id)
-                if deployment is None:
-                    continue
-                found = next((s for s in mf.decode(deployment.manifest).services if s.name == name), None)
-                if found is not None:
-                    remote[name] = RemoteService(deployment, found, revision.revision)
-            self._remote = remote
-        return self._remote
-
-    # ---- deployments
-
-    def deployments(self) -> list[Deployment]:
-        return catalog.deployments(self.reader())
-
-    def deployment(self, deployment_id: str) -> Deployment | None:
-        return next((d for d in self.deployments() if d.id == deployment_id), None)
-
-    async def register_deployment(
-        self,
-        uri: str,
-        *,
-        force: bool = False,
-        use_http_11: bool = False,
-        additional_headers: Mapping[str, str] | None = None,
-        max_protocol_version: int = mf.MAX_PROTOCOL,
-    ) -> tuple[Deployment, bool]:
-        """Discover `uri` and register it; returns (the deployment, True when it replaced one).
-
-        Raises `DiscoveryError` (unreachable, bad manifest), `ConflictError` (already registered
-        without `force`, or a service clash).
-        """
-        headers = dict(additional_headers or {})
-        raw, manifest, http_version = await discover(uri, use_http_11=use_http_11, headers=headers)
-        assert manifest.protocol_mode is not None
-        deployment = Deployment(
-            id=_deployment_id(),
-            uri=uri.rstrip("/"),
-            protocol_mode=manifest.protocol_mode,
-            http_version=http_version,
-            min_protocol_version=manifest.min_protocol_version,
-            max_protocol_version=manifest.max_protocol_version,
-            protocol_version=mf.negotiate(manifest, max_protocol_version),
-            additional_headers=headers,
-            manifest=raw,
-            created_at=self.clock.now_ms(),
-        )
-        accepted = await self._deployment_command(PutDeployment(deployment, force), uri)
-        self._deployments_changed()
-        registered = self.deployment(accepted.invocation_id)
-        assert registered is not None
-        return registered, accepted.previously
-
-    async def remove_deployment(self, deployment_id: str, *, force: bool = False) -> None:
-        await self._deployment_command(DeleteDeployment(deployment_id, force), deployment_id)
-        self._deployments_changed()
-
-    async def _deployment_command(self, command: Command, name: str) -> Accepted:
-        for action in await self._submit_checked(command, name):
-            if type(action) is Accepted:
-                return action
-        raise PerdureError(f"{name}: the engine did not answer the registration")
-
-    def _deployments_changed(self) -> None:
-        self._remote = None
-        self._deployment_cache.clear()
-
-    # ---- for the remote invoker
-
-    def deployment_for_invoker(self, deployment_id: str) -> Deployment | None:
-        """The deployment an attempt is pinned to (None once it was removed)."""
-        cached = self._deployment_cache.get(deployment_id)
-        if cached is None:
-            cached = self.deployment(deployment_id)
-            if cached is not None:
-                self._deployment_cache[deployment_id] = cached
-        return cached
-
-    def _timeouts_of(self, service: str, handler: str) -> tuple[int, int]:
-        """(inactivity, abort) timeouts in ms of a remote handler."""
-        info = self._registry.get(service, handler)
-        return (info.inactivity_timeout_ms, info.abort_timeout_ms) if info is not None else (60_000, 600_000)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from perdure.defaults import INACTIVITY_TIMEOUT_MS
 from perdure.engine.actions import Notify, StartAttempt
 from perdure.engine.commands import AttemptOutput
 from perdure.protocol import messages as pm
@@ -125,7 +126,7 @@ class InProcessInvoker:
                 self._suspend(attempt)
             return
         timeout = attempt.handler.options.inactivity_timeout
-        timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else 60_000
+        timeout_ms = int(timeout.total_seconds() * 1000) if timeout is not None else INACTIVITY_TIMEOUT_MS
         self._cancel_idle(vm.invocation_id)
         self._idle[vm.invocation_id] = asyncio.get_running_loop().create_task(
             self._suspend_when_idle(attempt, attempt.wait_seq, now + timeout_ms)

@@ -1,5 +1,7 @@
-"""The node: the one composition root. It builds the engine's parts from configuration and
-wires them together: store → state machine → processor → (invoker, timer service, waiters).
+"""The node: the one composition root. It builds the engine's parts from configuration and wires
+them together — store → catalog → partition (state machine, processor, timers) → attempts
+(in-process and remote invokers) → router (submissions, attaches, controls, waiters) → Kafka
+intake and retention sweeper — and is the `Engine` users hold.
 
     async with perdure.Engine(app, store="sqlite:///perdure.db") as engine:
         await engine.object_call(update_user_event, key="alice", arg=event)
@@ -11,115 +13,53 @@ An engine opened on an existing store resumes everything unfinished.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from perdure.engine import deployments as deployment_catalog
-from perdure.engine.actions import (
-    AbortAttempt,
-    Accepted,
-    Action,
-    Completed,
-    Notify,
-    ScheduleTimer,
-    StartAttempt,
-    SubscriptionsChanged,
-)
-from perdure.engine.commands import (
-    Cancel,
-    CompleteSignal,
-    Expire,
-    Invoke,
-    Kill,
-    Pause,
-    Purge,
-    Recover,
-    Resume,
-)
+from perdure.engine.actions import Completed, Notify, StartAttempt
+from perdure.engine.commands import Cancel, KafkaRecord, Kill, Pause, Purge, Resume
 from perdure.engine.counters import Counters
-from perdure.engine.registry import HandlerInfo, Registry
-from perdure.engine.state_machine import StateMachine
-from perdure.errors import (
-    ConflictError,
-    InvalidInputError,
-    PerdureError,
-    SerdeError,
-    TerminalError,
-    UnknownTargetError,
-)
-from perdure.protocol import awakeables, ids
-from perdure.retry import DEFAULT
+from perdure.errors import PerdureError, TerminalError
+from perdure.runtime.attempts import Attempts
+from perdure.runtime.catalog import Catalog
 from perdure.runtime.clock import Clock, SystemClock
-from perdure.runtime.deployments import Deployments
 from perdure.runtime.invoker import InProcessInvoker
-from perdure.runtime.processor import Processor
-from perdure.runtime.subscriptions import Subscriptions
-from perdure.runtime.timers import TimerService
-from perdure.sdk.service import App, Handler, ServiceKind, handler_of
-from perdure.storage import open_store, sqlite
-from perdure.storage.api import Deployment, Failure, Outcome, Reader, Store
+from perdure.runtime.partition import Partition
+from perdure.runtime.processor import Stats
+from perdure.runtime.router import Router
+from perdure.runtime.sweeper import Sweeper
+from perdure.sdk.service import App, Handler, ServiceBase, handler_of
+from perdure.storage import open_store
+from perdure.storage.api import Database, Deployment, Failure, Outcome, Reader, Subscription
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
-    from perdure.runtime.remote import RemoteInvoker
+    from perdure.runtime.deployments import RemoteService
 
 T = TypeVar("T")
 
-
-def _ms(value: timedelta | float | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return int(value.total_seconds() * 1000)
-    return int(value * 1000)
+_NOT_STARTED = "the engine is not started: use `async with Engine(...)`"
 
 
-def registry_of(app: App) -> Registry:
-    """The engine's view of an app's services."""
-    registry = Registry()
-    for service in app.services:
-        for handler in service.handlers.values():
-            opts = handler.options
-            registry.add(
-                service.name,
-                HandlerInfo(
-                    name=handler.name,
-                    keyed=handler.keyed,
-                    exclusive=handler.exclusive,
-                    workflow_run=handler.workflow_run,
-                    workflow=service.kind is ServiceKind.WORKFLOW,
-                    retry_policy=opts.retry_policy or DEFAULT,
-                    inactivity_timeout_ms=_ms(opts.inactivity_timeout) or 60_000,
-                    idempotency_retention_ms=_ms(opts.idempotency_retention) or 24 * 3600 * 1000,
-                    journal_retention_ms=_ms(opts.journal_retention) or 24 * 3600 * 1000,
-                    workflow_retention_ms=_ms(opts.workflow_retention) or 24 * 3600 * 1000,
-                ),
-            )
-    return registry
+class _Parts:
+    """What a started node is made of (all of it, or nothing)."""
+
+    def __init__(
+        self, store: Database, catalog: Catalog, partition: Partition, attempts: Attempts, router: Router
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.partition = partition
+        self.attempts = attempts
+        self.router = router
 
 
-def _check_text(*, key: str | None, idempotency_key: str | None, headers: Mapping[str, str] | None) -> None:
-    """Refuse text with no UTF-8 form (lone surrogates, which only Python code can make): stored,
-    it would fail the whole batch it is committed in."""
-    texts = [("key", key), ("idempotency key", idempotency_key)]
-    texts += [(f"header {name!r}", f"{name}{value}") for name, value in (headers or {}).items()]
-    for what, text in texts:
-        if text is not None and not text.isascii():
-            try:
-                text.encode()
-            except UnicodeEncodeError as e:
-                raise InvalidInputError(
-                    f"the {what} is not valid Unicode text: it has a lone surrogate at {e.start}"
-                ) from None
-
-
-class Engine(Subscriptions, Deployments):
+class Node:
     """perdure's engine in this process: an async context manager.
 
-    `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Store`; `clock` defaults to the
+    `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Database`; `clock` defaults to the
     wall clock (tests pass a `ManualClock`). Every `sweep_interval` (None: never; call `sweep()`)
     completed invocations past their retention are deleted, freeing their idempotency keys.
     """
@@ -127,7 +67,7 @@ class Engine(Subscriptions, Deployments):
     def __init__(
         self,
         app: App,
-        store: str | Store = "memory:",
+        store: str | Database = "memory:",
         *,
         clock: Clock | None = None,
         sweep_interval: timedelta | None = timedelta(minutes=1),
@@ -136,23 +76,16 @@ class Engine(Subscriptions, Deployments):
         self.sweep_interval = sweep_interval
         self.clock: Clock = clock or SystemClock()
         self._store_arg = store
-        self._store: Store | None = None
-        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
-        self._processor: Processor | None = None
-        self._invoker: InProcessInvoker | None = None
-        self._remote_invoker: RemoteInvoker | None = None
-        self._registry = Registry()  # the engine's view of services: the app's, then deployments'
-        self._deployment_cache: dict[str, Deployment] = {}
-        self._remote = None
-        self._timers: TimerService | None = None
+        self._parts: _Parts | None = None
         self.counters = Counters()
-        self._completion_listeners: list[Callable[[str], None]] = []
         self.kafka: KafkaIntake | None = None
+        self._sweeper: Sweeper | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._completion_listeners: list[Callable[[str], None]] = []
 
     # ---- lifecycle
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Node:
         await self.start()
         return self
 
@@ -160,69 +93,47 @@ class Engine(Subscriptions, Deployments):
         await self.stop()
 
     async def start(self) -> None:
-        store = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
-        self._store = store
-        registry = registry_of(self.app)
-        deployment_catalog.load(store.reader(), registry)
-        self._registry = registry
-        machine = StateMachine(registry, self.clock.now_ms)
-        self.counters = machine.counters
-        processor = Processor(store, machine, self._dispatch)
-        self._processor = processor
-        self._invoker = InProcessInvoker(self.app, processor.submit, self.clock)
+        store: Database = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
+        catalog = Catalog(self.app, store, self.clock)
+        catalog.load()
+        self.counters = Counters()
         from perdure.runtime.remote import RemoteInvoker  # h2 and h11 load with a started engine only
 
-        self._remote_invoker = RemoteInvoker(
-            processor.submit, self.clock, self.deployment_for_invoker, timeouts_of=self._timeouts_of
+        partition = Partition(store, catalog.registry, self.clock, _Effects(self), counters=self.counters)
+        attempts = Attempts(
+            InProcessInvoker(self.app, partition.submit, self.clock),
+            RemoteInvoker(partition.submit, self.clock, catalog.deployment, timeouts_of=catalog.timeouts_of),
         )
-        self._timers = TimerService(self.clock, processor.submit)
-        self._timers.load(store.reader().all_timers())
-        processor.start()
-        self._timers.start()
-        await processor.submit_and_wait(Recover())
+        router = Router(
+            catalog,
+            self.clock,
+            lambda invocation_id: partition,
+            store.reader,
+            whole=partition,
+            completion_listeners=self._completion_listeners,
+        )
+        self._parts = _Parts(store, catalog, partition, attempts, router)
+        await partition.start(store.reader())
         await self._declare()
         from perdure.kafka import KafkaIntake  # the composition root starts the Kafka edge too
 
         db = self.database_path()
         members = db.with_name(db.name + ".kafka-members.json") if db is not None else None
         self.kafka = KafkaIntake(self, member_file=members)
+        catalog.add_listener(self._catalog_changed)
         await self.kafka.start()
+        self._sweeper = Sweeper(self.clock, catalog.registry, store.reader, partition.submit_and_wait)
         if self.sweep_interval is not None:
-            interval_ms = int(self.sweep_interval.total_seconds() * 1000)
-            self._spawn(self._sweep_every(interval_ms))
+            self._spawn(self._sweeper.every(self.sweep_interval))
+
+    def _catalog_changed(self) -> None:
+        if self.kafka is not None:  # whichever intake runs now (tests swap in their own)
+            self.kafka.request_sync()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def sweep(self, limit: int = 1000) -> int:
-        """Delete completed invocations past their retention; returns how many went."""
-        expired_before = self.counters.expired
-        cursor: tuple[int, str] | None = None
-        shortest = min(  # services of deployments registered since start count too
-            (
-                min(h.idempotency_retention_ms, h.journal_retention_ms, h.workflow_retention_ms)
-                for hs in self._registry.services.values()
-                for h in hs.values()
-            ),
-            default=24 * 3600 * 1000,
-        )
-        while True:
-            rows = self.reader().completed_before(self.clock.now_ms() - shortest, after=cursor, limit=limit)
-            if rows:
-                await self.processor.submit_and_wait(Expire([invocation_id for _, invocation_id in rows]))
-            if len(rows) < limit:
-                return self.counters.expired - expired_before
-            cursor = rows[-1]
-
-    async def _sweep_every(self, interval_ms: int) -> None:
-        while True:
-            await self.clock.sleep_until(self.clock.now_ms() + interval_ms)
-            try:
-                await self.sweep()
-            except Exception:
-                logging.getLogger("perdure.engine").exception("retention sweep failed; retrying later")
 
     async def _declare(self) -> None:
         """Apply the Kafka clusters and subscriptions the app declares in code (idempotent)."""
@@ -231,6 +142,20 @@ class Engine(Subscriptions, Deployments):
                 await self.put_kafka_cluster(name, properties)
         for declared in self.app.subscriptions:
             await self.create_subscription(declared.source, declared.sink_uri, declared.options, replace=True)
+
+    async def sweep(self, limit: int = 1000) -> int:
+        """Delete completed invocations past their retention; returns how many went."""
+        if self._sweeper is None:
+            raise PerdureError(_NOT_STARTED)
+        before = self.counters.expired
+        await self._sweeper.sweep(limit)
+        return self.counters.expired - before
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or committing, and no attempt computing."""
+        parts = self._started()
+        return parts.partition.idle and parts.attempts.all_blocked
 
     async def drain(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - a grace period, not a scope
         """Wait (up to `timeout` s) until no attempt is computing and every command is durable.
@@ -242,8 +167,7 @@ class Engine(Subscriptions, Deployments):
         deadline = loop.time() + timeout
         quiet = 0
         while loop.time() < deadline:
-            remote = self._remote_invoker
-            if self.processor.idle and self.invoker.all_blocked and (remote is None or remote.all_blocked):
+            if self.idle:
                 quiet += 1
                 if quiet >= 3:
                     return True
@@ -259,96 +183,69 @@ class Engine(Subscriptions, Deployments):
             self.kafka = None
         for task in list(self._background):
             task.cancel()
-        if self._timers is not None:
-            await self._timers.stop()
-        if self._invoker is not None:
-            await self._invoker.stop()
-        if self._remote_invoker is not None:
-            await self._remote_invoker.stop()
-        if self._processor is not None:
-            await self._processor.stop()
-        if self._store is not None:
-            await self._store.close()
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.cancel()
-        self._waiters.clear()
-        self._store = self._processor = self._invoker = self._timers = None
-        self._remote_invoker = None
-        self._remote = None
+        parts, self._parts = self._parts, None
+        self._sweeper = None
+        if parts is None:
+            return
+        await parts.partition.timers.stop()
+        await parts.attempts.stop()
+        await parts.partition.stop()
+        await parts.store.close()
+        parts.router.cancel_waiters()
 
-    # ---- the composition: where actions go
+    def _started(self) -> _Parts:
+        if self._parts is None:
+            raise PerdureError(_NOT_STARTED)
+        return self._parts
 
-    def _dispatch(self, actions: list[Action]) -> None:
-        invoker, remote, timers = self._invoker, self._remote_invoker, self._timers
-        assert invoker is not None and remote is not None and timers is not None
-        for action in actions:
-            if type(action) is Notify:
-                invoker.notify(action)
-                remote.notify(action)
-            elif type(action) is StartAttempt:
-                if action.deployment_id is None:
-                    invoker.start(action)
-                else:
-                    remote.start(action)
-            elif type(action) is AbortAttempt:
-                invoker.abort(action.invocation_id)
-                remote.abort(action.invocation_id)
-            elif type(action) is ScheduleTimer:
-                timers.schedule(action.timer)
-            elif type(action) is Completed:
-                for waiter in self._waiters.pop(action.invocation_id, ()):
-                    if not waiter.done():
-                        waiter.set_result(action.outcome)
-                for listener in self._completion_listeners:
-                    listener(action.invocation_id)
-            elif type(action) is SubscriptionsChanged and self.kafka is not None:
-                self._spawn(self.kafka.sync())
+    # ---- what runs here (metrics, tests, tools)
 
     @property
-    def processor(self) -> Processor:
-        if self._processor is None:
-            raise PerdureError("the engine is not started: use `async with Engine(...)`")
-        return self._processor
+    def partitions(self) -> list[Partition]:
+        """The partitions this engine runs."""
+        return [self._started().partition]
 
     @property
     def invoker(self) -> InProcessInvoker:
-        if self._invoker is None:
-            raise PerdureError("the engine is not started: use `async with Engine(...)`")
-        return self._invoker
+        """The invoker of the app's own handlers."""
+        return self._started().attempts.local
 
     @property
-    def timers(self) -> TimerService:
-        if self._timers is None:
-            raise PerdureError("the engine is not started: use `async with Engine(...)`")
-        return self._timers
+    def failure(self) -> BaseException | None:
+        """What stopped a partition (a storage failure), if anything did."""
+        return next((p.failure for p in self.partitions if p.failure is not None), None)
+
+    def processor_stats(self) -> tuple[Stats, int]:
+        """Processor counters summed over the partitions, and the commands queued now."""
+        total = Stats()
+        for p in self.partitions:
+            s = p.stats
+            total.commands += s.commands
+            total.batches += s.batches
+            total.commit_seconds += s.commit_seconds
+            total.max_batch = max(total.max_batch, s.max_batch)
+            total.failed_commands += s.failed_commands
+        return total, sum(p.processor.pending for p in self.partitions)
+
+    @property
+    def timers_pending(self) -> int:
+        return sum(len(p.timers) for p in self.partitions)
 
     def reader(self) -> Reader:
         """Read-only access to committed invocations, journals and state."""
-        if self._store is None:
-            raise PerdureError("the engine is not started: use `async with Engine(...)`")
-        return self._store.reader()
+        return self._started().store.reader()
 
     def database_path(self) -> Path | None:
-        """The SQLite file behind the store, or None for other backends (read-only tools open it)."""
-        if self._store is None:
-            raise PerdureError("the engine is not started: use `async with Engine(...)`")
-        return self._store.path if isinstance(self._store, sqlite.Store) else None
+        """The SQLite file behind the store, or None for other backends."""
+        path = getattr(self._started().store, "path", None)
+        return path if isinstance(path, Path) else None
 
-    # ---- starting invocations
+    @property
+    def store(self) -> Database:
+        """The store the engine opened (admin SQL asks it what it can do)."""
+        return self._started().store
 
-    def _target(self, service: str, handler: str, key: str | None) -> Handler:
-        h = self.handler(service, handler)
-        if h is None:
-            if self.service(service) is None:
-                raise UnknownTargetError(f"no service named {service!r}")
-            raise UnknownTargetError(f"service {service!r} has no handler {handler!r}")
-        if h.keyed and key is None:
-            raise InvalidInputError(f"{h.qualified_name} is keyed: pass key=")
-        if not h.keyed and key is not None:
-            raise InvalidInputError(f"{h.qualified_name} is a service handler: it takes no key")
-        return h
+    # ---- calls and sends
 
     async def submit(
         self,
@@ -367,129 +264,20 @@ class Engine(Subscriptions, Deployments):
         The lowest-level entry point: ingress and Kafka use it too. Returns once the invocation
         is durably accepted.
         """
-        h = self._target(service, handler, key)
-        _check_text(key=key, idempotency_key=idempotency_key, headers=headers)
-        try:
-            h.input_serde.decode(payload)
-        except SerdeError as e:
-            raise InvalidInputError(f"invalid input for {h.qualified_name}: {e}") from e
-        if idempotency_key is not None and not idempotency_key:
-            raise InvalidInputError("an idempotency key must not be empty")
-        if h.workflow_run:
-            if idempotency_key is not None:
-                raise InvalidInputError(
-                    "a workflow's run handler takes no idempotency key: the workflow key is one"
-                )
-            assert key is not None
-            invocation_id = ids.workflow_id(service, key)
-        elif idempotency_key is not None:
-            invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
-        else:
-            invocation_id = ids.random_id(service, key)
-        waiter: asyncio.Future[Outcome] | None = None
-        if wait:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(invocation_id, []).append(waiter)
-        delay_ms = _ms(delay)
-        command = Invoke(
-            invocation_id=invocation_id,
-            service=service,
-            handler=handler,
+        return await self._started().router.submit(
+            service,
+            handler,
+            payload,
             key=key,
-            input=payload,
-            headers=tuple((headers or {}).items()),
             idempotency_key=idempotency_key,
-            execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
+            headers=headers,
+            delay=delay,
+            wait=wait,
         )
-        try:
-            actions = await self.processor.submit_and_wait(command)
-        except BaseException:
-            if waiter is not None:
-                self.release_waiter(invocation_id, waiter)
-            raise
-        previously = any(type(a) is Accepted and a.previously for a in actions)
-        if previously and wait and h.workflow_run:
-            assert waiter is not None
-            self.release_waiter(invocation_id, waiter)
-            raise ConflictError(
-                f"the workflow method was already invoked for {service}/{key}: attach to it instead"
-            )
-        return invocation_id, previously, waiter
-
-    async def attach(self, invocation_id: str) -> Outcome:
-        """Wait for an invocation's outcome (returns at once if it has completed)."""
-        waiter = self.outcome_waiter(invocation_id)
-        try:
-            return await waiter
-        finally:
-            self.release_waiter(invocation_id, waiter)
-
-    def outcome_waiter(self, invocation_id: str) -> asyncio.Future[Outcome]:
-        """A future of an invocation's outcome (already resolved if it has completed).
-
-        For waiters that may give up (an HTTP client that disconnects): pair every call with
-        `release_waiter` so nothing is left behind. Raises `UnknownTargetError` for an unknown id.
-        """
-        inv = self.reader().get_invocation(invocation_id)
-        if inv is None:
-            raise UnknownTargetError(f"no invocation {invocation_id}")
-        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if inv.outcome is not None and inv.completed_at is not None:
-            waiter.set_result(inv.outcome)
-        else:  # no await since the read: a later completion is dispatched to this waiter
-            self._waiters.setdefault(invocation_id, []).append(waiter)
-        return waiter
-
-    def release_waiter(self, invocation_id: str, waiter: asyncio.Future[Outcome]) -> None:
-        """Forget a waiter nobody awaits any more (cancelling it); the invocation goes on."""
-        waiters = self._waiters.get(invocation_id)
-        if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._waiters[invocation_id]
-        if not waiter.done():
-            waiter.cancel()
-
-    async def resume(self, invocation_id: str) -> None:
-        """Resume a paused invocation (its retry count starts over)."""
-        await self._submit_checked(Resume(invocation_id), invocation_id)
-
-    async def pause(self, invocation_id: str) -> None:
-        """Pause a running, suspended or backing-off invocation until `resume`."""
-        await self._submit_checked(Pause(invocation_id), invocation_id)
-
-    async def kill(self, invocation_id: str) -> None:
-        """Stop an unfinished invocation now; it completes with a 409 "killed" failure."""
-        await self._submit_checked(Kill(invocation_id), invocation_id)
-
-    async def cancel(self, invocation_id: str) -> None:
-        """Cancel: the handler sees `TerminalError` (409 "cancelled") at its next await and may
-        compensate; the calls it waits on are cancelled too. Queued ones complete at once."""
-        await self._submit_checked(Cancel(invocation_id), invocation_id)
-
-    async def complete_awakeable(
-        self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
-    ) -> None:
-        """Resolve (value bytes) or reject (failure) an awakeable; a completed one ignores it."""
-        try:
-            invocation_id, idx = awakeables.parse(awakeable_id)
-        except ValueError as e:
-            raise InvalidInputError(str(e)) from e
-        await self._submit_checked(CompleteSignal(invocation_id, idx, value, failure), awakeable_id)
-
-    async def purge(self, invocation_id: str) -> None:
-        """Delete a completed invocation's record and journal."""
-        await self._submit_checked(Purge(invocation_id), invocation_id)
 
     async def _call(
-        self,
-        h: Handler,
-        key: str | None,
-        arg: Any,
-        idempotency_key: str | None,
-        headers: Mapping[str, str] | None,
-    ) -> Any:
-        payload = h.input_serde.encode(arg)
+        self, h: Handler, key: str | None, payload: bytes, idempotency_key: str | None, headers: Any
+    ) -> Outcome:
         _, _, waiter = await self.submit(
             h.service.name,
             h.name,
@@ -503,7 +291,7 @@ class Engine(Subscriptions, Deployments):
         outcome = await waiter
         if outcome.failure is not None:
             raise TerminalError(outcome.failure.message, outcome.failure.code)
-        return h.output_serde.decode(outcome.value or b"")
+        return outcome
 
     async def object_call(
         self,
@@ -515,7 +303,9 @@ class Engine(Subscriptions, Deployments):
         headers: Mapping[str, str] | None = None,
     ) -> T:
         """Call an object handler and wait for its output (raises `TerminalError` on failure)."""
-        result: T = await self._call(handler_of(handler), key, arg, idempotency_key, headers)
+        h = handler_of(handler)
+        outcome = await self._call(h, key, h.input_serde.encode(arg), idempotency_key, headers)
+        result: T = h.output_serde.decode(outcome.value or b"")
         return result
 
     async def service_call(
@@ -526,7 +316,9 @@ class Engine(Subscriptions, Deployments):
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> T:
-        result: T = await self._call(handler_of(handler), None, arg, idempotency_key, headers)
+        h = handler_of(handler)
+        outcome = await self._call(h, None, h.input_serde.encode(arg), idempotency_key, headers)
+        result: T = h.output_serde.decode(outcome.value or b"")
         return result
 
     async def object_send(
@@ -540,7 +332,17 @@ class Engine(Subscriptions, Deployments):
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Send without waiting; returns the invocation id once it is durably accepted."""
-        return await self._send(handler_of(handler), key, arg, delay, idempotency_key, headers)
+        h = handler_of(handler)
+        payload = h.input_serde.encode(arg)
+        return await self.generic_send(
+            h.service.name,
+            h.name,
+            payload,
+            key=key,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            headers=headers,
+        )
 
     async def service_send(
         self,
@@ -551,28 +353,11 @@ class Engine(Subscriptions, Deployments):
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        return await self._send(handler_of(handler), None, arg, delay, idempotency_key, headers)
-
-    async def _send(
-        self,
-        h: Handler,
-        key: str | None,
-        arg: Any,
-        delay: timedelta | float | None,
-        idempotency_key: str | None,
-        headers: Mapping[str, str] | None,
-    ) -> str:
+        h = handler_of(handler)
         payload = h.input_serde.encode(arg)
-        invocation_id, _, _ = await self.submit(
-            h.service.name,
-            h.name,
-            payload,
-            key=key,
-            delay=delay,
-            idempotency_key=idempotency_key,
-            headers=headers,
+        return await self.generic_send(
+            h.service.name, h.name, payload, delay=delay, idempotency_key=idempotency_key, headers=headers
         )
-        return invocation_id
 
     async def generic_call(
         self,
@@ -609,3 +394,153 @@ class Engine(Subscriptions, Deployments):
             service, handler, arg, key=key, delay=delay, idempotency_key=idempotency_key, headers=headers
         )
         return invocation_id
+
+    # ---- results and controls
+
+    async def attach(self, invocation_id: str) -> Outcome:
+        """Wait for an invocation's outcome (returns at once if it has completed)."""
+        return await self._started().router.attach(invocation_id)
+
+    def outcome_waiter(self, invocation_id: str) -> asyncio.Future[Outcome]:
+        """A future of an invocation's outcome; pair it with `release_waiter` (see `Router`)."""
+        return self._started().router.outcome_waiter(invocation_id)
+
+    def release_waiter(self, invocation_id: str, waiter: asyncio.Future[Outcome]) -> None:
+        """Forget a waiter nobody awaits any more (cancelling it); the invocation goes on."""
+        if self._parts is not None:
+            self._parts.router.release_waiter(invocation_id, waiter)
+        elif not waiter.done():  # stopped: the router dropped its waiters already
+            waiter.cancel()
+
+    def add_completion_listener(self, fn: Callable[[str], None]) -> None:
+        """Call `fn(invocation_id)` whenever an invocation completes (may be called before `start`)."""
+        self._completion_listeners.append(fn)
+
+    async def resume(self, invocation_id: str) -> None:
+        """Resume a paused invocation (its retry count starts over)."""
+        await self._started().router.control(Resume(invocation_id))
+
+    async def pause(self, invocation_id: str) -> None:
+        """Pause a running, suspended or backing-off invocation until `resume`."""
+        await self._started().router.control(Pause(invocation_id))
+
+    async def kill(self, invocation_id: str) -> None:
+        """Stop an unfinished invocation now; it completes with a 409 "killed" failure."""
+        await self._started().router.control(Kill(invocation_id))
+
+    async def cancel(self, invocation_id: str) -> None:
+        """Cancel: the handler sees `TerminalError` (409 "cancelled") at its next await and may
+        compensate; the calls it waits on are cancelled too. Queued ones complete at once."""
+        await self._started().router.control(Cancel(invocation_id))
+
+    async def purge(self, invocation_id: str) -> None:
+        """Delete a completed invocation's record and journal."""
+        await self._started().router.control(Purge(invocation_id))
+
+    async def complete_awakeable(
+        self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
+    ) -> None:
+        """Resolve (value bytes) or reject (failure) an awakeable; a completed one ignores it."""
+        await self._started().router.complete_awakeable(awakeable_id, value, failure)
+
+    # ---- the catalog: services, deployments, Kafka
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._started().catalog
+
+    @property
+    def router(self) -> Router:
+        return self._started().router
+
+    def service(self, name: str) -> ServiceBase | None:
+        """A service by name: the app's own, or one a registered deployment serves."""
+        return self.catalog.service(name)
+
+    def handler(self, service: str, handler: str) -> Handler | None:
+        return self.catalog.handler(service, handler)
+
+    def services(self) -> list[ServiceBase]:
+        return self.catalog.services()
+
+    def remote_services(self) -> dict[str, RemoteService]:
+        return self.catalog.remote_services()
+
+    def deployments(self) -> list[Deployment]:
+        return self.catalog.deployments()
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return self.catalog.deployment(deployment_id)
+
+    async def register_deployment(self, uri: str, **options: Any) -> tuple[Deployment, bool]:
+        """Discover `uri` and register it (`Catalog.register_deployment`); (deployment, replaced)."""
+        return await self.catalog.register_deployment(uri, **options)
+
+    async def remove_deployment(self, deployment_id: str, *, force: bool = False) -> None:
+        await self.catalog.remove_deployment(deployment_id, force=force)
+
+    def kafka_clusters(self) -> dict[str, dict[str, str]]:
+        """Kafka clusters by name, with their client properties."""
+        return self.catalog.kafka_clusters()
+
+    async def put_kafka_cluster(self, name: str, properties: Mapping[str, str]) -> None:
+        """Add or change a Kafka cluster (`{"bootstrap.servers": "127.0.0.1:9092"}`)."""
+        await self.catalog.put_kafka_cluster(name, properties)
+
+    async def delete_kafka_cluster(self, name: str) -> None:
+        await self.catalog.delete_kafka_cluster(name)
+
+    def subscriptions(self) -> list[Subscription]:
+        return self.catalog.subscriptions()
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        return self.catalog.subscription(subscription_id)
+
+    async def create_subscription(
+        self, source: str, sink: str, options: Mapping[str, str] | None = None, *, replace: bool = False
+    ) -> Subscription:
+        """Subscribe `kafka://CLUSTER/TOPIC` to `service://SVC/HANDLER` (`Catalog.create_subscription`)."""
+        return await self.catalog.create_subscription(source, sink, options, replace=replace)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        """Stop consuming; invocations already accepted go on."""
+        await self.catalog.delete_subscription(subscription_id)
+
+    async def ingest(
+        self, subscription_id: str, topic: str, partition: int, records: Sequence[KafkaRecord]
+    ) -> list[str]:
+        """Turn records into invocations, exactly once (`Router.ingest`); the ids created."""
+        return await self._started().router.ingest(subscription_id, topic, partition, records)
+
+    def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
+        """The next offset to consume per (topic, partition), as committed."""
+        return self._started().router.stored_offsets(subscription_id)
+
+    async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
+        """Continue a partition at `next_offset` after its log restarted (`Router.reset_offset`)."""
+        await self._started().router.reset_offset(subscription_id, topic, partition, next_offset)
+
+
+class _Effects:
+    """A partition's actions for the rest of the node: attempts run, completions answered."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def start(self, action: StartAttempt) -> None:
+        self._node._started().attempts.start(action)
+
+    def notify(self, action: Notify) -> None:
+        self._node._started().attempts.notify(action)
+
+    def abort(self, invocation_id: str) -> None:
+        self._node._started().attempts.abort(invocation_id)
+
+    def completed(self, action: Completed) -> None:
+        self._node._started().router.completed(action)
+
+
+#: The public name (`perdure.Engine`): a node running every partition of its own database.
+Engine = Node

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from perdure.storage import memory, sqlite
-from perdure.storage.api import Store
+from perdure.storage.api import Database
 
 __all__ = ["open_store"]
 
@@ -16,7 +16,7 @@ _ACCEPTED = (
 )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str) -> Database:
     """Open the store a URL names, creating a sqlite file's parent directories.
 
     Example: ``open_store("sqlite:///data/perdure.db?synchronous=NORMAL")``.

@@ -11,10 +11,12 @@ Every backend (`memory`, `sqlite`, later `postgres`) passes the same conformance
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class Status(enum.StrEnum):
@@ -135,6 +137,64 @@ class Deployment(msgspec.Struct, kw_only=True):
     created_at: int = 0
 
 
+class ServiceRevision(msgspec.Struct, frozen=True):
+    """Which deployment serves a service now, and how many registrations it has seen."""
+
+    deployment_id: str
+    revision: int
+
+
+class CatalogSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The catalog as committed at `version`: deployments (by id) and which serves each service,
+    Kafka clusters (by name), subscriptions (by id)."""
+
+    version: int = 0
+    deployments: dict[str, Deployment] = msgspec.field(default_factory=dict)
+    revisions: dict[str, ServiceRevision] = msgspec.field(default_factory=dict)
+    clusters: dict[str, KafkaCluster] = msgspec.field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = msgspec.field(default_factory=dict)
+
+
+class CatalogChange(msgspec.Struct, kw_only=True):
+    """Rows to put (a value) or delete (None) in each catalog table."""
+
+    deployments: dict[str, Deployment | None] = msgspec.field(default_factory=dict)
+    revisions: dict[str, ServiceRevision | None] = msgspec.field(default_factory=dict)
+    clusters: dict[str, KafkaCluster | None] = msgspec.field(default_factory=dict)
+    subscriptions: dict[str, Subscription | None] = msgspec.field(default_factory=dict)
+
+    def applied_to(self, snapshot: CatalogSnapshot) -> CatalogSnapshot:
+        """`snapshot` with this change, at the next version."""
+        return CatalogSnapshot(
+            version=snapshot.version + 1,
+            deployments=_merged(snapshot.deployments, self.deployments),
+            revisions=_merged(snapshot.revisions, self.revisions),
+            clusters=_merged(snapshot.clusters, self.clusters),
+            subscriptions=_merged(snapshot.subscriptions, self.subscriptions),
+        )
+
+
+def _merged(rows: Mapping[str, T], change: Mapping[str, T | None]) -> dict[str, T]:
+    merged = dict(rows)
+    for name, row in change.items():
+        if row is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = row
+    return merged
+
+
+class Position(NamedTuple):
+    """Where a subscription is in one Kafka partition: the next offset, and the partition's epoch.
+
+    The epoch grows when the partition was reset (its log was recreated, e.g. a dev broker that
+    restarted empty): invocation ids of records include it, so new records at old offsets are new.
+    """
+
+    next_offset: int
+    epoch: int = 0
+
+
 class Entry(msgspec.Struct, frozen=True, array_like=True):
     """One journal entry as stored: the protocol message type and its encoded payload."""
 
@@ -189,7 +249,15 @@ class TimerTable(Protocol):
     def get_timer(self, timer_id: str) -> Timer | None: ...
 
 
-class Transaction(InvocationTable, JournalTable, StateTable, InboxTable, TimerTable, Protocol):
+class OffsetTable(Protocol):
+    """The next offset to consume per (subscription, topic, Kafka partition), stored in the same
+    transaction as the invocations made from the records before it."""
+
+    def get_offset(self, subscription_id: str, topic: str, partition: int) -> Position | None: ...
+    def set_offset(self, subscription_id: str, topic: str, partition: int, position: Position) -> None: ...
+
+
+class Transaction(InvocationTable, JournalTable, StateTable, InboxTable, TimerTable, OffsetTable, Protocol):
     """All write ports of one batch; committed or discarded as a whole by its store."""
 
 
@@ -220,6 +288,10 @@ class Reader(Protocol):
 
     def count_invocations(self) -> dict[Status, int]:
         """Invocations per status; every status is present, with 0 when none."""
+        ...
+
+    def offsets(self, subscription_id: str) -> dict[tuple[str, int], Position]:
+        """The stored position per (topic, Kafka partition) of a subscription."""
         ...
 
 
@@ -263,3 +335,21 @@ class Store(Protocol):
     def rollback(self, txn: Transaction) -> None: ...
     def reader(self) -> Reader: ...
     async def close(self) -> None: ...
+
+
+class CatalogStore(Protocol):
+    """Deployments, Kafka clusters and subscriptions, in tables of their own, changed by
+    compare-and-set on the catalog's version (several engines may share one database)."""
+
+    def read_catalog(self) -> CatalogSnapshot:
+        """The committed catalog."""
+        ...
+
+    async def write_catalog(self, expected_version: int, change: CatalogChange) -> bool:
+        """Apply `change` if the committed version is still `expected_version` (it becomes the next
+        one); False when someone else changed the catalog first (read it again and retry)."""
+        ...
+
+
+class Database(Store, CatalogStore, Protocol):
+    """A store with its catalog: what an engine that owns every partition opens (memory, SQLite)."""

@@ -24,7 +24,17 @@ from typing import Any
 
 import msgspec
 
-from perdure.storage.api import Entry, Invocation, Reader, Status, Timer, Transaction
+from perdure.storage.api import (
+    CatalogChange,
+    CatalogSnapshot,
+    Entry,
+    Invocation,
+    Position,
+    Reader,
+    Status,
+    Timer,
+    Transaction,
+)
 
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE_INVOCATION = msgspec.msgpack.Decoder(Invocation).decode
@@ -42,6 +52,8 @@ class _Tables:
         self.locks: dict[_Key, str] = {}
         self.inboxes: dict[_Key, deque[str]] = {}
         self.timers: dict[str, Timer] = {}
+        self.offsets: dict[tuple[str, str, int], Position] = {}
+        self.catalog = CatalogSnapshot()
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         record = self.invocations.get(invocation_id)
@@ -164,6 +176,14 @@ class _Transaction:
     def get_timer(self, timer_id: str) -> Timer | None:
         return self._t.timers.get(timer_id)
 
+    # OffsetTable
+
+    def get_offset(self, subscription_id: str, topic: str, partition: int) -> Position | None:
+        return self._t.offsets.get((subscription_id, topic, partition))
+
+    def set_offset(self, subscription_id: str, topic: str, partition: int, position: Position) -> None:
+        self._t.offsets[subscription_id, topic, partition] = position
+
 
 class _Reader:
     """Reads over the same tables (uncommitted writes included: see the module docstring)."""
@@ -210,6 +230,9 @@ class _Reader:
             counts[inv.status] += 1
         return counts
 
+    def offsets(self, subscription_id: str) -> dict[tuple[str, int], Position]:
+        return {(t, p): pos for (s, t, p), pos in self._t.offsets.items() if s == subscription_id}
+
 
 class Store:
     """A dict-backed store for tests; nothing survives the process and rollback is unsupported."""
@@ -241,6 +264,15 @@ class Store:
 
     def reader(self) -> Reader:
         return _Reader(self._tables)
+
+    def read_catalog(self) -> CatalogSnapshot:
+        return self._tables.catalog
+
+    async def write_catalog(self, expected_version: int, change: CatalogChange) -> bool:
+        if self._tables.catalog.version != expected_version:
+            return False
+        self._tables.catalog = change.applied_to(self._tables.catalog)
+        return True
 
     async def close(self) -> None:
         self._current = None

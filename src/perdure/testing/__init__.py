@@ -24,7 +24,7 @@ from perdure.protocol.codec import message_type
 from perdure.runtime.clock import ManualClock
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App
-from perdure.storage.api import Invocation, Status, Store
+from perdure.storage.api import Database, Invocation, Status
 
 __all__ = ["Harness", "JournalEntry", "ManualClock", "Status"]
 
@@ -45,7 +45,7 @@ class Harness(Engine):
         *,
         clock: ManualClock | None = None,
         autojump: bool = False,
-        store: str | Store = "memory:",
+        store: str | Database = "memory:",
     ) -> None:
         self.manual_clock = clock or ManualClock(autojump=autojump)
         # No background retention sweeps on a test clock: tests call `await h.sweep()`.
@@ -60,7 +60,7 @@ class Harness(Engine):
         stable = 0
         for _ in range(max_rounds):
             await asyncio.sleep(0)
-            if self.processor.idle and self.invoker.all_blocked:
+            if self.idle:
                 stable += 1
                 if stable >= 5:
                     return

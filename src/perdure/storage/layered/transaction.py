@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from perdure.storage.api import Entry, Invocation, Status, Timer
+from perdure.storage.api import Entry, Invocation, Position, Status, Timer
 from perdure.storage.layered.view import View
 from perdure.storage.layered.writes import JournalOps, Key, Slot, StateOps, Writes
 
@@ -248,3 +248,16 @@ class Transaction:
             if timer is not _MISSING:
                 return timer  # type: ignore[return-value]
         return self._view.timer(timer_id)
+
+    # ---- OffsetTable
+
+    def get_offset(self, subscription_id: str, topic: str, partition: int) -> Position | None:
+        key = (subscription_id, topic, partition)
+        for writes in (self._w, *reversed(self._view.layers)):
+            position = writes.offsets.get(key)
+            if position is not None:
+                return position
+        return self._view.offset(key)
+
+    def set_offset(self, subscription_id: str, topic: str, partition: int, position: Position) -> None:
+        self._w.offsets[subscription_id, topic, partition] = position

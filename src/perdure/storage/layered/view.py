@@ -38,8 +38,8 @@ import enum
 from collections import deque
 from typing import Final, Generic, Literal, Protocol, TypeVar
 
-from perdure.storage.api import Entry, Timer
-from perdure.storage.layered.writes import JournalOps, Key, Slot, Writes
+from perdure.storage.api import Entry, Position, Timer
+from perdure.storage.layered.writes import JournalOps, Key, OffsetKey, Slot, Writes
 
 _EMPTY: deque[tuple[int, str]] = deque()
 
@@ -60,6 +60,7 @@ class Reads(Protocol):
         ...
 
     def timer(self, timer_id: str) -> Timer | None: ...
+    def offset(self, key: OffsetKey) -> Position | None: ...
     def with_status(self, status: str) -> dict[str, bytes]:
         """id -> record of the durable invocations with `status` (in the view's partitions)."""
         ...
@@ -213,6 +214,10 @@ class View:
 
     def timer(self, timer_id: str) -> Timer | None:
         return self._reads.timer(timer_id)
+
+    def offset(self, key: OffsetKey) -> Position | None:
+        """Read once per Kafka batch: not cached, the layers are looked at by the transaction."""
+        return self._reads.offset(key)
 
     def with_status(self, status: str) -> dict[str, bytes]:
         """Durable invocations with `status`: id -> record."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
-from perdure.storage.api import Entry, Timer
+from perdure.storage.api import Entry, Position, Timer
 
 Key = tuple[str, str]  # (service, key)
+OffsetKey = tuple[str, str, int]  # (subscription, topic, Kafka partition)
 
 
 class Slot(NamedTuple):
@@ -66,6 +67,7 @@ class Writes:
         "journals",
         "locks",
         "max_seq",
+        "offsets",
         "seen",
         "state",
         "timers",
@@ -85,4 +87,5 @@ class Writes:
         self.inbox_pushed: dict[int, tuple[str, str, int, str]] = {}  # inbox seq -> row
         self.inbox_dropped: list[tuple[str, str, int]] = []  # rows stored before this transaction
         self.timers: dict[str, Timer | None] = {}  # None: deleted
+        self.offsets: dict[OffsetKey, Position] = {}
         self.max_seq = 0  # the highest invocation seq this transaction allocated

@@ -116,6 +116,12 @@ _STATEMENTS = (
         "inbox_push_blob",
         f"INSERT INTO inbox (service, key, seq, invocation_id) SELECT {_KEY}, {_c(4)}, {_c(5)} {_EACH}",
     ),
+    (  # subscription ids are perdure's, Kafka topic names ASCII: JSON carries them intact
+        "offset_put",
+        "",
+        "INSERT OR REPLACE INTO kafka_offsets (subscription, topic, partition, next_offset, epoch)"
+        f" SELECT {_cols(5)} {_EACH}",
+    ),
     ("timer_delete", "", f"DELETE FROM timers WHERE id IN (SELECT value {_EACH})"),
     (
         "timer_put",
@@ -318,6 +324,9 @@ def batch(w: Writes) -> tuple[object, ...]:
             timers.append((t.id, t.fire_at, t.kind, t.invocation_id, t.completion_id))
     _put(out, "timer_delete", gone)
     _put(out, "timer_put", timers)
+
+    offsets = [(*key, *position) for key, position in w.offsets.items()]
+    _put(out, "offset_put", offsets)
 
     # Last: these look at the other tables to decide whether a journal_ids row is needed.
     ids = list(reconcile.items())

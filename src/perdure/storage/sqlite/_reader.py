@@ -6,7 +6,7 @@ import sqlite3
 
 import msgspec
 
-from perdure.storage.api import Entry, Invocation, Status, Timer
+from perdure.storage.api import Entry, Invocation, Position, Status, Timer
 
 _decode = msgspec.msgpack.Decoder(Invocation).decode
 
@@ -31,6 +31,7 @@ _COMPLETED_BEFORE = (
     " AND (modified_at, id) > (?2, ?3) ORDER BY modified_at, id LIMIT ?4"
 )
 _COUNT_INVOCATIONS = "SELECT status, count(*) FROM invocations GROUP BY status"
+_OFFSETS = "SELECT topic, partition, next_offset, epoch FROM kafka_offsets WHERE subscription = ?"
 
 
 class Reader:
@@ -78,3 +79,7 @@ class Reader:
         for status, n in self._execute(_COUNT_INVOCATIONS).fetchall():
             counts[Status(status)] = n
         return counts
+
+    def offsets(self, subscription_id: str) -> dict[tuple[str, int], Position]:
+        rows = self._execute(_OFFSETS, (subscription_id,)).fetchall()
+        return {(topic, partition): Position(n, epoch) for topic, partition, n, epoch in rows}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from perdure.storage.api import Entry, Timer
-from perdure.storage.layered.writes import ABSENT, Key, Slot
+from perdure.storage.api import Entry, Position, Timer
+from perdure.storage.layered.writes import ABSENT, Key, OffsetKey, Slot
 
 # One probe for both places an id's seq can live (journal_ids only for a journal without invocation).
 _SLOT = (
@@ -24,6 +24,9 @@ _LOCK = "SELECT invocation_id FROM locks WHERE service = ? AND key = ?"
 _INBOX = "SELECT seq, invocation_id FROM inbox WHERE service = ? AND key = ? ORDER BY seq"
 _TIMER = "SELECT id, fire_at, kind, invocation_id, completion_id FROM timers WHERE id = ?"
 _WITH_STATUS = "SELECT id, record FROM invocations WHERE status = ?"
+_OFFSET = (
+    "SELECT next_offset, epoch FROM kafka_offsets WHERE subscription = ? AND topic = ? AND partition = ?"
+)
 
 
 class Reads:
@@ -61,6 +64,10 @@ class Reads:
     def timer(self, timer_id: str) -> Timer | None:
         rows = self._execute(_TIMER, (timer_id,)).fetchall()
         return Timer(*rows[0]) if rows else None
+
+    def offset(self, key: OffsetKey) -> Position | None:
+        rows = self._execute(_OFFSET, key).fetchall()
+        return Position(*rows[0]) if rows else None
 
     def with_status(self, status: str) -> dict[str, bytes]:
         return dict(self._execute(_WITH_STATUS, (status,)).fetchall())

@@ -6,7 +6,12 @@ import sqlite3
 from importlib import resources
 
 # Ordered migration scripts; migration N (1-based) brings the schema to user_version N.
-MIGRATIONS = ("0001_initial.sql", "0002_seq_keys.sql", "0003_completed_by_age.sql")
+MIGRATIONS = (
+    "0001_initial.sql",
+    "0002_seq_keys.sql",
+    "0003_completed_by_age.sql",
+    "0004_catalog_tables.sql",
+)
 
 
 class SchemaError(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -11,12 +12,12 @@ from perdure.storage.layered import store as layered
 from perdure.storage.layered.store import MAX_COMMITTING, Done, StoreFailed, on_loop, settle
 from perdure.storage.layered.view import View
 from perdure.storage.layered.writes import Writes
-from perdure.storage.sqlite import _schema
+from perdure.storage.sqlite import _catalog, _schema
 from perdure.storage.sqlite._batch import batch
 from perdure.storage.sqlite._lock import FileLock
 from perdure.storage.sqlite._reader import Reader
 from perdure.storage.sqlite._reads import Reads
-from perdure.storage.sqlite._writer import Job, Writer
+from perdure.storage.sqlite._writer import Call, Job, Writer
 
 __all__ = ["MAX_COMMITTING", "MIN_SQLITE", "SYNCHRONOUS_MODES", "Store", "StoreFailed"]
 
@@ -113,6 +114,33 @@ class Store(layered.Store):
         if self._read_conn is None:
             self._read_conn = self._connect_read_only()
         return Reader(self._read_conn)
+
+    def read_catalog(self) -> api.CatalogSnapshot:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._read_conn is None:
+            self._read_conn = self._connect_read_only()
+        return _catalog.read(self._read_conn)
+
+    async def write_catalog(self, expected_version: int, change: api.CatalogChange) -> bool:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[object] = loop.create_future()
+
+        def done(result: object, error: BaseException | None) -> None:
+            if not written.done():
+                if error is None:
+                    written.set_result(result)
+                else:
+                    written.set_exception(error)
+
+        def report(result: object, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+                loop.call_soon_threadsafe(done, result, error)
+
+        self._writer.submit(Call(lambda conn: _catalog.write(conn, expected_version, change), report))
+        return bool(await written)
 
     async def close(self) -> None:
         """Wait for committing transactions, then close; an open transaction is discarded."""

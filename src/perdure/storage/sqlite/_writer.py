@@ -30,6 +30,19 @@ class Job:
         self.done = done
 
 
+class Call:
+    """Run `fn(connection)` in a transaction of its own, in order with the batches; `done(result,
+    error)` afterwards (the catalog's compare-and-set writes)."""
+
+    __slots__ = ("done", "fn")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], object], done: Callable[[object, BaseException | None], None]
+    ) -> None:
+        self.fn = fn
+        self.done = done
+
+
 class _Stop:
     __slots__ = ("done",)
 
@@ -42,12 +55,12 @@ class Writer:
         self._conn = conn
         for sql in SCHEMA:
             conn.execute(sql)
-        self._queue: queue.SimpleQueue[Job | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | Call | _Stop] = queue.SimpleQueue()
         # A daemon: an event loop that exits without closing its store must not hang the process.
         self._thread = threading.Thread(target=self._run, name="perdure-sqlite-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job | Call) -> None:
         self._queue.put(job)
 
     def stop(self, done: Done) -> None:
@@ -63,22 +76,47 @@ class Writer:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            jobs = [item for item in items if isinstance(item, Job)]
-            if jobs:
-                error = failure if failure is not None else self._apply(jobs)
-                failure = error
-                for job in jobs:
-                    job.done(error)
-            stops = [item for item in items if isinstance(item, _Stop)]
-            if stops:
-                closed: BaseException | None = None
-                try:
-                    self._conn.close()
-                except Exception as e:
-                    closed = e
-                for stop in stops:
-                    stop.done(closed)
-                return
+            jobs: list[Job] = []
+            for item in [*items, None]:  # consecutive batches share one transaction
+                if isinstance(item, Job):
+                    jobs.append(item)
+                    continue
+                if jobs:
+                    error = failure if failure is not None else self._apply(jobs)
+                    failure = error
+                    for job in jobs:
+                        job.done(error)
+                    jobs = []
+                if isinstance(item, Call):
+                    self._call(item, failure)
+                elif isinstance(item, _Stop):
+                    closed: BaseException | None = None
+                    try:
+                        self._conn.close()
+                    except Exception as e:
+                        closed = e
+                    item.done(closed)
+                    for rest in items[items.index(item) + 1 :]:
+                        if isinstance(rest, _Stop):
+                            rest.done(closed)
+                    return
+
+    def _call(self, call: Call, failure: BaseException | None) -> None:
+        if failure is not None:
+            call.done(None, failure)
+            return
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = call.fn(conn)
+            conn.execute("COMMIT")
+        except Exception as e:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            call.done(None, e)
+            return
+        call.done(result, None)
 
     def _apply(self, jobs: list[Job]) -> BaseException | None:
         conn = self._conn

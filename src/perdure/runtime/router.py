@@ -1,0 +1,294 @@
+"""The router: submissions, attaches and controls go to the partition that owns their invocation.
+
+Every way into the engine — `Engine`'s calls and sends, the HTTP ingress, the Kafka intake, the
+admin API's controls — comes through here. A request is validated against the catalog first (the
+target exists, the input decodes, the key fits the handler), then handed to the partition that owns
+the invocation's id (`ids.partition_key`); callers waiting for a result are answered when that
+partition's commit of the completion is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+
+from perdure.engine.actions import Accepted, Action, Completed, Rejected
+from perdure.engine.commands import (
+    Cancel,
+    Command,
+    CompleteSignal,
+    Ingest,
+    Invoke,
+    KafkaRecord,
+    Kill,
+    Pause,
+    Purge,
+    ResetOffset,
+    Resume,
+)
+from perdure.engine.intake import sink_target
+from perdure.errors import ConflictError, InvalidInputError, SerdeError, UnknownTargetError
+from perdure.protocol import awakeables, ids
+from perdure.runtime.catalog import Catalog
+from perdure.runtime.clock import Clock
+from perdure.runtime.partition import Partition
+from perdure.sdk.service import Handler
+from perdure.storage.api import Failure, Outcome, Position, Reader
+
+
+def ms(value: timedelta | float | None) -> int | None:
+    """A delay as milliseconds (floats are seconds)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    return int(value * 1000)
+
+
+def check_text(*, key: str | None, idempotency_key: str | None, headers: Mapping[str, str] | None) -> None:
+    """Refuse text with no UTF-8 form (lone surrogates, which only Python code can make): stored,
+    it would fail the whole batch it is committed in."""
+    texts = [("key", key), ("idempotency key", idempotency_key)]
+    texts += [(f"header {name!r}", f"{name}{value}") for name, value in (headers or {}).items()]
+    for what, text in texts:
+        if text is not None and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(
+                    f"the {what} is not valid Unicode text: it has a lone surrogate at {e.start}"
+                ) from None
+
+
+class Router:
+    """Routes by invocation id to `partition_for(id)` (see the module docstring)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        clock: Clock,
+        partition_for: Callable[[str], Partition],
+        reader: Callable[[], Reader],
+        *,
+        whole: Partition,
+        completion_listeners: list[Callable[[str], None]],
+    ) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self.partition_for = partition_for
+        self.reader = reader
+        # The partition that owns every key (one engine on its own database): Kafka offsets are
+        # stored in its transactions, with the invocations made from the records.
+        self._whole = whole
+        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._completion_listeners = completion_listeners  # the node's: kept across restarts
+
+    # ---- submissions
+
+    def target(self, service: str, handler: str, key: str | None) -> Handler:
+        """The handler a request names, or the error that says why there is none."""
+        h = self.catalog.handler(service, handler)
+        if h is None:
+            if self.catalog.service(service) is None:
+                raise UnknownTargetError(f"no service named {service!r}")
+            raise UnknownTargetError(f"service {service!r} has no handler {handler!r}")
+        if h.keyed and key is None:
+            raise InvalidInputError(f"{h.qualified_name} is keyed: pass key=")
+        if not h.keyed and key is not None:
+            raise InvalidInputError(f"{h.qualified_name} is a service handler: it takes no key")
+        return h
+
+    async def submit(
+        self,
+        service: str,
+        handler: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: timedelta | float | None = None,
+        wait: bool = False,
+    ) -> tuple[str, bool, asyncio.Future[Outcome] | None]:
+        """Create an invocation (validated first); returns (id, previously accepted, result waiter).
+
+        The lowest-level entry point: ingress and Kafka use it too. Returns once the invocation
+        is durably accepted.
+        """
+        h = self.target(service, handler, key)
+        check_text(key=key, idempotency_key=idempotency_key, headers=headers)
+        try:
+            h.input_serde.decode(payload)
+        except SerdeError as e:
+            raise InvalidInputError(f"invalid input for {h.qualified_name}: {e}") from e
+        if idempotency_key is not None and not idempotency_key:
+            raise InvalidInputError("an idempotency key must not be empty")
+        if h.workflow_run:
+            if idempotency_key is not None:
+                raise InvalidInputError(
+                    "a workflow's run handler takes no idempotency key: the workflow key is one"
+                )
+            assert key is not None
+            invocation_id = ids.workflow_id(service, key)
+        elif idempotency_key is not None:
+            invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
+        else:
+            invocation_id = ids.random_id(service, key)
+        waiter: asyncio.Future[Outcome] | None = None
+        if wait:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(invocation_id, []).append(waiter)
+        delay_ms = ms(delay)
+        command = Invoke(
+            invocation_id=invocation_id,
+            service=service,
+            handler=handler,
+            key=key,
+            input=payload,
+            headers=tuple((headers or {}).items()),
+            idempotency_key=idempotency_key,
+            execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
+        )
+        try:
+            actions = await self.partition_for(invocation_id).submit_and_wait(command)
+        except BaseException:
+            if waiter is not None:
+                self.release_waiter(invocation_id, waiter)
+            raise
+        previously = any(type(a) is Accepted and a.previously for a in actions)
+        if previously and wait and h.workflow_run:
+            assert waiter is not None
+            self.release_waiter(invocation_id, waiter)
+            raise ConflictError(
+                f"the workflow method was already invoked for {service}/{key}: attach to it instead"
+            )
+        return invocation_id, previously, waiter
+
+    # ---- waiting for results
+
+    async def attach(self, invocation_id: str) -> Outcome:
+        """Wait for an invocation's outcome (returns at once if it has completed)."""
+        waiter = self.outcome_waiter(invocation_id)
+        try:
+            return await waiter
+        finally:
+            self.release_waiter(invocation_id, waiter)
+
+    def outcome_waiter(self, invocation_id: str) -> asyncio.Future[Outcome]:
+        """A future of an invocation's outcome (already resolved if it has completed).
+
+        For waiters that may give up (an HTTP client that disconnects): pair every call with
+        `release_waiter` so nothing is left behind. Raises `UnknownTargetError` for an unknown id.
+        """
+        inv = self.reader().get_invocation(invocation_id)
+        if inv is None:
+            raise UnknownTargetError(f"no invocation {invocation_id}")
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if inv.outcome is not None and inv.completed_at is not None:
+            waiter.set_result(inv.outcome)
+        else:  # no await since the read: a later completion is dispatched to this waiter
+            self._waiters.setdefault(invocation_id, []).append(waiter)
+        return waiter
+
+    def release_waiter(self, invocation_id: str, waiter: asyncio.Future[Outcome]) -> None:
+        """Forget a waiter nobody awaits any more (cancelling it); the invocation goes on."""
+        waiters = self._waiters.get(invocation_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[invocation_id]
+        if not waiter.done():
+            waiter.cancel()
+
+    def completed(self, action: Completed) -> None:
+        """A partition made a completion durable: answer the waiters, tell the listeners."""
+        for waiter in self._waiters.pop(action.invocation_id, ()):
+            if not waiter.done():
+                waiter.set_result(action.outcome)
+        for listener in self._completion_listeners:
+            listener(action.invocation_id)
+
+    @property
+    def waiting(self) -> set[str]:
+        """Ids of the invocations someone waits for here."""
+        return set(self._waiters)
+
+    def cancel_waiters(self) -> None:
+        """The engine stops: nobody will answer the waiters (an HTTP caller gets a 503)."""
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.cancel()
+        self._waiters.clear()
+
+    # ---- controls
+
+    async def submit_checked(self, command: Command, invocation_id: str, name: str) -> list[Action]:
+        """Apply `command` in `invocation_id`'s partition; a refusal raises (404 →
+        UnknownTargetError, 400 → InvalidInputError, else ConflictError) with `name` and the reason."""
+        actions = await self.partition_for(invocation_id).submit_and_wait(command)
+        for action in actions:
+            if type(action) is Rejected:
+                error = {404: UnknownTargetError, 400: InvalidInputError}.get(action.code, ConflictError)
+                raise error(f"{name}: {action.reason}")
+        return actions
+
+    async def control(self, command: Resume | Pause | Kill | Cancel | Purge) -> None:
+        await self.submit_checked(command, command.invocation_id, command.invocation_id)
+
+    async def complete_awakeable(
+        self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
+    ) -> None:
+        """Resolve (value bytes) or reject (failure) an awakeable; a completed one ignores it."""
+        try:
+            invocation_id, idx = awakeables.parse(awakeable_id)
+        except ValueError as e:
+            raise InvalidInputError(str(e)) from e
+        await self.submit_checked(
+            CompleteSignal(invocation_id, idx, value, failure), invocation_id, awakeable_id
+        )
+
+    # ---- Kafka
+
+    async def ingest(
+        self, subscription_id: str, topic: str, partition: int, records: Sequence[KafkaRecord]
+    ) -> list[str]:
+        """Turn records into invocations, exactly once; returns the ids created once durable.
+
+        Records below the stored next offset are skipped. A value the sink's serde rejects becomes
+        an invocation that is already failed (400, naming topic/partition/offset), so a bad record
+        never blocks its partition.
+        """
+        sub = self.catalog.subscription(subscription_id)
+        if sub is None:
+            raise UnknownTargetError(f"{subscription_id}: no such subscription")
+        rejected: dict[int, Failure] = {}
+        h = self.catalog.handler(*sink_target(sub))
+        if h is not None:
+            for record in records:
+                try:
+                    h.input_serde.decode(record.value or b"")
+                except SerdeError as e:
+                    where = f"{topic}/{partition}/{record.offset}"
+                    rejected[record.offset] = Failure(
+                        400, f"record {where} rejected by {h.qualified_name}: {e}"
+                    )
+        command = Ingest(subscription_id, sub.sink, topic, partition, records, rejected)
+        created = []
+        for action in await self._whole.submit_and_wait(command):
+            if type(action) is Accepted and not action.previously:
+                created.append(action.invocation_id)
+        return created
+
+    def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
+        """The next offset to consume per (topic, partition), as committed."""
+        return {tp: position.next_offset for tp, position in self.positions(subscription_id).items()}
+
+    def positions(self, subscription_id: str) -> dict[tuple[str, int], Position]:
+        return self.reader().offsets(subscription_id)
+
+    async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
+        """The partition's log restarted below the stored offset (a recreated topic, a dev broker
+        that restarted empty): continue at `next_offset`; records at reused offsets count as new."""
+        await self._whole.submit_and_wait(ResetOffset(subscription_id, topic, partition, next_offset))
