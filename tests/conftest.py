@@ -1,10 +1,15 @@
-"""Shared fixtures: real HTTP servers on free loopback ports; one real Kafka broker (tansu)."""
+"""Shared fixtures: real HTTP servers on free loopback ports; one real Kafka broker (tansu); fresh
+PostgreSQL databases (on 127.0.0.1:5432, or PERDURE_TEST_POSTGRES)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
+
+import psycopg
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -48,3 +53,38 @@ async def http_server() -> AsyncIterator[Callable[[Any], Awaitable[Served]]]:
     yield start
     for served in reversed(started):
         await served.stop()
+
+
+#: The PostgreSQL server tests create their databases on (trust auth, user postgres).
+POSTGRES = os.environ.get("PERDURE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+_databases = itertools.count()
+
+
+def _admin() -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(
+            f"the tests need PostgreSQL at {POSTGRES} (trust auth, user postgres): {e}".strip()
+            + " — start it (`pg_ctlcluster 15 main start`) or set PERDURE_TEST_POSTGRES"
+        ) from None
+
+
+@pytest.fixture
+def postgres() -> Iterator[Callable[[], str]]:
+    """Factory: `url = postgres()` creates an empty database of the test's own; dropped afterwards."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"perdure_test_{os.getpid()}_{next(_databases)}"
+        with _admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return f"{POSTGRES}/{name}"
+
+    yield create
+    if created:
+        with _admin() as admin:
+            for name in created:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

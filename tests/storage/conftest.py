@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from perdure.storage import memory
+from perdure.storage import postgres as postgres_backend
 from perdure.storage import sqlite as sqlite_backend
 from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Store, Transaction
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 OpenStore = Callable[..., sqlite_backend.Store]
 
@@ -35,8 +36,18 @@ async def open_sqlite(tmp_path: Path) -> AsyncIterator[OpenStore]:
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, open_sqlite: OpenStore) -> AsyncIterator[Store]:
-    s: Store = memory.Store() if request.param == "memory" else open_sqlite()
+async def store(
+    request: pytest.FixtureRequest, open_sqlite: OpenStore, postgres: Callable[[], str]
+) -> AsyncIterator[Store]:
+    """A store of each backend (PostgreSQL: partition 0 of a one-partition database)."""
+    if request.param == "postgres":
+        database = postgres_backend.Database(postgres(), partitions=1)
+        s: Store = database.take_partition(0)
+        yield s
+        await s.close()
+        await database.close()
+        return
+    s = memory.Store() if request.param == "memory" else open_sqlite()
     yield s
     if request.param == "memory":
         await s.close()

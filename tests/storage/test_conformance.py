@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from perdure.storage import memory, open_store
+from perdure.storage import postgres as postgres_backend
 from perdure.storage import sqlite as sqlite_backend
 from perdure.storage.api import (
     CatalogChange,
@@ -580,7 +581,7 @@ async def test_offsets_are_stored_with_the_transaction(store: Store) -> None:
 
 
 async def test_catalog_changes_by_compare_and_set(store: Store) -> None:
-    assert isinstance(store, memory.Store | sqlite_backend.Store)
+    assert isinstance(store, memory.Store | sqlite_backend.Store | postgres_backend.PartitionStore)
     empty = store.read_catalog()
     assert empty.deployments == empty.clusters == empty.subscriptions == empty.revisions == {}
     cluster = KafkaCluster("local", {"bootstrap.servers": "127.0.0.1:9092"})

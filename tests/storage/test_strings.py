@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from perdure.storage import memory
+from perdure.storage import postgres as postgres_backend
 from perdure.storage import sqlite as sqlite_backend
 from perdure.storage.api import Caller, Entry, Invocation, Status, Store, Transaction
 
@@ -113,13 +115,33 @@ async def _round_trip(open_store: Callable[[], Store], s: Sample, *, durable: bo
     txn = _write(store, s)
     await store.commit(txn)
     _check(store, s, reader=durable)
-    await store.close()
+    await _close(store)
     if durable:  # what the next process sees: nothing cached
         store = open_store()
         try:
             _check(store, s, reader=True)
         finally:
-            await store.close()
+            await _close(store)
+
+
+async def _close(store: Store) -> None:
+    await store.close()
+    if isinstance(store, postgres_backend.PartitionStore):  # and the node's database with it
+        await store.database.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """One database for every example (hypothesis runs many in one test): emptied between them."""
+    from tests.conftest import POSTGRES, _admin
+
+    name = "perdure_test_strings"
+    with _admin() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"{POSTGRES}/{name}"
+    with _admin() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,3 +173,26 @@ def test_strings_round_trip_sqlite_and_restart(s: Sample) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "perdure.db"
         asyncio.run(_round_trip(lambda: sqlite_backend.Store(path), s, durable=True))
+
+
+@_SETTINGS
+@given(SAMPLES)
+@_with_examples
+def test_strings_round_trip_postgres_and_restart(postgres_url: str, s: Sample) -> None:
+    """PostgreSQL text cannot hold U+0000: user text is stored as UTF-8 bytea, long keys hashed."""
+
+    def open_store() -> Store:
+        return postgres_backend.Database(postgres_url, partitions=1).take_partition(0)
+
+    asyncio.run(_round_trip(open_store, s, durable=True))
+    asyncio.run(_empty(postgres_url))
+
+
+async def _empty(url: str) -> None:
+    """Between examples: the one database starts empty again."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "TRUNCATE invocations, journal, journal_ids, state, locks, inbox, timers, deliveries"
+        )

@@ -137,6 +137,18 @@ class Deployment(msgspec.Struct, kw_only=True):
     created_at: int = 0
 
 
+class StoreUnavailable(Exception):
+    """The database did not answer (a lost connection, a restart, a failover). Retryable: what hit it
+    stops — a partition stops, its waiting callers get an error — and starts again from the durable
+    state once the database answers; nothing acknowledged is lost."""
+
+
+class LeaseLost(Exception):
+    """Another node took the partition (this one was paused or cut off past its lease): its commits
+    are refused, so the partition stops here. Not retryable on this node until it takes the
+    partition again."""
+
+
 class ServiceRevision(msgspec.Struct, frozen=True):
     """Which deployment serves a service now, and how many registrations it has seen."""
 
@@ -193,6 +205,15 @@ class Position(NamedTuple):
 
     next_offset: int
     epoch: int = 0
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """An effect on an invocation of partition `partition`, written by another partition (or node):
+    applied and deleted by the owner in `id` order."""
+
+    id: int
+    partition: int
+    body: bytes
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True):
@@ -257,7 +278,17 @@ class OffsetTable(Protocol):
     def set_offset(self, subscription_id: str, topic: str, partition: int, position: Position) -> None: ...
 
 
-class Transaction(InvocationTable, JournalTable, StateTable, InboxTable, TimerTable, OffsetTable, Protocol):
+class OutboxTable(Protocol):
+    """Deliveries: effects on another partition's invocations, in the sender's transaction (outbox),
+    applied and deleted in the owner's (inbox). Only stores with several partitions have them."""
+
+    def put_delivery(self, partition: int, body: bytes) -> None: ...
+    def delete_delivery(self, delivery_id: int) -> None: ...
+
+
+class Transaction(
+    InvocationTable, JournalTable, StateTable, InboxTable, TimerTable, OffsetTable, OutboxTable, Protocol
+):
     """All write ports of one batch; committed or discarded as a whole by its store."""
 
 

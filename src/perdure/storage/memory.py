@@ -27,6 +27,7 @@ import msgspec
 from perdure.storage.api import (
     CatalogChange,
     CatalogSnapshot,
+    Delivery,
     Entry,
     Invocation,
     Position,
@@ -53,6 +54,8 @@ class _Tables:
         self.inboxes: dict[_Key, deque[str]] = {}
         self.timers: dict[str, Timer] = {}
         self.offsets: dict[tuple[str, str, int], Position] = {}
+        self.deliveries: dict[int, Delivery] = {}
+        self.delivery_ids = 0
         self.catalog = CatalogSnapshot()
 
     def get_invocation(self, invocation_id: str) -> Invocation | None:
@@ -175,6 +178,15 @@ class _Transaction:
 
     def get_timer(self, timer_id: str) -> Timer | None:
         return self._t.timers.get(timer_id)
+
+    # OutboxTable
+
+    def put_delivery(self, partition: int, body: bytes) -> None:
+        self._t.delivery_ids += 1
+        self._t.deliveries[self._t.delivery_ids] = Delivery(self._t.delivery_ids, partition, body)
+
+    def delete_delivery(self, delivery_id: int) -> None:
+        self._t.deliveries.pop(delivery_id, None)
 
     # OffsetTable
 

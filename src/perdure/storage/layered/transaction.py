@@ -261,3 +261,12 @@ class Transaction:
 
     def set_offset(self, subscription_id: str, topic: str, partition: int, position: Position) -> None:
         self._w.offsets[subscription_id, topic, partition] = position
+
+    # ---- OutboxTable
+
+    def put_delivery(self, partition: int, body: bytes) -> None:
+        source = f"{self._view.name}:{self._view.next_seq()}"
+        self._w.deliveries.append((partition, source, body))
+
+    def delete_delivery(self, delivery_id: int) -> None:
+        self._w.delivered.append(delivery_id)

@@ -123,8 +123,16 @@ class View:
     of different partitions (each its own residue) never allocate the same one."""
 
     def __init__(
-        self, reads: Reads, *, cache_size: int, last_seq: int, inbox_seq: int, seq_step: int = 1
+        self,
+        reads: Reads,
+        *,
+        cache_size: int,
+        last_seq: int,
+        inbox_seq: int,
+        seq_step: int = 1,
+        name: str = "",
     ) -> None:
+        self.name = name  # names the deliveries this view sends: "{name}:{seq}" is unique
         self.layers: list[Writes] = []
         self._reads = reads
         self._step = seq_step
@@ -143,6 +151,11 @@ class View:
     def next_seq(self) -> int:
         self.last_seq += self._step
         return self.last_seq
+
+    @property
+    def inbox_seq(self) -> int:
+        """The highest inbox seq allocated so far."""
+        return self._inbox_seq
 
     def next_inbox_seq(self) -> int:
         self._inbox_seq += self._step

@@ -59,6 +59,8 @@ class Writes:
     """A transaction's writes: its own view while open, an overlay of the store's while committing."""
 
     __slots__ = (
+        "delivered",
+        "deliveries",
         "first_seq",
         "inbox_dropped",
         "inbox_pushed",
@@ -88,4 +90,6 @@ class Writes:
         self.inbox_dropped: list[tuple[str, str, int]] = []  # rows stored before this transaction
         self.timers: dict[str, Timer | None] = {}  # None: deleted
         self.offsets: dict[OffsetKey, Position] = {}
+        self.deliveries: list[tuple[int, str, bytes]] = []  # (partition, source, body) to send
+        self.delivered: list[int] = []  # ids of deliveries applied
         self.max_seq = 0  # the highest invocation seq this transaction allocated

@@ -40,6 +40,8 @@ class _Sink:
         self._writer = writer
 
     def prepare(self, writes: Writes) -> object:
+        if writes.deliveries or writes.delivered:
+            raise RuntimeError("a SQLite store has one partition that owns every key: it has no deliveries")
         return batch(writes)
 
     def submit(self, prepared: object, done: Done) -> None:

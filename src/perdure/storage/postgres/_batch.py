@@ -1,0 +1,226 @@
+"""A partition's committed `Writes` as rows, and how a group of them is applied in one transaction.
+
+`prepare` (on the event loop) turns a transaction's writes into rows per table, user text as
+UTF-8 bytes and keys hashed (`_keys`). The writer applies a group of prepared batches — at most one
+per partition, so no two touch the same row — with one binary COPY per table into a temporary
+table and one set-based statement per table from there (`APPLY`): a few round trips for the whole
+group, however many partitions and rows it holds (psycopg's COPY costs ~1 us per row of client
+CPU; array parameters cost five times that, see `bench/pg_clients.py`). The lease check runs first
+(`FENCE`), so a partition another node took commits nothing.
+
+Every statement is idempotent (upserts, deletes, deliveries unique by source), so a group whose
+COMMIT's outcome is unknown (the connection broke) is simply applied again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perdure.storage.layered.writes import Writes
+from perdure.storage.postgres._keys import nkey, skey, text
+
+# temp table -> (its columns with their binary COPY types)
+TEMP: dict[str, tuple[tuple[str, str], ...]] = {
+    "fence_in": (("partition", "int4"), ("epoch", "int8"), ("seq", "int8"), ("inbox_seq", "int8")),
+    "inv_del": (("seq", "int8"),),
+    "inv_in": (
+        ("seq", "int8"), ("id", "text"), ("partition", "int4"), ("service", "bytea"), ("handler", "bytea"),
+        ("key", "bytea"), ("status", "text"), ("created_at", "int8"), ("modified_at", "int8"),
+        ("record", "bytea"),
+    ),
+    "journal_clear": (("seq", "int8"),),
+    "journal_in": (("seq", "int8"), ("idx", "int4"), ("type", "int4"), ("payload", "bytea")),
+    "state_clear": (("skey", "bytea"),),
+    "state_del": (("skey", "bytea"), ("nkey", "bytea")),
+    "state_in": (
+        ("skey", "bytea"), ("nkey", "bytea"), ("service", "bytea"), ("key", "bytea"), ("name", "bytea"),
+        ("value", "bytea"),
+    ),
+    "lock_del": (("skey", "bytea"),),
+    "lock_in": (("skey", "bytea"), ("service", "bytea"), ("key", "bytea"), ("invocation_id", "text")),
+    "inbox_del": (("skey", "bytea"), ("seq", "int8")),
+    "inbox_in": (
+        ("skey", "bytea"), ("seq", "int8"), ("service", "bytea"), ("key", "bytea"), ("invocation_id", "text"),
+    ),
+    "timer_del": (("id", "text"),),
+    "timer_in": (
+        ("id", "text"), ("partition", "int4"), ("fire_at", "int8"), ("kind", "text"),
+        ("invocation_id", "text"), ("completion_id", "int4"),
+    ),
+    "offset_in": (
+        ("subscription", "text"), ("topic", "text"), ("kafka_partition", "int4"), ("next_offset", "int8"),
+        ("epoch", "int4"),
+    ),
+    "ids_in": (("id", "text"), ("seq", "int8")),
+    "delivery_in": (("partition", "int4"), ("source", "text"), ("body", "bytea")),
+    "delivery_del": (("id", "int8"),),
+}  # fmt: skip
+
+CREATE_TEMP = tuple(
+    f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in columns)})"
+    " ON COMMIT DELETE ROWS"
+    for name, columns in TEMP.items()
+)
+COPY = {name: f"COPY {name} FROM STDIN (FORMAT BINARY)" for name in TEMP}
+TYPES = {name: [t for _, t in columns] for name, columns in TEMP.items()}
+
+#: Checks the leases of the group's partitions and records their high-water marks; returns the
+#: partitions whose lease is still (node, epoch). Runs first: its row locks hold off a takeover
+#: until this transaction ends.
+FENCE = (
+    "UPDATE partition_leases AS l"
+    " SET seq = greatest(l.seq, f.seq), inbox_seq = greatest(l.inbox_seq, f.inbox_seq)"
+    " FROM fence_in AS f WHERE l.partition = f.partition AND l.epoch = f.epoch AND l.node = %s"
+    " RETURNING l.partition"
+)
+
+# (temp table, statement), in the order they run: per table deletes before inserts; journal_ids last.
+APPLY = (
+    ("inv_del", "DELETE FROM invocations AS t USING inv_del AS d WHERE t.seq = d.seq"),
+    (
+        "inv_in",
+        "INSERT INTO invocations SELECT * FROM inv_in ON CONFLICT (seq) DO UPDATE SET id = excluded.id,"
+        " partition = excluded.partition, service = excluded.service, handler = excluded.handler,"
+        " key = excluded.key, status = excluded.status, created_at = excluded.created_at,"
+        " modified_at = excluded.modified_at, record = excluded.record",
+    ),
+    ("journal_clear", "DELETE FROM journal AS t USING journal_clear AS d WHERE t.seq = d.seq"),
+    (
+        "journal_in",
+        "INSERT INTO journal SELECT * FROM journal_in ON CONFLICT (seq, idx)"
+        " DO UPDATE SET type = excluded.type, payload = excluded.payload",
+    ),
+    ("state_clear", "DELETE FROM state AS t USING state_clear AS d WHERE t.skey = d.skey"),
+    ("state_del", "DELETE FROM state AS t USING state_del AS d WHERE t.skey = d.skey AND t.nkey = d.nkey"),
+    (
+        "state_in",
+        "INSERT INTO state SELECT * FROM state_in ON CONFLICT (skey, nkey) DO UPDATE SET"
+        " service = excluded.service, key = excluded.key, name = excluded.name, value = excluded.value",
+    ),
+    ("lock_del", "DELETE FROM locks AS t USING lock_del AS d WHERE t.skey = d.skey"),
+    (
+        "lock_in",
+        "INSERT INTO locks SELECT * FROM lock_in ON CONFLICT (skey) DO UPDATE SET"
+        " service = excluded.service, key = excluded.key, invocation_id = excluded.invocation_id",
+    ),
+    ("inbox_del", "DELETE FROM inbox AS t USING inbox_del AS d WHERE t.skey = d.skey AND t.seq = d.seq"),
+    (
+        "inbox_in",
+        "INSERT INTO inbox SELECT * FROM inbox_in ON CONFLICT (skey, seq) DO UPDATE SET"
+        " invocation_id = excluded.invocation_id",
+    ),
+    ("timer_del", "DELETE FROM timers AS t USING timer_del AS d WHERE t.id = d.id"),
+    (
+        "timer_in",
+        "INSERT INTO timers SELECT * FROM timer_in ON CONFLICT (id) DO UPDATE SET"
+        " partition = excluded.partition, fire_at = excluded.fire_at, kind = excluded.kind,"
+        " invocation_id = excluded.invocation_id, completion_id = excluded.completion_id",
+    ),
+    (
+        "offset_in",
+        "INSERT INTO kafka_offsets SELECT * FROM offset_in ON CONFLICT (subscription, topic, kafka_partition)"
+        " DO UPDATE SET next_offset = excluded.next_offset, epoch = excluded.epoch",
+    ),
+    (
+        "delivery_in",
+        "INSERT INTO deliveries (partition, source, body) SELECT * FROM delivery_in"
+        " ON CONFLICT (source) DO NOTHING",
+    ),
+    ("delivery_del", "DELETE FROM deliveries AS t USING delivery_del AS d WHERE t.id = d.id"),
+    # journal_ids holds the seq of a journal without an invocation row: for the ids whose rows were
+    # deleted or that gained such a journal, make it match the tables rather than track every case.
+    (
+        "ids_in",
+        "DELETE FROM journal_ids AS t USING ids_in AS i WHERE t.id = i.id"
+        " AND (EXISTS (SELECT 1 FROM invocations WHERE seq = i.seq)"
+        " OR NOT EXISTS (SELECT 1 FROM journal WHERE seq = i.seq))",
+    ),
+    (
+        "ids_in",
+        "INSERT INTO journal_ids SELECT id, seq FROM ids_in AS i"
+        " WHERE NOT EXISTS (SELECT 1 FROM invocations WHERE seq = i.seq)"
+        " AND EXISTS (SELECT 1 FROM journal WHERE seq = i.seq) ON CONFLICT (id) DO NOTHING",
+    ),
+)
+
+
+@dataclass
+class Rows:
+    """One transaction's writes as rows per temp table, and the lease it commits under."""
+
+    partition: int
+    fence: tuple[int, int, int, int] | None  # (partition, epoch, high-water seq, inbox seq)
+    tables: dict[str, list[tuple[object, ...]]] = field(default_factory=dict)
+
+    def add(self, table: str, row: tuple[object, ...]) -> None:
+        rows = self.tables.get(table)
+        if rows is None:
+            rows = self.tables[table] = []
+        rows.append(row)
+
+
+def prepare(w: Writes, partition: int, epoch: int | None, seq: int, inbox_seq: int) -> Rows:
+    """The rows that apply `w` to a database holding everything committed before it."""
+    out = Rows(partition, None if epoch is None else (partition, epoch, seq, inbox_seq))
+    add = out.add
+    seen = w.seen
+    reconcile: dict[str, int] = {}
+    for id, new in w.invocations.items():
+        seq_, record, status, at, ident = new
+        assert seq_ is not None
+        old = seen[id]
+        if record is None:
+            if old.record is not None:
+                add("inv_del", (seq_,))
+            reconcile[id] = seq_
+            continue
+        assert ident is not None
+        service, handler, key, created_at = ident
+        add(
+            "inv_in",
+            (seq_, id, partition, text(service), text(handler), None if key is None else text(key), status,
+             created_at, at, record),
+        )  # fmt: skip
+        if old.record is None and old.seq is not None:  # not a fresh seq: a journal_ids row may have to go
+            reconcile[id] = seq_
+    invocations = w.invocations
+    for id, ops in w.journals.items():
+        if ops.cleared:
+            add("journal_clear", (ops.seq,))
+            reconcile[id] = ops.seq
+        elif (invocations.get(id) or seen[id]).record is None:
+            reconcile[id] = ops.seq
+        for idx, entry in ops.entries.items():
+            add("journal_in", (ops.seq, idx, entry.type, entry.payload))
+    for (service, key), sops in w.state.items():
+        s = skey(service, key)
+        if sops.cleared:
+            add("state_clear", (s,))
+        for name, value in sops.values.items():
+            if value is None:
+                add("state_del", (s, nkey(name)))
+            else:
+                add("state_in", (s, nkey(name), text(service), text(key), name, value))
+    for (service, key), holder in w.locks.items():
+        if holder is None:
+            add("lock_del", (skey(service, key),))
+        else:
+            add("lock_in", (skey(service, key), text(service), text(key), holder))
+    for service, key, inbox_seq_, invocation_id in w.inbox_pushed.values():
+        add("inbox_in", (skey(service, key), inbox_seq_, text(service), text(key), invocation_id))
+    for service, key, inbox_seq_ in w.inbox_dropped:
+        add("inbox_del", (skey(service, key), inbox_seq_))
+    for timer_id, t in w.timers.items():
+        if t is None:
+            add("timer_del", (timer_id,))
+        else:
+            add("timer_in", (t.id, partition, t.fire_at, t.kind, t.invocation_id, t.completion_id))
+    for (subscription, topic, kafka_partition), position in w.offsets.items():
+        add("offset_in", (subscription, topic, kafka_partition, position.next_offset, position.epoch))
+    for target, source, body in w.deliveries:
+        add("delivery_in", (target, source, body))
+    for delivery_id in w.delivered:
+        add("delivery_del", (delivery_id,))
+    for id, seq_ in reconcile.items():
+        add("ids_in", (id, seq_))
+    return out
