@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perdure.storage.api import Caller, Failure, Timer
+from perdure.storage.api import Caller, Delivery, Failure, Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,13 @@ class ResetOffset:
 
 
 @dataclass(frozen=True, slots=True)
+class Deliver:
+    """Apply the effects other partitions delivered to this one, oldest first (each exactly once)."""
+
+    deliveries: Sequence[Delivery]
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
@@ -151,5 +158,6 @@ Command = (
     | Expire
     | Ingest
     | ResetOffset
+    | Deliver
     | Recover
 )

@@ -15,3 +15,5 @@ class Counters:
     completed_failed: int = 0
     journal_entries: int = 0
     expired: int = 0  # completed invocations deleted after their retention
+    deliveries_sent: int = 0  # effects written for another partition
+    deliveries_applied: int = 0  # effects of other partitions applied here

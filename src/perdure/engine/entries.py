@@ -205,31 +205,12 @@ def _target_id(step: Step, m: Any) -> str:
 
 def _attach_invocation(step: Step, inv: Invocation, m: Any) -> None:
     """Wait for another invocation's result (at once when it has one)."""
-    cid = m.result_completion_id
-    target = step.load(_target_id(step, m))
-    if target is None:
-        outcome = Outcome(failure=Failure(404, "invocation not found"))
-    elif target.status is Status.COMPLETED and target.outcome is not None:
-        outcome = target.outcome
-    else:
-        caller = Caller(inv.id, cid, attach=True)
-        if caller not in target.callers:
-            target.callers.append(caller)
-        return
-    lifecycle.notify(
-        step, inv, lifecycle.result_notification(pm.AttachInvocationCompletion, cid, outcome), cid
-    )
+    lifecycle.attach(step, _target_id(step, m), Caller(inv.id, m.result_completion_id, attach=True))
 
 
 def _get_invocation_output(step: Step, inv: Invocation, m: Any) -> None:
     """Another invocation's result if it has one now, else void."""
-    cid = m.result_completion_id
-    target = step.load(_target_id(step, m))
-    if target is None or target.status is not Status.COMPLETED or target.outcome is None:
-        result = pm.GetInvocationOutputCompletion(completion_id=cid, void=pm.Void())
-    else:
-        result = lifecycle.result_notification(pm.GetInvocationOutputCompletion, cid, target.outcome)
-    lifecycle.notify(step, inv, result, cid)
+    lifecycle.peek(step, _target_id(step, m), Caller(inv.id, m.result_completion_id))
 
 
 def _promise(effect: Callable[[Step, Invocation, Any], None]) -> Callable[[Step, Invocation, Any], None]:

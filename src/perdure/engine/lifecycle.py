@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from perdure.defaults import RETENTION_MS
+from perdure.engine import bodies
 from perdure.engine.actions import (
     AbortAttempt,
     Accepted,
@@ -37,6 +38,22 @@ def _seed(invocation_id: str) -> int:
 
 
 def invoke(step: Step, cmd: Invoke) -> None:
+    if not step.local(cmd.invocation_id):  # a call or send to another partition's invocation
+        step.deliver(
+            bodies.Invoked(
+                invocation_id=cmd.invocation_id,
+                service=cmd.service,
+                handler=cmd.handler,
+                key=cmd.key,
+                input=cmd.input,
+                headers=list(cmd.headers),
+                idempotency_key=cmd.idempotency_key,
+                caller=cmd.caller,
+                execute_at=cmd.execute_at,
+                failure=cmd.failure,
+            )
+        )
+        return
     existing = step.load(cmd.invocation_id)
     if existing is not None:
         _attach(step, existing, cmd)
@@ -89,9 +106,7 @@ def _attach(step: Step, inv: Invocation, cmd: Invoke) -> None:
     if inv.status is Status.COMPLETED and inv.outcome is not None:
         step.actions.append(Completed(inv.id, inv.outcome))
         if caller is not None:
-            parent = step.load(caller.invocation_id)
-            if parent is not None:
-                notify(step, parent, caller_result(caller, inv.outcome), caller.completion_id)
+            answer(step, caller, caller_result(caller, inv.outcome))
     elif caller is not None and caller not in inv.callers:
         inv.callers.append(caller)
 
@@ -155,6 +170,47 @@ def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None
     )
 
 
+def answer(step: Step, caller: Caller, message: Any) -> None:
+    """Hand a result to the invocation waiting for it, here or in its own partition."""
+    if step.local(caller.invocation_id):
+        parent = step.load(caller.invocation_id)
+        if parent is not None:
+            notify(step, parent, message, caller.completion_id)
+    else:
+        body = bodies.Notified(
+            caller.invocation_id, message_type(message), message.SerializeToString(), caller.completion_id
+        )
+        step.deliver(body)
+
+
+def attach(step: Step, target_id: str, caller: Caller) -> None:
+    """`caller` waits for the target's result (`caller.attach`): at once when it has one."""
+    if not step.local(target_id):
+        step.deliver(bodies.Attached(target_id, caller))
+        return
+    target = step.load(target_id)
+    if target is None:
+        answer(step, caller, caller_result(caller, _failed(404, "invocation not found")))
+    elif target.status is Status.COMPLETED and target.outcome is not None:
+        answer(step, caller, caller_result(caller, target.outcome))
+    elif caller not in target.callers:
+        target.callers.append(caller)
+
+
+def peek(step: Step, target_id: str, caller: Caller) -> None:
+    """`caller` gets the target's result if it has one now, else void (GetInvocationOutput)."""
+    if not step.local(target_id):
+        step.deliver(bodies.Attached(target_id, caller, peek=True))
+        return
+    target = step.load(target_id)
+    cid = caller.completion_id
+    if target is None or target.status is not Status.COMPLETED or target.outcome is None:
+        message = pm.GetInvocationOutputCompletion(completion_id=cid, void=pm.Void())
+    else:
+        message = result_notification(pm.GetInvocationOutputCompletion, cid, target.outcome)
+    answer(step, caller, message)
+
+
 def notify(step: Step, inv: Invocation, message: Any, handle: int | str) -> None:
     """Append a result to `inv`'s journal and wake it if it waits for it.
 
@@ -213,9 +269,7 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
             retention = info.journal_retention_ms
         inv.retention_until = step.now + retention
     for caller in inv.callers:
-        parent = step.load(caller.invocation_id)
-        if parent is not None:
-            notify(step, parent, caller_result(caller, outcome), caller.completion_id)
+        answer(step, caller, caller_result(caller, outcome))
     step.actions.append(Completed(inv.id, outcome))
     if inv.exclusive and inv.key is not None:
         release_key(step, inv.service, inv.key, inv.id)
@@ -339,6 +393,9 @@ def pause(step: Step, invocation_id: str) -> None:
 
 def kill(step: Step, invocation_id: str, report: bool = True) -> None:
     """Stop now, without running more user code — and so the calls it is waiting on."""
+    if not step.local(invocation_id):  # a cascade reaching another partition
+        step.deliver(bodies.Stopped(invocation_id, kill=True))
+        return
     inv = _control(step, invocation_id, _UNFINISHED, "kill", report)
     if inv is None:
         return
@@ -367,6 +424,9 @@ def expire(step: Step, invocation_ids: Sequence[str]) -> None:
 
 def cancel(step: Step, invocation_id: str, report: bool = True) -> None:
     """`report=False` for cancellations from handlers: a target that has finished is fine."""
+    if not step.local(invocation_id):
+        step.deliver(bodies.Stopped(invocation_id))
+        return
     inv = _control(step, invocation_id, _UNFINISHED, "cancel", report)
     if inv is None:
         return
@@ -394,6 +454,9 @@ def complete_signal(
     report: bool = True,
 ) -> None:
     """Signal `idx` (an awakeable's index, or a named signal's name) of an invocation."""
+    if not step.local(invocation_id):
+        step.deliver(bodies.Signaled(invocation_id, idx, value, failure))
+        return
     inv = step.load(invocation_id)
     if inv is None:
         if report:

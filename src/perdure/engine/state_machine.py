@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import intake, lifecycle
+from perdure.engine import deliveries, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
     Cancel,
     Command,
     CompleteSignal,
+    Deliver,
     Expire,
     FireTimer,
     Ingest,
@@ -29,7 +30,7 @@ from perdure.engine.commands import (
 from perdure.engine.counters import Counters
 from perdure.engine.entries import apply_output
 from perdure.engine.registry import Registry
-from perdure.engine.step import Step
+from perdure.engine.step import EVERYTHING, Partitioning, Step
 from perdure.storage.api import Transaction
 
 
@@ -37,14 +38,20 @@ class StateMachine:
     """Applies commands of one partition, in order. Single writer: no locks."""
 
     def __init__(
-        self, registry: Registry, now: Callable[[], int], *, counters: Counters | None = None
+        self,
+        registry: Registry,
+        now: Callable[[], int],
+        *,
+        counters: Counters | None = None,
+        partitioning: Partitioning = EVERYTHING,
     ) -> None:
         self.registry = registry
         self._now = now
         self.counters = counters if counters is not None else Counters()
+        self.partitioning = partitioning
 
     def apply(self, txn: Transaction, command: Command) -> list[Action]:
-        step = Step(txn, self._now(), self.registry, self.counters)
+        step = Step(txn, self._now(), self.registry, self.counters, self.partitioning)
         match command:
             case AttemptOutput():
                 apply_output(step, command)
@@ -72,6 +79,8 @@ class StateMachine:
                 intake.ingest(step, command)
             case ResetOffset():
                 intake.reset_offset(step, command)
+            case Deliver():
+                deliveries.apply(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

@@ -2,19 +2,43 @@
 
 Invocations loaded during a step are cached so every function sees the same object, and
 journal entries are staged; `flush()` writes both at the end of the command.
+
+`partitioning` says which invocations this state machine owns: an effect on another one is not
+applied but delivered to its owner (`deliver`), in the same transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from perdure.engine import bodies
 from perdure.engine.actions import Action
 from perdure.engine.counters import Counters
 from perdure.engine.registry import Registry
+from perdure.protocol import ids
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import RawMessage, message_type
 from perdure.storage.api import Entry, Invocation, Transaction
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """Which invocations a state machine owns: those whose id's partition `owns` accepts, of
+    `count` partitions. The default owns every one (an engine alone on its database)."""
+
+    count: int = 1
+    owns: Callable[[int], bool] | None = None
+
+    def partition_of(self, invocation_id: str) -> int:
+        return ids.partition_of(invocation_id, self.count)
+
+    def local(self, invocation_id: str) -> bool:
+        return self.owns is None or self.owns(ids.partition_of(invocation_id, self.count))
+
+
+EVERYTHING = Partitioning()
 
 
 @dataclass
@@ -23,9 +47,21 @@ class Step:
     now: int
     registry: Registry
     counters: Counters
+    partitioning: Partitioning = EVERYTHING
     actions: list[Action] = field(default_factory=list)
     _loaded: dict[str, Invocation] = field(default_factory=dict)
     _staged: dict[str, tuple[int, list[Entry]]] = field(default_factory=dict)
+
+    def local(self, invocation_id: str) -> bool:
+        """Whether this state machine owns `invocation_id` (else its effects are delivered)."""
+        p = self.partitioning
+        return p.owns is None or p.local(invocation_id)
+
+    def deliver(self, body: bodies.Body) -> None:
+        """Write an effect on another partition's invocation, for its owner to apply."""
+        target = self.partitioning.partition_of(body.invocation_id)
+        self.txn.put_delivery(target, bodies.encode(body))
+        self.counters.deliveries_sent += 1
 
     def load(self, invocation_id: str) -> Invocation | None:
         inv = self._loaded.get(invocation_id)

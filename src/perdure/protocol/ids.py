@@ -103,3 +103,19 @@ def child_id(parent: str, command_index: int, service: str, key: str | None) -> 
     if key is None:
         return encode(int.from_bytes(uuid[:8], "big"), uuid)
     return encode(partition_key(service, key), uuid)
+
+
+def partition_key_of(invocation_id: str) -> int:
+    """The partition key an id carries (0 for a malformed id: such ids are refused elsewhere)."""
+    key = 0
+    try:
+        for c in invocation_id[len(PREFIX) : len(PREFIX) + _KEY_WIDTH]:
+            key = key * 62 + _INDEX[c]
+    except KeyError:
+        return 0
+    return key
+
+
+def partition_of(invocation_id: str, partitions: int) -> int:
+    """The partition (of `partitions`) that owns an invocation: its partition key modulo the count."""
+    return partition_key_of(invocation_id) % partitions
