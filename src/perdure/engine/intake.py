@@ -14,6 +14,7 @@ import hashlib
 
 from perdure.engine import lifecycle
 from perdure.engine.commands import Ingest, Invoke, KafkaRecord, ResetOffset
+from perdure.engine.registry import Registry
 from perdure.engine.step import Step
 from perdure.protocol import ids
 from perdure.storage.api import Failure, Position, Subscription
@@ -75,13 +76,17 @@ def headers(subscription_id: str, topic: str, partition: int, record: KafkaRecor
     return out
 
 
-def ingest(step: Step, cmd: Ingest) -> None:
+def plan(
+    cmd: Ingest, registry: Registry, position: Position | None
+) -> tuple[list[tuple[int, Invoke]], Position | None]:
+    """The invocations `cmd`'s records become, by offset, given the stored position (records below it
+    were ingested before: skipped), and the position after them (None: nothing stored nor consumed)."""
     service, _, handler = cmd.sink.removeprefix(SERVICE_SCHEME).partition("/")
-    info = step.registry.get(service, handler)
+    info = registry.get(service, handler)
     keyed = info is not None and info.keyed
-    position = step.txn.get_offset(cmd.subscription_id, cmd.topic, cmd.partition)
     next_offset = position.next_offset if position is not None else None
     epoch = position.epoch if position is not None else 0
+    invokes = []
     for record in cmd.records:
         if next_offset is not None and record.offset < next_offset:
             continue  # already ingested (re-read after a crash or rebalance)
@@ -97,8 +102,8 @@ def ingest(step: Step, cmd: Ingest) -> None:
             invocation_id = record_id(
                 cmd.subscription_id, cmd.topic, cmd.partition, record.offset, service, key, epoch
             )
-        lifecycle.invoke(
-            step,
+        invokes.append((
+            record.offset,
             Invoke(
                 invocation_id=invocation_id,
                 service=service,
@@ -108,10 +113,18 @@ def ingest(step: Step, cmd: Ingest) -> None:
                 headers=headers(cmd.subscription_id, cmd.topic, cmd.partition, record),
                 failure=failure,
             ),
-        )
+        ))  # fmt: skip
         next_offset = record.offset + 1
-    if next_offset is not None:
-        step.txn.set_offset(cmd.subscription_id, cmd.topic, cmd.partition, Position(next_offset, epoch))
+    return invokes, None if next_offset is None else Position(next_offset, epoch)
+
+
+def ingest(step: Step, cmd: Ingest) -> None:
+    position = step.txn.get_offset(cmd.subscription_id, cmd.topic, cmd.partition)
+    invokes, after = plan(cmd, step.registry, position)
+    for _, invoke in invokes:
+        lifecycle.invoke(step, invoke)
+    if after is not None:
+        step.txn.set_offset(cmd.subscription_id, cmd.topic, cmd.partition, after)
 
 
 def reset_offset(step: Step, cmd: ResetOffset) -> None:

@@ -372,17 +372,25 @@ def _control(
 
 
 _UNFINISHED = set(Status) - {Status.COMPLETED}
+#: The statuses each operator control applies to (else it is refused with 409).
+CONTROLLABLE: dict[str, set[Status]] = {
+    "resume": {Status.PAUSED},
+    "pause": {Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED},
+    "kill": _UNFINISHED,
+    "cancel": _UNFINISHED,
+    "purge": {Status.COMPLETED},
+}
 
 
 def resume(step: Step, invocation_id: str) -> None:
-    inv = _control(step, invocation_id, {Status.PAUSED}, "resume")
+    inv = _control(step, invocation_id, CONTROLLABLE["resume"], "resume")
     if inv is not None:
         inv.failures = 0
         start(step, inv)
 
 
 def pause(step: Step, invocation_id: str) -> None:
-    inv = _control(step, invocation_id, {Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED}, "pause")
+    inv = _control(step, invocation_id, CONTROLLABLE["pause"], "pause")
     if inv is None:
         return
     if inv.status is Status.RUNNING:
@@ -396,7 +404,7 @@ def kill(step: Step, invocation_id: str, report: bool = True) -> None:
     if not step.local(invocation_id):  # a cascade reaching another partition
         step.deliver(bodies.Stopped(invocation_id, kill=True))
         return
-    inv = _control(step, invocation_id, _UNFINISHED, "kill", report)
+    inv = _control(step, invocation_id, CONTROLLABLE["kill"], "kill", report)
     if inv is None:
         return
     for child in _calls_in_flight(step, inv):
@@ -427,7 +435,7 @@ def cancel(step: Step, invocation_id: str, report: bool = True) -> None:
     if not step.local(invocation_id):
         step.deliver(bodies.Stopped(invocation_id))
         return
-    inv = _control(step, invocation_id, _UNFINISHED, "cancel", report)
+    inv = _control(step, invocation_id, CONTROLLABLE["cancel"], "cancel", report)
     if inv is None:
         return
     if inv.status in (Status.PENDING, Status.SCHEDULED):
@@ -492,7 +500,7 @@ def _calls_in_flight(step: Step, inv: Invocation) -> list[str]:
 
 
 def purge(step: Step, invocation_id: str) -> None:
-    inv = _control(step, invocation_id, {Status.COMPLETED}, "purge")
+    inv = _control(step, invocation_id, CONTROLLABLE["purge"], "purge")
     if inv is not None:
         step.forget(inv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from perdure.engine.actions import Notify, StartAttempt
@@ -31,6 +32,20 @@ class Attempts:
     def abort(self, invocation_id: str) -> None:
         self.local.abort(invocation_id)
         self.remote.abort(invocation_id)
+
+    def busy(self, which: Callable[[str], bool]) -> bool:
+        """Whether an attempt of an invocation `which` accepts is computing."""
+        for invoker in (self.local, self.remote):
+            if any(which(i) and invoker.busy(i) for i in invoker.running()):
+                return True
+        return False
+
+    def abort_where(self, which: Callable[[str], bool]) -> None:
+        """Drop the attempts of the invocations `which` accepts (their partition stopped here)."""
+        for invoker in (self.local, self.remote):
+            for invocation_id in invoker.running():
+                if which(invocation_id):
+                    invoker.abort(invocation_id)
 
     @property
     def all_blocked(self) -> bool:

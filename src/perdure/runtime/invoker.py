@@ -54,6 +54,15 @@ class InProcessInvoker:
         """True when every attempt in memory waits for a result (none is computing)."""
         return all(attempt.blocked_on for _, attempt in self._running.values())
 
+    def running(self) -> list[str]:
+        """Ids of the invocations with an attempt in memory."""
+        return list(self._running)
+
+    def busy(self, invocation_id: str) -> bool:
+        """Whether the invocation's attempt is computing (not waiting for a result)."""
+        current = self._running.get(invocation_id)
+        return current is not None and not current[1].blocked_on
+
     def start(self, action: StartAttempt) -> None:
         handler = self._app.handler(action.service, action.handler)
         invocation_id, number = action.invocation_id, action.attempt

@@ -13,32 +13,45 @@ An engine opened on an existing store resumes everything unfinished.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from perdure.engine.actions import Completed, Notify, StartAttempt
-from perdure.engine.commands import Cancel, KafkaRecord, Kill, Pause, Purge, Resume
+from perdure.engine.actions import Action, Completed, Notify, StartAttempt
+from perdure.engine.commands import Cancel, Expire, KafkaRecord, Kill, Pause, Purge, Resume
 from perdure.engine.counters import Counters
 from perdure.errors import PerdureError, TerminalError
 from perdure.runtime.attempts import Attempts
 from perdure.runtime.catalog import Catalog
 from perdure.runtime.clock import Clock, SystemClock
+from perdure.runtime.cluster import Cluster, Timing
 from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.partition import Partition
+from perdure.runtime.partitions import Partitions
 from perdure.runtime.processor import Stats
 from perdure.runtime.router import Router
 from perdure.runtime.sweeper import Sweeper
 from perdure.sdk.service import App, Handler, ServiceBase, handler_of
 from perdure.storage import open_store
-from perdure.storage.api import Database, Deployment, Failure, Outcome, Reader, Subscription
+from perdure.storage.api import (
+    ClusterDatabase,
+    Database,
+    Deployment,
+    Failure,
+    Outcome,
+    Reader,
+    StoreUnavailable,
+    Subscription,
+)
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
     from perdure.runtime.deployments import RemoteService
 
 T = TypeVar("T")
+log = logging.getLogger("perdure.node")
 
 _NOT_STARTED = "the engine is not started: use `async with Engine(...)`"
 
@@ -47,31 +60,41 @@ class _Parts:
     """What a started node is made of (all of it, or nothing)."""
 
     def __init__(
-        self, store: Database, catalog: Catalog, partition: Partition, attempts: Attempts, router: Router
+        self,
+        store: Database | ClusterDatabase,
+        catalog: Catalog,
+        partitions: Partitions,
+        attempts: Attempts,
+        router: Router,
     ) -> None:
         self.store = store
         self.catalog = catalog
-        self.partition = partition
+        self.partitions = partitions
         self.attempts = attempts
         self.router = router
+        self.cluster: Cluster | None = None
 
 
 class Node:
     """perdure's engine in this process: an async context manager.
 
-    `store` is a URL (`"memory:"`, `"sqlite:///path.db"`) or a `Database`; `clock` defaults to the
-    wall clock (tests pass a `ManualClock`). Every `sweep_interval` (None: never; call `sweep()`)
-    completed invocations past their retention are deleted, freeing their idempotency keys.
+    `store` is a URL (`"memory:"`, `"sqlite:///path.db"`, `"postgresql://…"`) or an opened store;
+    `clock` defaults to the wall clock (tests pass a `ManualClock`). On PostgreSQL the engine is a
+    node of a cluster: it runs the partitions it leases, the other nodes run the rest. Every
+    `sweep_interval` (None: never; call `sweep()`) completed invocations past their retention are
+    deleted, freeing their idempotency keys.
     """
 
     def __init__(
         self,
         app: App,
-        store: str | Database = "memory:",
+        store: str | Database | ClusterDatabase = "memory:",
         *,
         clock: Clock | None = None,
         sweep_interval: timedelta | None = timedelta(minutes=1),
+        cluster_timing: Timing | None = None,
     ) -> None:
+        self.cluster_timing = cluster_timing or Timing()
         self.app = app
         self.sweep_interval = sweep_interval
         self.clock: Clock = clock or SystemClock()
@@ -93,27 +116,48 @@ class Node:
         await self.stop()
 
     async def start(self) -> None:
-        store: Database = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
-        catalog = Catalog(self.app, store, self.clock)
+        opened = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
+        catalog = Catalog(self.app, opened, self.clock)
         catalog.load()
         self.counters = Counters()
         from perdure.runtime.remote import RemoteInvoker  # h2 and h11 load with a started engine only
 
-        partition = Partition(store, catalog.registry, self.clock, _Effects(self), counters=self.counters)
-        attempts = Attempts(
-            InProcessInvoker(self.app, partition.submit, self.clock),
-            RemoteInvoker(partition.submit, self.clock, catalog.deployment, timeouts_of=catalog.timeouts_of),
+        effects = _Effects()
+        partitions = Partitions(
+            catalog.registry, self.clock, effects, self.counters, busy=effects.busy, abort=effects.abort_where
         )
+        attempts = Attempts(
+            InProcessInvoker(self.app, partitions.submit_output, self.clock),
+            RemoteInvoker(
+                partitions.submit_output, self.clock, catalog.deployment, timeouts_of=catalog.timeouts_of
+            ),
+        )
+        cluster = opened if isinstance(opened, ClusterDatabase) else None
         router = Router(
             catalog,
             self.clock,
-            lambda invocation_id: partition,
-            store.reader,
-            whole=partition,
+            partitions.for_id,
+            opened.reader,
+            cluster=cluster,
             completion_listeners=self._completion_listeners,
         )
-        self._parts = _Parts(store, catalog, partition, attempts, router)
-        await partition.start(store.reader())
+        parts = self._parts = effects.parts = _Parts(opened, catalog, partitions, attempts, router)
+        if cluster is None:
+            assert not isinstance(opened, ClusterDatabase)
+            await partitions.start_whole(opened)
+            router.whole = partitions.whole
+        else:
+            partitions.join(cluster)
+            parts.cluster = Cluster(
+                cluster,
+                start_partition=partitions.start_leased,
+                stop_partition=partitions.stop,
+                running=partitions.status,
+                on_notice=self._notice,
+                timing=self.cluster_timing,
+            )
+            await parts.cluster.start()
+            self._spawn(self._poll_elsewhere())
         await self._declare()
         from perdure.kafka import KafkaIntake  # the composition root starts the Kafka edge too
 
@@ -122,9 +166,52 @@ class Node:
         self.kafka = KafkaIntake(self, member_file=members)
         catalog.add_listener(self._catalog_changed)
         await self.kafka.start()
-        self._sweeper = Sweeper(self.clock, catalog.registry, store.reader, partition.submit_and_wait)
+        self._sweeper = Sweeper(self.clock, catalog.registry, opened.reader, self._expire)
         if self.sweep_interval is not None:
             self._spawn(self._sweeper.every(self.sweep_interval))
+
+    def _notice(self, payload: str) -> None:
+        """A notification of the cluster: deliveries arrived, invocations completed, catalog changed."""
+        parts = self._parts
+        if parts is None:
+            return
+        kind, _, rest = payload.partition(" ")
+        if kind == "d":
+            partition = parts.partitions.running.get(int(rest))
+            if partition is not None:
+                partition.poke()
+        elif kind == "c":
+            parts.router.completed_elsewhere(rest.split())
+        elif kind == "catalog":
+            parts.catalog.refresh()
+
+    async def _poll_elsewhere(self) -> None:
+        """The fallback of lost notifications: what runs elsewhere and is awaited here, and the catalog."""
+        while True:
+            await asyncio.sleep(1.0)
+            parts = self._parts
+            if parts is None:
+                return
+            try:
+                parts.router.poll_elsewhere()
+                parts.catalog.refresh()
+            except StoreUnavailable as e:
+                log.warning("cannot look for completions elsewhere: %s", e)
+
+    async def _expire(self, command: Expire) -> list[Action]:
+        """The sweeper's expiries, to the partitions of this node that own them (others sweep theirs)."""
+        parts = self._started()
+        by_partition: dict[int, list[str]] = {}
+        for invocation_id in command.invocation_ids:
+            partition = parts.partitions.for_id(invocation_id)
+            if partition is not None:
+                by_partition.setdefault(id(partition), []).append(invocation_id)
+        actions: list[Action] = []
+        for partition in parts.partitions.all():
+            expired = by_partition.get(id(partition))
+            if expired:
+                actions += await partition.submit_and_wait(Expire(expired))
+        return actions
 
     def _catalog_changed(self) -> None:
         if self.kafka is not None:  # whichever intake runs now (tests swap in their own)
@@ -155,7 +242,7 @@ class Node:
     def idle(self) -> bool:
         """Nothing queued or committing, and no attempt computing."""
         parts = self._started()
-        return parts.partition.idle and parts.attempts.all_blocked
+        return parts.partitions.idle and parts.attempts.all_blocked
 
     async def drain(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - a grace period, not a scope
         """Wait (up to `timeout` s) until no attempt is computing and every command is durable.
@@ -187,9 +274,13 @@ class Node:
         self._sweeper = None
         if parts is None:
             return
-        await parts.partition.timers.stop()
+        if parts.cluster is not None:
+            await parts.cluster.stop()  # drains each partition, hands its lease back, leaves
+        else:
+            for partition in parts.partitions.all():
+                await partition.timers.stop()
         await parts.attempts.stop()
-        await parts.partition.stop()
+        await parts.partitions.stop_all()
         await parts.store.close()
         parts.router.cancel_waiters()
 
@@ -203,7 +294,12 @@ class Node:
     @property
     def partitions(self) -> list[Partition]:
         """The partitions this engine runs."""
-        return [self._started().partition]
+        return self._started().partitions.all()
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This node's membership, when its database is shared by a cluster."""
+        return self._started().cluster
 
     @property
     def invoker(self) -> InProcessInvoker:
@@ -241,7 +337,7 @@ class Node:
         return path if isinstance(path, Path) else None
 
     @property
-    def store(self) -> Database:
+    def store(self) -> Database | ClusterDatabase:
         """The store the engine opened (admin SQL asks it what it can do)."""
         return self._started().store
 
@@ -524,22 +620,32 @@ class Node:
 class _Effects:
     """A partition's actions for the rest of the node: attempts run, completions answered."""
 
-    __slots__ = ("_node",)
+    __slots__ = ("parts",)
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self) -> None:
+        self.parts: _Parts | None = None  # set once the node's parts are built
+
+    def _parts(self) -> _Parts:
+        assert self.parts is not None
+        return self.parts
 
     def start(self, action: StartAttempt) -> None:
-        self._node._started().attempts.start(action)
+        self._parts().attempts.start(action)
 
     def notify(self, action: Notify) -> None:
-        self._node._started().attempts.notify(action)
+        self._parts().attempts.notify(action)
 
     def abort(self, invocation_id: str) -> None:
-        self._node._started().attempts.abort(invocation_id)
+        self._parts().attempts.abort(invocation_id)
+
+    def abort_where(self, which: Callable[[str], bool]) -> None:
+        self._parts().attempts.abort_where(which)
+
+    def busy(self, which: Callable[[str], bool]) -> bool:
+        return self._parts().attempts.busy(which)
 
     def completed(self, action: Completed) -> None:
-        self._node._started().router.completed(action)
+        self._parts().router.completed(action)
 
 
 #: The public name (`perdure.Engine`): a node running every partition of its own database.

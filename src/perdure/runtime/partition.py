@@ -2,12 +2,16 @@
 
 The single writer of the invocations, journals, state, inboxes and timers of the keys that hash to
 it. Commands enter through `submit`; the actions of each durable batch go out through `dispatch`:
-timers stay here, attempts and completions go to the node (`Effects`).
+timers stay here, attempts and completions go to the node (`Effects`). In a cluster, it also
+applies what other partitions delivered to it (`poke` when some arrived; it looks every second too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from perdure.engine.actions import (
@@ -18,14 +22,22 @@ from perdure.engine.actions import (
     ScheduleTimer,
     StartAttempt,
 )
-from perdure.engine.commands import Command, Recover
+from perdure.engine.commands import Command, Deliver, Recover
 from perdure.engine.counters import Counters
 from perdure.engine.registry import Registry
 from perdure.engine.state_machine import StateMachine
+from perdure.engine.step import EVERYTHING, Partitioning
 from perdure.runtime.clock import Clock
 from perdure.runtime.processor import Processor, Stats
 from perdure.runtime.timers import TimerService
-from perdure.storage.api import Reader, Store
+from perdure.storage.api import Delivery, Store, Timer
+
+log = logging.getLogger("perdure.partition")
+
+#: A partition looks for deliveries this often even when nobody pokes it (a lost notification).
+DELIVERY_POLL_S = 1.0
+#: Deliveries applied per command.
+DELIVERY_BATCH = 500
 
 
 class Effects(Protocol):
@@ -38,7 +50,12 @@ class Effects(Protocol):
 
 
 class Partition:
-    """The engine of the partitions `owns` covers (see the module docstring)."""
+    """The engine of partition `number` (see the module docstring).
+
+    `partitioning` says which invocations it owns (by default: every one, the one partition of an
+    engine alone on its database); `deliveries(number, limit)` reads what others delivered to it
+    (None: nothing can be, there are no others).
+    """
 
     def __init__(
         self,
@@ -48,26 +65,61 @@ class Partition:
         effects: Effects,
         *,
         counters: Counters,
-        owns: Callable[[int], bool] = lambda partition_key: True,
+        number: int = 0,
+        partitioning: Partitioning = EVERYTHING,
+        deliveries: Callable[[int, int], Sequence[Delivery]] | None = None,
     ) -> None:
         self.store = store
-        self.owns = owns
+        self.number = number
         self._effects = effects
-        self.machine = StateMachine(registry, clock.now_ms, counters=counters)
+        self.machine = StateMachine(registry, clock.now_ms, counters=counters, partitioning=partitioning)
         self.processor = Processor(store, self.machine, self.dispatch)
         self.timers = TimerService(clock, self.processor.submit)
+        self._deliveries = deliveries
+        self._poked = asyncio.Event()
+        self._inbox: asyncio.Task[None] | None = None
 
-    async def start(self, reader: Reader) -> None:
+    async def start(self, timers: Sequence[Timer]) -> None:
         """Arm the stored timers, start processing, and restart the attempts a crash cut short."""
-        self.timers.load(reader.all_timers())
+        self.timers.load(timers)
         self.processor.start()
         self.timers.start()
         await self.processor.submit_and_wait(Recover())
+        if self._deliveries is not None:
+            self._inbox = asyncio.get_running_loop().create_task(self._apply_deliveries())
+
+    def poke(self) -> None:
+        """Deliveries arrived for this partition."""
+        self._poked.set()
+
+    async def _apply_deliveries(self) -> None:
+        """One `Deliver` at a time: what it applies is deleted when it commits, before the next read
+        (so a delivery committed late, below ids already seen, is never passed over)."""
+        assert self._deliveries is not None
+        while True:
+            found = self._deliveries(self.number, DELIVERY_BATCH)
+            if found:
+                await self.processor.submit_and_wait(Deliver(found))
+                continue
+            self._poked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), DELIVERY_POLL_S)
 
     async def stop(self) -> None:
-        """Stop firing timers, finish the queued commands, then stop (the store stays open)."""
+        """Stop firing timers and applying deliveries, finish the queued commands, then stop (the
+        store stays open)."""
+        if self._inbox is not None:
+            self._inbox.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inbox
+            self._inbox = None
         await self.timers.stop()
         await self.processor.stop()
+
+    @property
+    def done(self) -> bool:
+        """The partition stopped by itself (a storage failure, a lost lease: see `failure`)."""
+        return self.processor.failure is not None or (self._inbox is not None and self._inbox.done())
 
     def submit(self, command: Command) -> None:
         self.processor.submit(command)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from perdure.engine.actions import Action
 from perdure.engine.commands import Command
 from perdure.engine.state_machine import StateMachine
-from perdure.storage.api import Store, Transaction
+from perdure.storage.api import LeaseLost, Store, StoreUnavailable, Transaction
 
 log = logging.getLogger("perdure.processor")
 
@@ -121,6 +121,9 @@ class Processor:
                     txn = self._store.begin()
                     try:
                         results = [self._machine.apply(txn, command) for command, _ in batch]
+                    except (StoreUnavailable, LeaseLost):
+                        self._store.rollback(txn)
+                        raise  # not a bad command: the partition stops and starts again later
                     except Exception:
                         # An engine bug on one command must not take the others down:
                         # redo them one by one, each in its own transaction.
@@ -166,6 +169,9 @@ class Processor:
         txn = self._store.begin()
         try:
             actions = self._machine.apply(txn, command)
+        except (StoreUnavailable, LeaseLost):
+            self._store.rollback(txn)
+            raise
         except Exception as e:
             self._store.rollback(txn)
             self.stats.failed_commands += 1

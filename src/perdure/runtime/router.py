@@ -5,14 +5,22 @@ admin API's controls — comes through here. A request is validated against the 
 target exists, the input decodes, the key fits the handler), then handed to the partition that owns
 the invocation's id (`ids.partition_key`); callers waiting for a result are answered when that
 partition's commit of the completion is durable.
+
+In a cluster the owner may run on another node: the request is then written as a delivery for its
+partition (`ClusterDatabase.send`, durable when it returns: that is the acceptance), a waiting
+caller is answered when the completion is announced (`completed_elsewhere`, with `poll_elsewhere`
+as the fallback), and Kafka records go in with a compare-and-set of their position
+(`ClusterDatabase.ingest`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
+from perdure.engine import bodies
 from perdure.engine.actions import Accepted, Action, Completed, Rejected
 from perdure.engine.commands import (
     Cancel,
@@ -27,14 +35,15 @@ from perdure.engine.commands import (
     ResetOffset,
     Resume,
 )
-from perdure.engine.intake import sink_target
+from perdure.engine.intake import plan, sink_target
+from perdure.engine.lifecycle import CONTROLLABLE
 from perdure.errors import ConflictError, InvalidInputError, SerdeError, UnknownTargetError
 from perdure.protocol import awakeables, ids
 from perdure.runtime.catalog import Catalog
 from perdure.runtime.clock import Clock
 from perdure.runtime.partition import Partition
 from perdure.sdk.service import Handler
-from perdure.storage.api import Failure, Outcome, Position, Reader
+from perdure.storage.api import ClusterDatabase, Failure, Outcome, Position, Reader, Status
 
 
 def ms(value: timedelta | float | None) -> int | None:
@@ -68,10 +77,11 @@ class Router:
         self,
         catalog: Catalog,
         clock: Clock,
-        partition_for: Callable[[str], Partition],
+        partition_for: Callable[[str], Partition | None],
         reader: Callable[[], Reader],
         *,
-        whole: Partition,
+        whole: Partition | None = None,
+        cluster: ClusterDatabase | None = None,
         completion_listeners: list[Callable[[str], None]],
     ) -> None:
         self.catalog = catalog
@@ -79,8 +89,10 @@ class Router:
         self.partition_for = partition_for
         self.reader = reader
         # The partition that owns every key (one engine on its own database): Kafka offsets are
-        # stored in its transactions, with the invocations made from the records.
-        self._whole = whole
+        # stored in its transactions, with the invocations made from the records. Else a cluster.
+        self.whole = whole
+        self._cluster = cluster
+        self._sent = itertools.count()  # numbers the deliveries this node sends: sources are unique
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._completion_listeners = completion_listeners  # the node's: kept across restarts
 
@@ -150,8 +162,16 @@ class Router:
             idempotency_key=idempotency_key,
             execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
         )
+        partition = self.partition_for(invocation_id)
         try:
-            actions = await self.partition_for(invocation_id).submit_and_wait(command)
+            if partition is None:  # another node owns it: accepted once the delivery is durable
+                await self._send(bodies.Invoked(
+                    invocation_id=invocation_id, service=service, handler=handler, key=key, input=payload,
+                    headers=list(command.headers), idempotency_key=idempotency_key,
+                    execute_at=command.execute_at,
+                ))  # fmt: skip
+                return invocation_id, False, waiter
+            actions = await partition.submit_and_wait(command)
         except BaseException:
             if waiter is not None:
                 self.release_waiter(invocation_id, waiter)
@@ -214,6 +234,29 @@ class Router:
         """Ids of the invocations someone waits for here."""
         return set(self._waiters)
 
+    def completed_elsewhere(self, invocation_ids: Sequence[str]) -> None:
+        """Another node announced completions: answer the waiters here, tell the listeners."""
+        reader = None
+        for invocation_id in invocation_ids:
+            if self.partition_for(invocation_id) is not None:
+                continue  # completed here: answered already
+            if invocation_id in self._waiters:
+                reader = reader or self.reader()
+                inv = reader.get_invocation(invocation_id)
+                if inv is None or inv.outcome is None or inv.status is not Status.COMPLETED:
+                    continue
+                for waiter in self._waiters.pop(invocation_id, ()):
+                    if not waiter.done():
+                        waiter.set_result(inv.outcome)
+            for listener in self._completion_listeners:
+                listener(invocation_id)
+
+    def poll_elsewhere(self) -> None:
+        """The fallback of lost announcements: look up what is awaited here and runs elsewhere."""
+        elsewhere = [i for i in self._waiters if self.partition_for(i) is None]
+        if elsewhere:
+            self.completed_elsewhere(elsewhere)
+
     def cancel_waiters(self) -> None:
         """The engine stops: nobody will answer the waiters (an HTTP caller gets a 503)."""
         for waiters in self._waiters.values():
@@ -227,7 +270,11 @@ class Router:
     async def submit_checked(self, command: Command, invocation_id: str, name: str) -> list[Action]:
         """Apply `command` in `invocation_id`'s partition; a refusal raises (404 →
         UnknownTargetError, 400 → InvalidInputError, else ConflictError) with `name` and the reason."""
-        actions = await self.partition_for(invocation_id).submit_and_wait(command)
+        partition = self.partition_for(invocation_id)
+        if partition is None:
+            await self._send_control(command, invocation_id, name)
+            return []
+        actions = await partition.submit_and_wait(command)
         for action in actions:
             if type(action) is Rejected:
                 error = {404: UnknownTargetError, 400: InvalidInputError}.get(action.code, ConflictError)
@@ -248,6 +295,31 @@ class Router:
         await self.submit_checked(
             CompleteSignal(invocation_id, idx, value, failure), invocation_id, awakeable_id
         )
+
+    async def _send_control(self, command: Command, invocation_id: str, name: str) -> None:
+        """A control of another node's invocation: checked against what is committed, then sent
+        (what the owner finds by then decides, as if it had come a moment later)."""
+        inv = self.reader().get_invocation(invocation_id)
+        if inv is None:
+            raise UnknownTargetError(f"{name}: no such invocation")
+        verb = type(command).__name__.lower()
+        body: bodies.Body
+        if isinstance(command, CompleteSignal):
+            body = bodies.Signaled(invocation_id, command.idx, command.value, command.failure)
+        else:
+            if inv.status not in CONTROLLABLE[verb]:
+                raise ConflictError(f"{name}: cannot {verb} an invocation that is {inv.status.value}")
+            if isinstance(command, Kill | Cancel):
+                body = bodies.Stopped(invocation_id, kill=isinstance(command, Kill))
+            else:
+                body = bodies.Controlled(invocation_id, verb)
+        await self._send(body)
+
+    async def _send(self, body: bodies.Body) -> None:
+        assert self._cluster is not None
+        target = ids.partition_of(body.invocation_id, self._cluster.partitions)
+        source = f"n:{self._cluster.node}:{next(self._sent)}"
+        await self._cluster.send([(target, source, bodies.encode(body))])
 
     # ---- Kafka
 
@@ -275,11 +347,44 @@ class Router:
                         400, f"record {where} rejected by {h.qualified_name}: {e}"
                     )
         command = Ingest(subscription_id, sub.sink, topic, partition, records, rejected)
+        if self.whole is None:
+            return await self._ingest_in_cluster(command)
         created = []
-        for action in await self._whole.submit_and_wait(command):
+        for action in await self.whole.submit_and_wait(command):
             if type(action) is Accepted and not action.previously:
                 created.append(action.invocation_id)
         return created
+
+    async def _ingest_in_cluster(self, command: Ingest) -> list[str]:
+        """The records' invocations as deliveries to their partitions, written with a compare-and-set
+        of the subscription's position: a consumer that lost its Kafka partition commits nothing."""
+        assert self._cluster is not None
+        cluster = self._cluster
+        expected = self.positions(command.subscription_id).get((command.topic, command.partition))
+        invokes, after = plan(command, self.catalog.registry, expected)
+        if after is None:
+            return []
+        sources = f"k:{command.subscription_id}:{command.topic}:{command.partition}:{after.epoch}"
+        deliveries = [
+            (
+                ids.partition_of(i.invocation_id, cluster.partitions),
+                f"{sources}:{offset}",
+                bodies.encode(bodies.Invoked(
+                    invocation_id=i.invocation_id, service=i.service, handler=i.handler, key=i.key,
+                    input=i.input, headers=list(i.headers), failure=i.failure,
+                )),
+            )
+            for offset, i in invokes
+        ]  # fmt: skip
+        ok = await cluster.ingest(
+            command.subscription_id, command.topic, command.partition, expected, after, deliveries
+        )
+        if not ok:
+            raise ConflictError(
+                f"{command.subscription_id}: the position of {command.topic}/{command.partition} moved"
+                " (another consumer took the Kafka partition): re-reading from the stored offset"
+            )
+        return [i.invocation_id for _, i in invokes]
 
     def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
         """The next offset to consume per (topic, partition), as committed."""
@@ -291,4 +396,6 @@ class Router:
     async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
         """The partition's log restarted below the stored offset (a recreated topic, a dev broker
         that restarted empty): continue at `next_offset`; records at reused offsets count as new."""
-        await self._whole.submit_and_wait(ResetOffset(subscription_id, topic, partition, next_offset))
+        if self.whole is None:
+            raise ConflictError("resetting a Kafka offset is not supported in a cluster yet")
+        await self.whole.submit_and_wait(ResetOffset(subscription_id, topic, partition, next_offset))

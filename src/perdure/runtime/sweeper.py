@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from perdure.defaults import RETENTION_MS
 from perdure.engine.actions import Action
-from perdure.engine.commands import Command, Expire
+from perdure.engine.commands import Expire
 from perdure.engine.registry import Registry
 from perdure.runtime.clock import Clock
 from perdure.storage.api import Reader
@@ -23,7 +23,7 @@ class Sweeper:
         clock: Clock,
         registry: Registry,
         reader: Callable[[], Reader],
-        submit: Callable[[Command], Awaitable[list[Action]]],
+        submit: Callable[[Expire], Awaitable[list[Action]]],
     ) -> None:
         self._clock = clock
         self._registry = registry

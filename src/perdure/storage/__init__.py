@@ -6,18 +6,21 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from perdure.storage import memory, sqlite
-from perdure.storage.api import Database
+from perdure.storage.api import ClusterDatabase, Database
 
 __all__ = ["open_store"]
 
 _ACCEPTED = (
-    "accepted store URLs: 'memory:', 'sqlite:///relative/path.db', 'sqlite:////absolute/path.db',"
-    " optionally with '?synchronous=FULL|NORMAL|OFF' on sqlite URLs"
+    "accepted store URLs: 'memory:', 'sqlite:///relative/path.db', 'sqlite:////absolute/path.db'"
+    " (optionally with '?synchronous=FULL|NORMAL|OFF'), 'postgresql://USER@HOST:PORT/DATABASE'"
 )
 
 
-def open_store(url: str) -> Database:
+def open_store(url: str, *, partitions: int | None = None) -> Database | ClusterDatabase:
     """Open the store a URL names, creating a sqlite file's parent directories.
+
+    A PostgreSQL database is shared by a cluster: `partitions` is its partition count when it is
+    created (24 by default), checked against the stored one afterwards.
 
     Example: ``open_store("sqlite:///data/perdure.db?synchronous=NORMAL")``.
     """
@@ -25,7 +28,9 @@ def open_store(url: str) -> Database:
         return memory.Store()
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres"):
-        raise ValueError(f"cannot open {url!r}: PostgreSQL is not supported by this build; {_ACCEPTED}")
+        from perdure.storage import postgres  # psycopg loads only for PostgreSQL
+
+        return postgres.Database(url, partitions=partitions)
     if "://" in url and parts.scheme != "sqlite":
         raise ValueError(f"bad store URL {url!r}: unknown scheme {parts.scheme!r}; {_ACCEPTED}")
     if parts.scheme != "sqlite" or not url.startswith("sqlite:///") or parts.fragment:

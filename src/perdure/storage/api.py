@@ -11,8 +11,8 @@ Every backend (`memory`, `sqlite`, later `postgres`) passes the same conformance
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -304,8 +304,9 @@ class Reader(Protocol):
         """Up to `limit` invocations matching every given filter, oldest first (created_at, then id)."""
         ...
 
-    def all_timers(self) -> list[Timer]:
-        """Every stored timer, ordered by fire time (used to rebuild the timer wheel at start)."""
+    def all_timers(self, partition: int | None = None) -> list[Timer]:
+        """Every stored timer (of `partition`, in a store that has several), ordered by fire time:
+        used to rebuild the timer wheel at start."""
         ...
 
     def completed_before(
@@ -384,3 +385,93 @@ class CatalogStore(Protocol):
 
 class Database(Store, CatalogStore, Protocol):
     """A store with its catalog: what an engine that owns every partition opens (memory, SQLite)."""
+
+
+class Lease(NamedTuple):
+    """Partition `partition` held by `node` (None: free) at `epoch`, with its high-water marks."""
+
+    partition: int
+    node: str | None
+    epoch: int
+    seq: int = 0
+    inbox_seq: int = 0
+
+
+class Member(NamedTuple):
+    """A node of a cluster as the database knows it."""
+
+    node: str
+    alive: bool
+    host: str
+    pid: int
+    ingress_url: str
+    admin_url: str
+    started_at: str
+
+
+class Membership(Protocol):
+    """Nodes and partition leases of a shared database (statements that never block the loop)."""
+
+    node: str
+
+    async def join(self, ttl_ms: int, *, host: str, pid: int, ingress_url: str, admin_url: str) -> None: ...
+    async def heartbeat(self, ttl_ms: int) -> bool:
+        """Extend this node's life; False when it had lapsed (others may have taken its partitions)."""
+        ...
+
+    async def leases(self) -> list[Lease]: ...
+    async def alive(self) -> list[str]: ...
+    async def members(self) -> list[Member]: ...
+    async def acquire(self, partition: int) -> Lease | None:
+        """Take `partition` if it is free or its holder is not alive (a new epoch); None otherwise."""
+        ...
+
+    async def release(self, partition: int, epoch: int) -> None: ...
+    async def leave(self) -> None: ...
+    async def backlog(self) -> dict[int, int]: ...
+
+
+@runtime_checkable
+class ClusterDatabase(CatalogStore, Protocol):
+    """A database several engines share: partitions leased to nodes, deliveries between them."""
+
+    node: str
+    partitions: int
+
+    @property
+    def membership(self) -> Membership: ...
+
+    def reader(self) -> Reader: ...
+    def partition_store(self, lease: Lease) -> Store:
+        """The store of a partition this node holds `lease` of: its commits check the lease."""
+        ...
+
+    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[Delivery]:
+        """Deliveries waiting for `partition`, oldest first, past id `after`."""
+        ...
+
+    async def send(self, deliveries: Sequence[tuple[int, str, bytes]]) -> None:
+        """Write deliveries (partition, unique source, body) of no partition's transaction (an
+        ingress submission for another node's partition); returns once they are durable."""
+        ...
+
+    async def ingest(
+        self,
+        subscription_id: str,
+        topic: str,
+        partition: int,
+        expected: Position | None,
+        new: Position,
+        deliveries: Sequence[tuple[int, str, bytes]],
+    ) -> bool:
+        """Kafka records in: move the stored position from `expected` to `new` and write the records'
+        deliveries, in one transaction — or nothing (False) when the stored position is not
+        `expected` (another consumer moved it: a rebalance)."""
+        ...
+
+    def notifications(self) -> AsyncIterator[str]:
+        """Payloads of the cluster's channel: `d <partition>` (deliveries arrived), `c <id>…`
+        (invocations completed), `catalog` (the catalog changed)."""
+        ...
+
+    async def close(self) -> None: ...

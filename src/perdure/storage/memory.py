@@ -233,7 +233,7 @@ class _Reader:
         )
         return [row for row in found if after is None or row > after][:limit]
 
-    def all_timers(self) -> list[Timer]:
+    def all_timers(self, partition: int | None = None) -> list[Timer]:  # one partition: all of them
         return sorted(self._t.timers.values(), key=lambda t: (t.fire_at, t.id))
 
     def count_invocations(self) -> dict[Status, int]:

@@ -172,6 +172,15 @@ class RemoteInvoker:
         if attempt is not None and attempt.action.attempt == action.attempt:
             attempt.notify(action.messages)
 
+    def running(self) -> list[str]:
+        """Ids of the invocations with an attempt streaming now."""
+        return list(self._running)
+
+    def busy(self, invocation_id: str) -> bool:
+        """Whether the invocation's attempt exchanged frames lately (it may be computing)."""
+        attempt = self._running.get(invocation_id)
+        return attempt is not None and asyncio.get_running_loop().time() - attempt.last_frame < QUIET_S
+
     def abort(self, invocation_id: str) -> None:
         """Drop the running attempt, if any: its stream is reset and it submits nothing more."""
         attempt = self._running.pop(invocation_id, None)

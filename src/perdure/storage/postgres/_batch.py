@@ -14,8 +14,11 @@ COMMIT's outcome is unknown (the connection broke) is simply applied again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from perdure.storage.api import Position
 from perdure.storage.layered.writes import Writes
 from perdure.storage.postgres._keys import nkey, skey, text
 
@@ -146,11 +149,15 @@ APPLY = (
 
 @dataclass
 class Rows:
-    """One transaction's writes as rows per temp table, and the lease it commits under."""
+    """One transaction's writes as rows per temp table, and the lease it commits under.
 
-    partition: int
+    `partition` None: rows of no partition (deliveries an ingress or a Kafka consumer sends).
+    """
+
+    partition: int | None
     fence: tuple[int, int, int, int] | None  # (partition, epoch, high-water seq, inbox seq)
     tables: dict[str, list[tuple[object, ...]]] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)  # invocations this transaction completes
 
     def add(self, table: str, row: tuple[object, ...]) -> None:
         rows = self.tables.get(table)
@@ -176,6 +183,8 @@ def prepare(w: Writes, partition: int, epoch: int | None, seq: int, inbox_seq: i
             continue
         assert ident is not None
         service, handler, key, created_at = ident
+        if status == "completed" and old.status != "completed":
+            out.completed.append(id)
         add(
             "inv_in",
             (seq_, id, partition, text(service), text(handler), None if key is None else text(key), status,
@@ -224,3 +233,60 @@ def prepare(w: Writes, partition: int, epoch: int | None, seq: int, inbox_seq: i
     for id, seq_ in reconcile.items():
         add("ids_in", (id, seq_))
     return out
+
+
+#: Sent at COMMIT (PostgreSQL delivers notifications only then): wakes the owners of partitions that
+#: received deliveries, and the nodes waiting for invocations that completed.
+NOTIFY = "SELECT pg_notify('perdure', p) FROM unnest(%s::text[]) AS p"
+_NOTICE_BYTES = 7000  # below PostgreSQL's 8,000-byte payload limit
+
+
+def notify_payloads(group: list[Any]) -> list[str]:
+    """`d <partition>` per partition that receives deliveries; `c <id> <id>…` for completions."""
+    targets = sorted({row[0] for job in group for row in job.rows.tables.get("delivery_in", ())})
+    out = [f"d {p}" for p in targets]
+    line = ""
+    for job in group:
+        for invocation_id in job.rows.completed:
+            if len(line) + len(invocation_id) > _NOTICE_BYTES:
+                out.append(line)
+                line = ""
+            line = f"{line} {invocation_id}" if line else f"c {invocation_id}"
+    if line:
+        out.append(line)
+    return out
+
+
+_POSITION = (
+    "SELECT next_offset, epoch FROM kafka_offsets"
+    " WHERE subscription = %s AND topic = %s AND kafka_partition = %s FOR UPDATE"
+)
+
+
+def ingest(
+    conn: Any,
+    key: tuple[str, str, int],
+    expected: Position | None,
+    new: Position,
+    deliveries: Sequence[tuple[int, str, bytes]],
+) -> bool:
+    """On the writer, in a transaction: compare-and-set the stored Kafka position, write the records'
+    deliveries and wake their partitions; False (nothing written) when the position moved."""
+    row = conn.execute(_POSITION, key).fetchone()
+    if (None if row is None else Position(*row)) != expected:
+        return False
+    conn.execute(
+        "INSERT INTO kafka_offsets VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (subscription, topic, kafka_partition)"
+        " DO UPDATE SET next_offset = excluded.next_offset, epoch = excluded.epoch",
+        (*key, new.next_offset, new.epoch),
+    )
+    if deliveries:
+        cur = conn.cursor()
+        with cur.copy(COPY["delivery_in"]) as copy:
+            copy.set_types(TYPES["delivery_in"])
+            for delivery in deliveries:
+                copy.write_row(delivery)
+        cur.execute(dict(APPLY)["delivery_in"])
+        cur.execute(NOTIFY, ([f"d {p}" for p in sorted({d[0] for d in deliveries})],))
+    return True

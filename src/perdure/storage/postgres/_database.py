@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -23,7 +23,8 @@ from perdure.storage.layered.store import Done, on_loop, settle
 from perdure.storage.layered.view import View
 from perdure.storage.layered.writes import Writes
 from perdure.storage.postgres import _catalog, _schema
-from perdure.storage.postgres._batch import prepare
+from perdure.storage.postgres._batch import Rows, ingest, prepare
+from perdure.storage.postgres._cluster import Control, notifications
 from perdure.storage.postgres._reader import Reader
 from perdure.storage.postgres._reads import Reads, executor
 from perdure.storage.postgres._writer import Call, Job, Writer
@@ -34,8 +35,8 @@ IDLE_IN_TRANSACTION_MS = 2000
 
 
 def node_name() -> str:
-    """A name for this node: host, pid and a random part (a restarted process is a new node)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """A name for this node: its pid and a random part (a restarted process is a new node)."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class PartitionStore(layered.Store):
@@ -127,6 +128,7 @@ class Database:
             raise
         self.execute = executor(self._loop_conn)
         self.writer = Writer(lambda: self.connect("writer", idle_ms=IDLE_IN_TRANSACTION_MS), self.node)
+        self.membership = Control(url, self.node, connect_timeout)
         self._closed = False
 
     def connect(self, role: str, *, idle_ms: int | None = None) -> psycopg.Connection[Any]:
@@ -145,11 +147,11 @@ class Database:
                 f"cannot connect to PostgreSQL at {_safe(self.url)}: {e}".strip()
             ) from e
 
-    def partition_store(self, partition: int, epoch: int, seq: int = 0, inbox_seq: int = 0) -> PartitionStore:
-        """The store of a partition whose lease this node holds at `epoch` (with its high-water marks)."""
+    def partition_store(self, lease: api.Lease) -> PartitionStore:
+        """The store of a partition this node holds `lease` of (with its high-water marks)."""
         if self._closed:
             raise RuntimeError("the database is closed")
-        return PartitionStore(self, partition, epoch, seq, inbox_seq)
+        return PartitionStore(self, lease.partition, lease.epoch, lease.seq, lease.inbox_seq)
 
     def take_partition(self, partition: int) -> PartitionStore:
         """Take `partition`'s lease unconditionally (a new epoch) and open its store: for a node that
@@ -162,7 +164,7 @@ class Database:
         if not row:
             raise ValueError(f"no partition {partition}: this database has {self.partitions}")
         epoch, seq, inbox_seq = row[0]
-        return self.partition_store(partition, epoch, seq, inbox_seq)
+        return self.partition_store(api.Lease(partition, self.node, epoch, seq, inbox_seq))
 
     def reader(self) -> Reader:
         if self._closed:
@@ -197,11 +199,37 @@ class Database:
         self.writer.submit(Call(fn, report))
         return await result
 
+    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[api.Delivery]:
+        return self.reader().deliveries(partition, after=after, limit=limit)
+
+    async def send(self, deliveries: Sequence[tuple[int, str, bytes]]) -> None:
+        rows = Rows(None, None, {"delivery_in": list(deliveries)})
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        self.writer.submit(Job(rows, rows, on_loop(loop, lambda error: settle(sent, error))))
+        await sent
+
+    async def ingest(
+        self,
+        subscription_id: str,
+        topic: str,
+        partition: int,
+        expected: api.Position | None,
+        new: api.Position,
+        deliveries: Sequence[tuple[int, str, bytes]],
+    ) -> bool:
+        key = (subscription_id, topic, partition)
+        return bool(await self.call(lambda conn: ingest(conn, key, expected, new, deliveries)))
+
+    def notifications(self) -> AsyncIterator[str]:
+        return notifications(self.url, self.node)
+
     async def close(self) -> None:
         """Finish what the writer has queued, then close the connections."""
         if self._closed:
             return
         self._closed = True
+        await self.membership.close()
         loop = asyncio.get_running_loop()
         stopped: asyncio.Future[None] = loop.create_future()
         self.writer.stop(on_loop(loop, lambda error: settle(stopped, error)))

@@ -24,7 +24,16 @@ from typing import Any
 import psycopg
 
 from perdure.storage.api import LeaseLost, StoreUnavailable
-from perdure.storage.postgres._batch import APPLY, COPY, CREATE_TEMP, FENCE, TYPES, Rows
+from perdure.storage.postgres._batch import (
+    APPLY,
+    COPY,
+    CREATE_TEMP,
+    FENCE,
+    NOTIFY,
+    TYPES,
+    Rows,
+    notify_payloads,
+)
 
 log = logging.getLogger("perdure.storage.postgres")
 
@@ -137,10 +146,13 @@ class Writer:
             later: list[Job] = []
             partitions: set[int] = set()
             for job in jobs:
-                if job.rows.partition in partitions:
+                partition = job.rows.partition
+                if partition is None:  # no partition's rows: joins any group
+                    group.append(job)
+                elif partition in partitions:
                     later.append(job)
                 else:
-                    partitions.add(job.rows.partition)
+                    partitions.add(partition)
                     group.append(job)
             self._group(group)
             jobs = later
@@ -210,6 +222,9 @@ class Writer:
             for table, statement in APPLY:
                 if table in filled:
                     cur.execute(statement)
+            notices = notify_payloads(group)
+            if notices:
+                cur.execute(NOTIFY, (notices,))
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], table: str, rows: list[Any]) -> None:
