@@ -5,7 +5,7 @@ variable, the TOML file (`perdure.toml`), the default. The file holds top-level 
 the fields below:
 
     app = "examples.user_updates:app"   # MODULE:APP or path/to/file.py:APP
-    db = ".perdure/perdure.db"           # SQLite file ("memory:" keeps nothing)
+    db = ".perdure/perdure.db"           # SQLite file, postgresql://… (a cluster), "memory:" keeps nothing
     synchronous = "FULL"                 # SQLite fsync mode: FULL, NORMAL or OFF
     host = "127.0.0.1"
     ingress_port = 8080
@@ -14,6 +14,8 @@ the fields below:
     log_level = "warning"
     kafka = ["embedded", "prod=10.0.0.5:9092,10.0.0.6:9092"]   # Kafka clusters to register
     kafka_port = 0                       # port of the embedded broker (0 picks a free one)
+    partitions = 24                      # PostgreSQL: partitions of a new database (then fixed)
+    workers = 1                          # PostgreSQL: member processes of the cluster on this machine
 
 The matching variables are `PERDURE_APP`, `PERDURE_DB`, `PERDURE_INGRESS_PORT`, ... Relative
 paths in a file (`db`, a file-path `app`) are relative to the file's directory. Bad keys and
@@ -64,6 +66,8 @@ class Settings:
     log_level: str = "warning"
     kafka: tuple[str, ...] = ()
     kafka_port: int = 0
+    partitions: int = 0  # 0: the database's own count (a new one gets 24)
+    workers: int = 1
 
     @property
     def kafka_embedded(self) -> bool:
@@ -75,6 +79,11 @@ class Settings:
         """The `NAME=BOOTSTRAP` entries of `kafka`: cluster name -> `bootstrap.servers`."""
         pairs = (entry.partition("=") for entry in self.kafka if entry != EMBEDDED_KAFKA)
         return {name: servers for name, _, servers in pairs}
+
+    @property
+    def cluster(self) -> bool:
+        """Whether `db` is a PostgreSQL database, shared by a cluster of nodes."""
+        return self.db.startswith(("postgresql://", "postgres://"))
 
     @property
     def store_url(self) -> str:
@@ -129,6 +138,17 @@ def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
                 raise bad("an integer port (0-65535; 0 picks a free port)") from None
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
             raise bad("an integer port (0-65535; 0 picks a free port)")
+        return value
+    if key in ("partitions", "workers"):
+        low = 0 if key == "partitions" else 1
+        expected = "an integer from 1 to 1024" if key == "partitions" else "a positive integer"
+        if from_text and isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise bad(expected) from None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1024:
+            raise bad(expected)
         return value
     if key == "drain_timeout":
         if from_text and isinstance(value, str):

@@ -543,7 +543,6 @@ async def test_open_store_sqlite_absolute_path_and_synchronous(tmp_path: Path) -
     [
         "",
         "memory",
-        "postgres://localhost/db",
         "sqlite:",
         "sqlite://",
         "sqlite:///",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import deployments, invocations, kafka, metrics, services
+from perdure.admin import cluster, deployments, invocations, kafka, metrics, services
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
@@ -25,6 +25,7 @@ from perdure.admin.render import payload, text
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
+from perdure.storage.api import StoreUnavailable
 
 log = logging.getLogger("perdure.admin")
 
@@ -60,6 +61,7 @@ class Admin:
             for method, pattern, endpoint in (
                 ("GET", "/health", self.health),
                 ("GET", "/version", self.version),
+                ("GET", "/cluster", self.cluster),
                 ("GET", "/metrics", self.metrics),
                 ("GET", "/services", self.list_services),
                 ("GET", "/services/(?P<name>[^/]+)", self.get_service),
@@ -87,7 +89,7 @@ class Admin:
             response = error(e.status, e.message, e.headers)
         except QueryError as e:
             response = error(400, str(e))
-        except ProcessorStopped as e:
+        except (ProcessorStopped, StoreUnavailable) as e:
             response = error(503, str(e))
         except PerdureError as e:  # e.g. the engine is not started
             response = error(503, str(e))
@@ -149,6 +151,12 @@ class Admin:
                 "ingress_endpoint": self.ingress_url,
             },
         )
+
+    async def cluster(self, request: Request) -> Response:
+        try:
+            return Response(200, await cluster.describe(self.engine))
+        except StoreUnavailable as e:
+            raise HTTPError(503, str(e)) from None
 
     async def metrics(self, request: Request) -> Response:
         return Response(200, metrics.render(self.engine))

@@ -57,7 +57,30 @@ def server_options(fn: Any) -> Any:
     """The options `dev` and `serve` share; each defaults to 'not given' so env and file can fill it."""
     options = [
         click.option(
-            "--db", metavar="PATH", help=f"SQLite file ('memory:' keeps nothing). [env {ENV_PREFIX}DB]"
+            "--db",
+            metavar="PATH|URL",
+            help=(
+                "SQLite file, or postgresql://USER@HOST:PORT/DB for a cluster (every server on one "
+                f"database is a node of it); 'memory:' keeps nothing. [env {ENV_PREFIX}DB]"
+            ),
+        ),
+        click.option(
+            "--partitions",
+            type=int,
+            metavar="N",
+            help=(
+                "PostgreSQL: partitions of a new database, fixed from then on "
+                f"[default 24; env {ENV_PREFIX}PARTITIONS]."
+            ),
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            metavar="N",
+            help=(
+                "PostgreSQL: run N member processes of the cluster on this machine, sharing the ports "
+                f"[default 1; env {ENV_PREFIX}WORKERS]."
+            ),
         ),
         click.option(
             "--synchronous",
@@ -137,7 +160,7 @@ def _run_server(settings: Settings, title: str) -> None:
     try:
         code = asyncio.run(run(settings, app, title=title, console=console()))
     except StartupError as e:
-        raise CliError(str(e)) from None
+        raise CliError(str(e), exit_code=e.exit_code) from None
     sys.exit(code)
 
 

@@ -42,7 +42,11 @@ class Group(click.Group):
 
 
 class CliError(click.ClickException):
-    """An expected failure: printed as one line, `error: <cause> — <fix>`, exit status 1."""
+    """An expected failure: printed as one line, `error: <cause> — <fix>`, exit status 1 (or `exit_code`)."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
     def show(self, file: IO[Any] | None = None) -> None:
         out = Console(file=file or sys.stderr, soft_wrap=True, highlight=False)

@@ -35,6 +35,7 @@ from perdure.errors import ConflictError, DatabaseInUse, InvalidInputError, Unkn
 from perdure.runtime.http import Served, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceBase, ServiceKind
+from perdure.storage.api import SchemaError, StoreUnavailable
 
 from .sample import curl_example
 
@@ -56,7 +57,18 @@ EMBEDDED_PROPERTIES = {"session.timeout.ms": "2000", "heartbeat.interval.ms": "2
 
 
 class StartupError(Exception):
-    """The server could not start (port taken, bad database URL); the message says what to change."""
+    """The server could not start (port taken, bad database URL); the message says what to change.
+
+    `exit_code` 69 (EX_UNAVAILABLE) when the database could not be reached: start it, or wait.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+#: The exit status of a server whose database did not answer at start (sysexits' EX_UNAVAILABLE).
+EXIT_UNAVAILABLE = 69
 
 
 def default_ingress(engine: Engine) -> Any:
@@ -91,8 +103,16 @@ def _describe_services(services: Sequence[ServiceBase]) -> str:
 
 def print_banner(console: Console, settings: Settings, app: App, running: Running, *, title: str) -> None:
     """The URLs, the database, the services and a curl line to paste."""
-    db = "memory (nothing is kept)" if settings.store_url == "memory:" else settings.db
-    sync = "" if settings.store_url == "memory:" else f" [dim](sqlite, synchronous={settings.synchronous})[/]"
+    db = "memory (nothing is kept)" if settings.store_url == "memory:" else _safe_db(settings.db)
+    if settings.cluster:
+        cluster = running.engine.cluster
+        mine = sorted(p.number for p in running.engine.partitions)
+        node = cluster.node if cluster is not None else "?"
+        sync = f" [dim](postgresql; node {node}, running partitions {_ranges(mine)})[/]"
+    elif settings.store_url == "memory:":
+        sync = ""
+    else:
+        sync = f" [dim](sqlite, synchronous={settings.synchronous})[/]"
     lines = [
         f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}[/]",
         f"  services  {escape(_describe_services(running.engine.services()))}",
@@ -117,6 +137,22 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
     ]
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False)
+
+
+def _safe_db(db: str) -> str:
+    """The database setting without a password, for the banner."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", db)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out) or "none yet"
 
 
 async def _reset_embedded_offsets(engine: Engine) -> list[str]:
@@ -298,7 +334,11 @@ async def _serve_until_stopped(
         if broker is not None:
             kafka = {EMBEDDED_CLUSTER: broker.bootstrap_servers, **kafka}
         try:
-            engine = Engine(with_kafka(app, kafka, broker), store=settings.store_url)
+            engine = Engine(
+                with_kafka(app, kafka, broker),
+                store=settings.store_url,
+                partitions=settings.partitions or None,
+            )
         except ValueError as e:
             raise StartupError(f"{e} — set --db / PERDURE_DB") from None
         factories = (ingress_factory, admin_factory)
@@ -335,6 +375,14 @@ async def _serve_engine(
         raise StartupError(f"{e} — set --db / PERDURE_DB") from None
     except DatabaseInUse as e:
         raise StartupError(str(e)) from None
+    except StoreUnavailable as e:
+        await engine.stop()
+        raise StartupError(
+            f"{e} — is PostgreSQL running and is the URL right (--db / PERDURE_DB)?", EXIT_UNAVAILABLE
+        ) from None
+    except SchemaError as e:
+        await engine.stop()
+        raise StartupError(str(e)) from None
     except (OSError, sqlite3.Error) as e:  # a bad path or a file that is not a database
         raise StartupError(f"cannot open the database {settings.db}: {e} — set --db / PERDURE_DB") from None
     servers: list[Served] = []
@@ -356,6 +404,8 @@ async def _serve_engine(
         )
         servers.append(admin)
         running = Running(engine, ingress, admin, broker, kafka)
+        if engine.cluster is not None:
+            await engine.cluster.advertise(ingress_url=ingress.url, admin_url=admin.url)
         if broker is not None:
             running.reset = await _reset_embedded_offsets(engine)
         print_banner(console, settings, app, running, title=title)

@@ -38,7 +38,7 @@ from perdure.protocol import ids
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
 from perdure.sdk.service import Handler
-from perdure.storage.api import Failure, Invocation, Outcome, Status
+from perdure.storage.api import Failure, Invocation, LeaseLost, Outcome, Status, StoreUnavailable
 
 log = logging.getLogger("perdure.ingress")
 
@@ -274,7 +274,7 @@ def _as_ingress_error(e: Exception) -> IngressError:
         return not_found(str(e))
     if isinstance(e, ConflictError):
         return IngressError(409, str(e))
-    if isinstance(e, PerdureError | ProcessorStopped):
+    if isinstance(e, PerdureError | ProcessorStopped | StoreUnavailable | LeaseLost):
         return IngressError(503, f"unavailable: {e}")
     return IngressError(500, f"internal error: {type(e).__name__}")
 

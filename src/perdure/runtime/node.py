@@ -92,8 +92,10 @@ class Node:
         *,
         clock: Clock | None = None,
         sweep_interval: timedelta | None = timedelta(minutes=1),
+        partitions: int | None = None,
         cluster_timing: Timing | None = None,
     ) -> None:
+        self.partitions_asked = partitions  # a new PostgreSQL database's count (None: the default)
         self.cluster_timing = cluster_timing or Timing()
         self.app = app
         self.sweep_interval = sweep_interval
@@ -116,7 +118,8 @@ class Node:
         await self.stop()
 
     async def start(self) -> None:
-        opened = open_store(self._store_arg) if isinstance(self._store_arg, str) else self._store_arg
+        url = self._store_arg
+        opened = open_store(url, partitions=self.partitions_asked) if isinstance(url, str) else url
         catalog = Catalog(self.app, opened, self.clock)
         catalog.load()
         self.counters = Counters()

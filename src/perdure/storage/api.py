@@ -143,6 +143,11 @@ class StoreUnavailable(Exception):
     state once the database answers; nothing acknowledged is lost."""
 
 
+class SchemaError(RuntimeError):
+    """The database's schema is newer than this code (upgrade perdure), or it was created with
+    another partition count than the one asked for. Not retryable."""
+
+
 class LeaseLost(Exception):
     """Another node took the partition (this one was paused or cut off past its lease): its commits
     are refused, so the partition stops here. Not retryable on this node until it takes the

@@ -18,7 +18,8 @@ Example::
 
 from __future__ import annotations
 
+from perdure.storage.api import SchemaError
 from perdure.storage.postgres._database import Database, PartitionStore, node_name
-from perdure.storage.postgres._schema import DEFAULT_PARTITIONS, MIGRATIONS, SchemaError
+from perdure.storage.postgres._schema import DEFAULT_PARTITIONS, MIGRATIONS
 
 __all__ = ["DEFAULT_PARTITIONS", "MIGRATIONS", "Database", "PartitionStore", "SchemaError", "node_name"]

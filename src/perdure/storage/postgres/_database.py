@@ -143,9 +143,8 @@ class Database:
                 options=options,
             )
         except psycopg.OperationalError as e:
-            raise api.StoreUnavailable(
-                f"cannot connect to PostgreSQL at {_safe(self.url)}: {e}".strip()
-            ) from e
+            detail = " ".join(str(e).split())  # libpq's message spans lines
+            raise api.StoreUnavailable(f"cannot connect to PostgreSQL at {_safe(self.url)}: {detail}") from e
 
     def partition_store(self, lease: api.Lease) -> PartitionStore:
         """The store of a partition this node holds `lease` of (with its high-water marks)."""

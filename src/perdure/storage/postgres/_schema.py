@@ -12,15 +12,12 @@ from importlib import resources
 
 import psycopg
 
+from perdure.storage.api import SchemaError
+
 MIGRATIONS = ("0001_initial.sql",)
 DEFAULT_PARTITIONS = 24
 MAX_PARTITIONS = 1024
 _LOCK = 0x70657264757265  # pg_advisory_xact_lock key: "perdure"
-
-
-class SchemaError(RuntimeError):
-    """The database's schema is newer than this code (upgrade perdure), or its partition count is not
-    the one asked for. Not retryable."""
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], partitions: int | None) -> int:

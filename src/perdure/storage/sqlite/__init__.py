@@ -24,7 +24,8 @@ Example::
 
 from __future__ import annotations
 
-from perdure.storage.sqlite._schema import MIGRATIONS, SchemaError
+from perdure.storage.api import SchemaError
+from perdure.storage.sqlite._schema import MIGRATIONS
 from perdure.storage.sqlite._store import MAX_COMMITTING, SYNCHRONOUS_MODES, Store, StoreFailed
 
 __all__ = ["MAX_COMMITTING", "MIGRATIONS", "SYNCHRONOUS_MODES", "SchemaError", "Store", "StoreFailed"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from importlib import resources
 
+from perdure.storage.api import SchemaError
+
 # Ordered migration scripts; migration N (1-based) brings the schema to user_version N.
 MIGRATIONS = (
     "0001_initial.sql",
@@ -12,10 +14,6 @@ MIGRATIONS = (
     "0003_completed_by_age.sql",
     "0004_catalog_tables.sql",
 )
-
-
-class SchemaError(RuntimeError):
-    """Raised at open when the database's schema is newer than this code; not retryable (upgrade)."""
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,70 @@
+"""Three `perdure serve` nodes on one PostgreSQL database: one cluster.
+
+Every node's ingress accepts any call: calls reach handlers of partitions the other nodes run, and
+handlers call each other across partitions and nodes. Each key's requests are counted once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from perdure.storage import open_store
+from perdure.storage.api import Status
+
+from .procs import start, wait_balanced
+
+PARTITIONS = 6
+KEYS = 30
+
+
+@pytest.mark.slow
+def test_three_nodes_share_the_partitions_and_serve_every_call(
+    postgres: Callable[[], str], tmp_path: Path
+) -> None:
+    url = postgres()
+    env = {"PERDURE_TEST_LOG": str(tmp_path / "steps.log"), "PERDURE_PARTITIONS": str(PARTITIONS)}
+    nodes = start(url, 3, tmp_path, env=env)
+    try:
+        owners = wait_balanced(nodes, PARTITIONS)
+        assert sorted(set(owners.values())) == [0, 1, 2]  # every node runs some
+
+        async def load() -> list[dict[str, object]]:
+            async with httpx.AsyncClient(timeout=20) as client:
+                calls = []
+                for i in range(KEYS * 3):
+                    node = nodes[i % 3]
+                    service = "relay" if i % 2 else "counter"
+                    calls.append(client.post(f"{node.ingress}/{service}/k{i % KEYS}/add", json=f"r{i}"))
+                answers = await asyncio.gather(*calls)
+                assert [a.status_code for a in answers] == [200] * len(answers), [a.text for a in answers]
+                return [a.json() for a in answers]
+
+        answers = asyncio.run(load())
+        assert {a["rid"] for a in answers} == {f"r{i}" for i in range(KEYS * 3)}
+        # every key counted its three requests once each; state is read through any node
+        for key in range(KEYS):
+            state = httpx.get(f"{nodes[key % 3].admin}/state/counter/k{key}", timeout=5).json()["state"]
+            assert sorted(state["seen"]) == sorted(f"r{i}" for i in range(key, KEYS * 3, KEYS))
+        view = nodes[0].cluster()
+        assert view["partitions"] == PARTITIONS and sum(n["alive"] for n in view["nodes"]) == 3
+    finally:
+        for node in nodes:
+            node.stop()
+            node.kill()
+    for node in nodes:
+        assert "Traceback" not in node.stderr, node.stderr
+
+    async def check() -> None:
+        store = open_store(url)
+        try:
+            counts = store.reader().count_invocations()
+            assert counts[Status.COMPLETED] == sum(counts.values()) == KEYS * 3 + KEYS * 3 // 2
+        finally:
+            await store.close()
+
+    asyncio.run(check())
