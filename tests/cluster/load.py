@@ -132,7 +132,8 @@ def check(outcome: Outcome, log: Path, rids: dict[str, str]) -> dict[str, int]:
     executions: dict[str, list[str]] = defaultdict(list)
     for line in log.read_text().splitlines():
         rid, token, _pid = line.split()
-        executions[rid].append(token)
+        if token != "start":
+            executions[rid].append(token)
     rerun = 0
     for rid in rids:
         stored = outcome.tokens[rid]

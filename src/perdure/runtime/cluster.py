@@ -107,8 +107,7 @@ class Cluster:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks = []
-        for number in sorted(self._running()):
-            await self._stop_partition(number, True)
+        await asyncio.gather(*(self._stop_partition(number, True) for number in sorted(self._running())))
         self._epochs.clear()
         with contextlib.suppress(StoreUnavailable):
             await self.database.membership.leave()

@@ -252,7 +252,15 @@ class Node:
 
         Attempts waiting on timers or calls stay suspended or parked; they resume after restart.
         Returns False when the timeout passed first. Call before `stop()` for a clean shutdown.
+
+        A node of a cluster hands its partitions over instead: each takes no more work in, lets its
+        attempts finish (up to `timeout`), stops and gives its lease back, and the node leaves.
         """
+        parts = self._started()
+        if parts.cluster is not None:
+            parts.partitions.handover_s = timeout
+            await parts.cluster.stop()
+            return not any(p.processor.failure for p in parts.partitions.all())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quiet = 0

@@ -105,15 +105,19 @@ class Partition:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), DELIVERY_POLL_S)
 
-    async def stop(self) -> None:
-        """Stop firing timers and applying deliveries, finish the queued commands, then stop (the
-        store stays open)."""
+    async def quiesce(self) -> None:
+        """Take no more work in: stop applying deliveries and firing timers (the next owner will).
+        What is queued and what running attempts send is still applied."""
         if self._inbox is not None:
             self._inbox.cancel()
             with contextlib.suppress(BaseException):
                 await self._inbox
             self._inbox = None
         await self.timers.stop()
+
+    async def stop(self) -> None:
+        """Stop taking work in, finish the queued commands, then stop (the store stays open)."""
+        await self.quiesce()
         await self.processor.stop()
 
     @property

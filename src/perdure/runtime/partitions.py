@@ -48,6 +48,7 @@ class Partitions:
         self.running: dict[int, Partition] = {}
         self.count = 1
         self._cluster: ClusterDatabase | None = None
+        self.handover_s = HANDOVER_S
 
     def all(self) -> list[Partition]:
         return [self.whole] if self.whole is not None else list(self.running.values())
@@ -118,8 +119,9 @@ class Partitions:
             return
         mine = self._mine(number)
         if graceful and not partition.done:
+            await partition.quiesce()  # new deliveries and timers wait for the next owner
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + HANDOVER_S
+            deadline = loop.time() + self.handover_s
             while loop.time() < deadline and (self._busy(mine) or not partition.idle):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # attempts report no event when they block
         del self.running[number]  # from here on, its invocations are another node's

@@ -142,7 +142,9 @@ class Processor:
                         await self._finish(committing)
                     return
         except BaseException as e:
-            if not isinstance(e, asyncio.CancelledError):
+            if isinstance(e, LeaseLost | StoreUnavailable):  # expected in a cluster: no traceback
+                log.warning("partition processor stopped: %s", e)
+            elif not isinstance(e, asyncio.CancelledError):
                 log.exception("partition processor failed; the engine stops accepting work")
             self.failure = e
             self._busy = False
