@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
-
 import pytest
 from aiokafka import AIOKafkaProducer
 

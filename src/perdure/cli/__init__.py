@@ -158,7 +158,12 @@ def _run_server(settings: Settings, title: str) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        code = asyncio.run(run(settings, app, title=title, console=console()))
+        if settings.workers > 1:
+            from .workers import run as run_workers
+
+            code = run_workers(settings, console())
+        else:
+            code = asyncio.run(run(settings, app, title=title, console=console()))
     except StartupError as e:
         raise CliError(str(e), exit_code=e.exit_code) from None
     sys.exit(code)

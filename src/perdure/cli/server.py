@@ -250,8 +250,15 @@ async def _stop_server(served: Served, grace: float) -> None:
             await served.task
 
 
+#: Set by `perdure serve --workers N` for its member processes: the listening sockets they share.
+SHARED_FDS = {"ingress": "PERDURE_WORKER_INGRESS_FD", "admin API": "PERDURE_WORKER_ADMIN_FD"}
+
+
 async def _listen(app: Any, settings: Settings, port: int, what: str, option: str) -> Served:
     host = settings.host
+    shared = os.environ.get(SHARED_FDS[what])
+    if shared is not None:
+        return await serve(app, log_level=settings.log_level, sock=socket.socket(fileno=int(shared)))
     try:
         return await serve(app, host, port, log_level=settings.log_level)
     except OSError as e:

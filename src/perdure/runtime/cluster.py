@@ -21,6 +21,7 @@ import math
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,28 @@ class Timing:
     balance_s: float = 0.5
     ttl_ms: int = 3_000
     retry_max_s: float = 2.0
+
+
+class Outage:
+    """Says once that the database stopped answering, and once that it answers again."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.since: float | None = None
+
+    def begins(self, error: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("node %s: the database did not answer (%s); retrying until it does", self.node, error)
+        else:
+            log.debug("node %s: the database still does not answer: %s", self.node, error)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "node %s: the database answers again after %.1f s", self.node, time.monotonic() - self.since
+            )
+            self.since = None
 
 
 class Cluster:
@@ -70,6 +93,7 @@ class Cluster:
         self._epochs: dict[int, int] = {}  # partitions taken by this node, with their epochs
         self._tasks: list[asyncio.Task[None]] = []
         self.urls = ("", "")
+        self.outage = Outage(self.node)
 
     async def start(self, *, ingress_url: str = "", admin_url: str = "") -> None:
         """Join the cluster and take this node's share of the partitions before returning."""
@@ -125,8 +149,9 @@ class Cluster:
                 if not await self.database.membership.heartbeat(self.timing.ttl_ms):
                     log.warning("node %s: its heartbeat had lapsed; it joins again", self.node)
                     await self._join()
+                self.outage.over()
             except StoreUnavailable as e:
-                log.warning("node %s: heartbeat failed: %s", self.node, e)
+                self.outage.begins(e)
             await asyncio.sleep(self.timing.heartbeat_s)
 
     async def _balance_every(self) -> None:
@@ -135,7 +160,7 @@ class Cluster:
             try:
                 await self.balance()
             except StoreUnavailable as e:
-                log.warning("node %s: cannot balance partitions: %s", self.node, e)
+                self.outage.begins(e)
             except Exception:
                 log.exception("node %s: balancing partitions failed", self.node)
 
@@ -193,6 +218,6 @@ class Cluster:
                     delay = 0.05
                     self._on_notice(payload)
             except StoreUnavailable as e:
-                log.warning("node %s: notifications lost (%s); polling until they are back", self.node, e)
+                self.outage.begins(e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.timing.retry_max_s)

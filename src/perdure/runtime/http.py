@@ -40,8 +40,9 @@ class Served:
             await self.task
 
 
-async def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> Served:
-    """Start serving `app`; port 0 picks a free port. Raises OSError when the port is taken."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), inheritable (worker processes may share it); port 0
+    picks a free port. Raises OSError when the port is taken."""
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose protocol is TCP,
     # and without it every response with a body waits ~40 ms for Nagle's algorithm.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -53,7 +54,23 @@ async def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: 
         sock.close()
         raise
     sock.set_inheritable(True)
-    bound_port = sock.getsockname()[1]
+    return sock
+
+
+async def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    log_level: str = "warning",
+    sock: socket.socket | None = None,
+) -> Served:
+    """Start serving `app`; port 0 picks a free port. Raises OSError when the port is taken.
+
+    `sock`: serve on this bound socket instead (shared with other worker processes)."""
+    if sock is None:
+        sock = listening_socket(host, port)
+    host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=5
     )

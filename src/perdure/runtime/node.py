@@ -199,7 +199,8 @@ class Node:
                 parts.router.poll_elsewhere()
                 parts.catalog.refresh()
             except StoreUnavailable as e:
-                log.warning("cannot look for completions elsewhere: %s", e)
+                if parts.cluster is not None:
+                    parts.cluster.outage.begins(e)
 
     async def _expire(self, command: Expire) -> list[Action]:
         """The sweeper's expiries, to the partitions of this node that own them (others sweep theirs)."""

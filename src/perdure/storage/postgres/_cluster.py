@@ -45,7 +45,7 @@ class Control:
                     connect_timeout=max(1, round(self._timeout)),
                 )
             except psycopg.OperationalError as e:
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {_one_line(e)}") from e
         return self._conn
 
     async def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -56,7 +56,7 @@ class Control:
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             if conn.closed or conn.broken:
                 self._conn = None
-                raise StoreUnavailable(f"the database did not answer: {e}") from e
+                raise StoreUnavailable(f"the database did not answer: {_one_line(e)}") from e
             raise
 
     async def join(self, ttl_ms: int, *, host: str, pid: int, ingress_url: str, admin_url: str) -> None:
@@ -146,13 +146,17 @@ async def notifications(url: str, node: str) -> AsyncIterator[str]:
             url, autocommit=True, application_name=f"perdure {node} listen"
         )
     except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {_one_line(e)}") from e
     try:
         await conn.execute(f"LISTEN {CHANNEL}")
         async for notify in conn.notifies():
             yield notify.payload
     except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-        raise StoreUnavailable(f"the notification connection was lost: {e}") from e
+        raise StoreUnavailable(f"the notification connection was lost: {_one_line(e)}") from e
     finally:
         with contextlib.suppress(Exception):
             await conn.close()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())  # libpq's messages span lines

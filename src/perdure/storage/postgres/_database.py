@@ -26,7 +26,7 @@ from perdure.storage.postgres import _catalog, _schema
 from perdure.storage.postgres._batch import Rows, ingest, prepare
 from perdure.storage.postgres._cluster import Control, notifications
 from perdure.storage.postgres._reader import Reader
-from perdure.storage.postgres._reads import Reads, executor
+from perdure.storage.postgres._reads import ReadConnection, Reads
 from perdure.storage.postgres._writer import Call, Job, Writer
 
 #: How long a node's transaction may sit idle inside BEGIN…COMMIT (e.g. the process was stopped
@@ -120,13 +120,14 @@ class Database:
         self.node = node or node_name()
         self.cache_size = cache_size
         self._connect_timeout = connect_timeout
-        self._loop_conn = self.connect("read")
+        conn = self.connect("read")
         try:
-            self.partitions = _schema.migrate(self._loop_conn, partitions)
+            self.partitions = _schema.migrate(conn, partitions)
         except BaseException:
-            self._loop_conn.close()
+            conn.close()
             raise
-        self.execute = executor(self._loop_conn)
+        self._reads = ReadConnection(lambda: self.connect("read"), conn)
+        self.execute = self._reads.execute
         self.writer = Writer(lambda: self.connect("writer", idle_ms=IDLE_IN_TRANSACTION_MS), self.node)
         self.membership = Control(url, self.node, connect_timeout)
         self._closed = False
@@ -172,7 +173,7 @@ class Database:
 
     def read_catalog(self) -> api.CatalogSnapshot:
         try:
-            return _catalog.read(self._loop_conn)
+            return _catalog.read(self._reads.connection())
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             raise api.StoreUnavailable(f"the database did not answer: {e}") from e
 
@@ -233,8 +234,7 @@ class Database:
         stopped: asyncio.Future[None] = loop.create_future()
         self.writer.stop(on_loop(loop, lambda error: settle(stopped, error)))
         await stopped
-        with contextlib.suppress(Exception):
-            self._loop_conn.close()
+        self._reads.close()
 
 
 def _safe(url: str) -> str:

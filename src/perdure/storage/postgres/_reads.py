@@ -7,6 +7,7 @@ and the node starts it again from the durable state once the database answers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -93,13 +94,31 @@ class Reads:
         return {i: bytes(r) for i, r in self._execute(_WITH_STATUS, (status, self.partition))}
 
 
-def executor(conn: psycopg.Connection[Any]) -> Callable[[str, Any], list[tuple[Any, ...]]]:
-    """`execute(sql, params) -> rows` on `conn`; connection failures become `StoreUnavailable`."""
+class ReadConnection:
+    """The event loop thread's connection, connected again on the first use after it was lost."""
 
-    def execute(sql: str, params: Any) -> list[tuple[Any, ...]]:
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], conn: psycopg.Connection[Any]) -> None:
+        self._connect = connect
+        self._conn: psycopg.Connection[Any] | None = conn
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = self._connect()  # raises StoreUnavailable while the database is away
+        return self._conn
+
+    def execute(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """`sql`'s rows; a lost connection raises `StoreUnavailable` (the next call reconnects)."""
+        conn = self.connection()
         try:
             return conn.execute(sql, params).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            raise StoreUnavailable(f"the database did not answer: {e}") from e
+            if conn.closed or conn.broken:
+                self.close()
+            raise StoreUnavailable(f"the database did not answer: {' '.join(str(e).split())}") from e
 
-    return execute
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

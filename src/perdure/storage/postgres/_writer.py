@@ -181,7 +181,11 @@ class Writer:
                             self._fail(job, StoreUnavailable(f"the database did not answer: {e}"))
                         return
                     if is_disconnect(e, self._conn):
-                        log.warning("the database did not answer (%s); retrying in %.2f s", e, delay)
+                        log.warning(
+                            "the writer's database connection: %s; retrying in %.2f s",
+                            " ".join(str(e).split()),
+                            delay,
+                        )
                         self._drop_connection()
                         time.sleep(delay)
                         delay = min(delay * 2, RETRY_MAX_S)
