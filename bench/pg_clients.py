@@ -3,8 +3,10 @@
 1. Point reads on the event loop thread (a cache miss of a partition's view while the state machine
    applies a command): one row by primary key, one at a time, as the loop would issue them.
 2. Batch commits (a partition's group commit): ~1,250 commands' worth of rows — 250 invocations,
-   2,250 journal entries, 250 state rows — upserted with one `unnest` statement per table, in one
-   transaction, 40 times.
+   2,250 journal entries, 250 state rows — upserted with one statement per table, in one
+   transaction, 40 times: rows as array parameters (`unnest`), as a COPY into temporary tables
+   then a merge, or as one JSON parameter per table (what perdure does); and commits of one
+   invocation's rows, where the temporary tables' cost at every commit shows.
 
 Prints one table: latency per read, transactions/s and client CPU per transaction for each client.
 Creates and drops its own database on 127.0.0.1:5432 (user postgres).
@@ -21,6 +23,7 @@ import statistics
 import time
 
 import asyncpg
+import msgspec
 import psycopg
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -45,13 +48,13 @@ STATE = (
 READ = "SELECT record FROM inv WHERE id = $1"
 
 
-def batch(n: int) -> tuple[list[object], list[object], list[object]]:
+def batch(n: int, rows: int = 250) -> tuple[list[object], list[object], list[object]]:
     base = n * 250
-    seqs = list(range(base, base + 250))
+    seqs = list(range(base, base + rows))
     inv = [seqs, [f"inv_{s:033d}" for s in seqs], [os.urandom(300) for _ in seqs]]
     j_seq = [s for s in seqs for _ in range(9)]
     journal = [j_seq, [i for _ in seqs for i in range(9)], [4] * len(j_seq), [os.urandom(60) for _ in j_seq]]
-    state = [[os.urandom(16) for _ in seqs], [b"role"] * 250, [b'"admin"'] * 250]
+    state = [[os.urandom(16) for _ in seqs], [b"role"] * len(seqs), [b'"admin"'] * len(seqs)]
     return inv, journal, state
 
 
@@ -88,11 +91,12 @@ _COPY = (
 )  # fmt: skip
 
 
-def psycopg_copy_writes(rounds: int) -> tuple[float, float]:
+def psycopg_copy_writes(rounds: int, rows: int = 250) -> tuple[float, float]:
     with psycopg.connect(f"{SERVER}/{DB}", autocommit=True) as conn:
         for statement in _TEMP:
             conn.execute(statement)
-        batches = [batch(n) for n in range(2 * rounds, 3 * rounds)]
+        offset = 2 if rows == 250 else 4
+        batches = [batch(n, rows) for n in range(offset * rounds, (offset + 1) * rounds)]
         started, cpu = time.perf_counter(), time.thread_time()
         for tables in batches:
             with conn.transaction():
@@ -103,6 +107,29 @@ def psycopg_copy_writes(rounds: int) -> tuple[float, float]:
                         for row in zip(*columns, strict=True):
                             copy.write_row(row)
                     cur.execute(merge)
+        return time.perf_counter() - started, time.thread_time() - cpu
+
+
+_JSON = (
+    ("INSERT INTO inv SELECT (x->>0)::int8, x->>1, decode(x->>2, 'base64')"
+     " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (seq) DO UPDATE SET record = excluded.record"),
+    ("INSERT INTO journal SELECT (x->>0)::int8, (x->>1)::int4, (x->>2)::int4, decode(x->>3, 'base64')"
+     " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (seq, idx) DO UPDATE SET payload = excluded.payload"),
+    ("INSERT INTO state SELECT decode(x->>0, 'base64'), decode(x->>1, 'base64'), decode(x->>2, 'base64')"
+     " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (skey, name) DO UPDATE SET value = excluded.value"),
+)  # fmt: skip
+
+
+def psycopg_json_writes(rounds: int, offset: int = 3, rows: int = 250) -> tuple[float, float]:
+    """perdure's way: each table's rows as one JSON parameter, every statement in one pipeline."""
+    encode = msgspec.json.Encoder().encode
+    with psycopg.connect(f"{SERVER}/{DB}", autocommit=True) as conn:
+        batches = [batch(n, rows) for n in range(offset * rounds, (offset + 1) * rounds)]
+        started, cpu = time.perf_counter(), time.thread_time()
+        for tables in batches:
+            with conn.transaction(), conn.pipeline():
+                for statement, columns in zip(_JSON, tables, strict=True):
+                    conn.execute(statement, (encode(list(zip(*columns, strict=True))).decode(),))
         return time.perf_counter() - started, time.thread_time() - cpu
 
 
@@ -162,6 +189,7 @@ def main() -> None:
             ("psycopg 3 (unnest)", lambda: psycopg_writes(args.rounds)),
             ("psycopg 3 (COPY+merge)", lambda: psycopg_copy_writes(args.rounds)),
             ("asyncpg (unnest)", lambda: asyncio.run(asyncpg_writes(args.rounds))),
+            ("psycopg 3 (JSON rows)", lambda: psycopg_json_writes(args.rounds)),
         ):
             wall, cpu = run()
             rows.append(
@@ -171,9 +199,14 @@ def main() -> None:
                     f"{args.rounds / wall:,.0f} ({cpu / args.rounds * 1000:.1f})",
                 )
             )
-        ids = [f"inv_{s:033d}" for s in range(0, 250 * args.rounds, max(1, 250 * args.rounds // args.reads))][
-            : args.reads
-        ]
+        for name, run in (
+            ("psycopg 3 (COPY+merge)", lambda: psycopg_copy_writes(200, rows=1)),
+            ("psycopg 3 (JSON rows)", lambda: psycopg_json_writes(200, offset=5, rows=1)),
+        ):
+            wall, _ = run()
+            rows.append((name, "one-invocation commit: ms each", f"{wall / 200 * 1000:.2f}"))
+        step = max(1, 250 * args.rounds // args.reads)
+        ids = [f"inv_{s:033d}" for s in range(0, 250 * args.rounds, step)][: args.reads]
         for name, reads in (
             ("psycopg 3 (sync)", lambda: psycopg_reads(ids)),
             ("asyncpg", lambda: asyncio.run(asyncpg_reads(ids))),

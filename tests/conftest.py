@@ -87,3 +87,15 @@ def postgres() -> Iterator[Callable[[], str]]:
         with _admin() as admin:
             for name in created:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def backend(request: pytest.FixtureRequest, postgres: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on each backend a `Harness` made without a store can have: memory, and a
+    PostgreSQL database of the test's own (a cluster of one node with four partitions)."""
+    from perdure.testing import Harness
+
+    if request.param == "postgres":
+        monkeypatch.setattr(Harness, "default_store", postgres())
+        monkeypatch.setattr(Harness, "default_partitions", 4)
+    return str(request.param)

@@ -22,6 +22,8 @@ from perdure import (
 from perdure.storage.api import Status
 from perdure.testing import Harness
 
+pytestmark = pytest.mark.usefixtures("backend")  # memory and PostgreSQL
+
 # ---- queue per key ------------------------------------------------------------------------------
 
 queue = VirtualObject("queue")
@@ -197,6 +199,7 @@ async def evolves(ctx: Context) -> str:
 
 
 async def test_diverging_handler_fails_with_journal_mismatch() -> None:
+    version["step"] = "first"
     async with Harness(perdure.App([changing])) as h:
         invocation_id = await h.service_send(evolves)
         await h.settle()

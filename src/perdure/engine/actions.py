@@ -73,4 +73,11 @@ class Rejected:
     code: int = 409
 
 
-Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Effects were delivered to `partition`: its owner may apply them now."""
+
+    partition: int
+
+
+Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected | Delivered

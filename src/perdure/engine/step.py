@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perdure.engine import bodies
-from perdure.engine.actions import Action
+from perdure.engine.actions import Action, Delivered
 from perdure.engine.counters import Counters
 from perdure.engine.registry import Registry
 from perdure.protocol import ids
@@ -62,6 +62,7 @@ class Step:
         target = self.partitioning.partition_of(body.invocation_id)
         self.txn.put_delivery(target, bodies.encode(body))
         self.counters.deliveries_sent += 1
+        self.actions.append(Delivered(target))
 
     def load(self, invocation_id: str) -> Invocation | None:
         inv = self._loaded.get(invocation_id)

@@ -659,6 +659,12 @@ class _Effects:
     def completed(self, action: Completed) -> None:
         self._parts().router.completed(action)
 
+    def delivered(self, partition: int) -> None:
+        """Wake the partition at once when it runs here (others hear it by NOTIFY)."""
+        running = self._parts().partitions.running.get(partition)
+        if running is not None:
+            running.poke()
+
 
 #: The public name (`perdure.Engine`): a node running every partition of its own database.
 Engine = Node

@@ -18,6 +18,7 @@ from perdure.engine.actions import (
     AbortAttempt,
     Action,
     Completed,
+    Delivered,
     Notify,
     ScheduleTimer,
     StartAttempt,
@@ -47,6 +48,7 @@ class Effects(Protocol):
     def notify(self, action: Notify) -> None: ...
     def abort(self, invocation_id: str) -> None: ...
     def completed(self, action: Completed) -> None: ...
+    def delivered(self, partition: int) -> None: ...
 
 
 class Partition:
@@ -97,11 +99,11 @@ class Partition:
         (so a delivery committed late, below ids already seen, is never passed over)."""
         assert self._deliveries is not None
         while True:
+            self._poked.clear()
             found = self._deliveries(self.number, DELIVERY_BATCH)
             if found:
                 await self.processor.submit_and_wait(Deliver(found))
                 continue
-            self._poked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), DELIVERY_POLL_S)
 
@@ -133,7 +135,8 @@ class Partition:
 
     @property
     def idle(self) -> bool:
-        return self.processor.idle
+        """Nothing queued or committing, and no delivery known to wait for it."""
+        return self.processor.idle and not self._poked.is_set()
 
     @property
     def failure(self) -> BaseException | None:
@@ -156,3 +159,5 @@ class Partition:
                 self.timers.schedule(action.timer)
             elif type(action) is Completed:
                 effects.completed(action)
+            elif type(action) is Delivered:
+                effects.delivered(action.partition)

@@ -24,7 +24,7 @@ from perdure.protocol.codec import message_type
 from perdure.runtime.clock import ManualClock
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App
-from perdure.storage.api import Database, Invocation, Status
+from perdure.storage.api import ClusterDatabase, Database, Invocation, Status
 
 __all__ = ["Harness", "JournalEntry", "ManualClock", "Status"]
 
@@ -37,7 +37,14 @@ class JournalEntry:
 
 
 class Harness(Engine):
-    """An `Engine` for tests: memory store and a `ManualClock` unless given others."""
+    """An `Engine` for tests: memory store and a `ManualClock` unless given others.
+
+    `default_store` is the store of harnesses made without one (a test suite may run on another
+    backend by setting it, e.g. a PostgreSQL URL; `default_partitions` then says how many).
+    """
+
+    default_store: str = "memory:"
+    default_partitions: int | None = None
 
     def __init__(
         self,
@@ -45,11 +52,17 @@ class Harness(Engine):
         *,
         clock: ManualClock | None = None,
         autojump: bool = False,
-        store: str | Database = "memory:",
+        store: str | Database | ClusterDatabase | None = None,
     ) -> None:
         self.manual_clock = clock or ManualClock(autojump=autojump)
         # No background retention sweeps on a test clock: tests call `await h.sweep()`.
-        super().__init__(app, store, clock=self.manual_clock, sweep_interval=None)
+        super().__init__(
+            app,
+            self.default_store if store is None else store,
+            clock=self.manual_clock,
+            sweep_interval=None,
+            partitions=self.default_partitions,
+        )
 
     async def __aenter__(self) -> Harness:
         await self.start()

@@ -2,9 +2,9 @@
 
 It applies what the node's partitions commit, strictly in the order each partition committed it.
 Batches that queued up while it was busy form groups of at most one batch per partition, each group
-one transaction (`_batch`: a few round trips and one COMMIT for many partitions). A group first
-checks the leases of its partitions (`FENCE`): a partition another node took is refused with
-`LeaseLost` and the rest of the group goes on. A lost connection is retried with backoff, the same
+one transaction (`_batch`: two round trips for many partitions). A group checks the leases of its
+partitions (`FENCE`): a partition another node took is refused with `LeaseLost` and the rest of
+the group goes again without it. A lost connection is retried with backoff, the same
 group again, until the database answers (every statement is idempotent). A batch that fails for
 another reason fails alone, and so does every later batch of its view (fail-stop per view).
 `Call`s (the catalog's compare-and-set, the Kafka intake's) run in transactions of their own, in
@@ -24,16 +24,7 @@ from typing import Any
 import psycopg
 
 from perdure.storage.api import LeaseLost, StoreUnavailable
-from perdure.storage.postgres._batch import (
-    APPLY,
-    COPY,
-    CREATE_TEMP,
-    FENCE,
-    NOTIFY,
-    TYPES,
-    Rows,
-    notify_payloads,
-)
+from perdure.storage.postgres._batch import APPLY, FENCE, NOTIFY, Rows, notify_payloads, rows_json
 
 log = logging.getLogger("perdure.storage.postgres")
 
@@ -205,37 +196,28 @@ class Writer:
         job.done(error)
 
     def _apply(self, group: list[Job]) -> None:
+        """One transaction, its statements in one pipeline: a round trip for them, one for COMMIT."""
         conn = self._connection()
+        fences = [j.rows.fence for j in group if j.rows.fence is not None]
         with conn.transaction():
-            cur = conn.cursor()
-            fences = [j.rows.fence for j in group if j.rows.fence is not None]
-            if fences:
-                self._copy(cur, "fence_in", fences)
-                held = {row[0] for row in cur.execute(FENCE, (self._node,)).fetchall()}
+            with conn.pipeline():
+                cur = conn.cursor()
+                fenced = None
+                if fences:
+                    fenced = conn.cursor()
+                    fenced.execute(FENCE, (rows_json(fences), self._node))  # type: ignore[arg-type]
+                for source, statement in APPLY:
+                    rows = [row for job in group for row in job.rows.tables.get(source, ())]
+                    if rows:
+                        cur.execute(statement, (rows_json(rows),))
+                notices = notify_payloads(group)
+                if notices:
+                    cur.execute(NOTIFY, (notices,))
+            if fenced is not None:
+                held = {row[0] for row in fenced.fetchall()}
                 lost = {f[0] for f in fences} - held
                 if lost:
-                    raise _Fenced(lost)
-            filled = set()
-            for name in TYPES:
-                if name == "fence_in":
-                    continue
-                rows = [row for job in group for row in job.rows.tables.get(name, ())]
-                if rows:
-                    self._copy(cur, name, rows)
-                    filled.add(name)
-            for table, statement in APPLY:
-                if table in filled:
-                    cur.execute(statement)
-            notices = notify_payloads(group)
-            if notices:
-                cur.execute(NOTIFY, (notices,))
-
-    @staticmethod
-    def _copy(cur: psycopg.Cursor[Any], table: str, rows: list[Any]) -> None:
-        with cur.copy(COPY[table]) as copy:
-            copy.set_types(TYPES[table])
-            for row in rows:
-                copy.write_row(row)
+                    raise _Fenced(lost)  # rolls the whole transaction back
 
     def _call(self, call: Call) -> None:
         try:
@@ -254,14 +236,7 @@ class Writer:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None:
-            conn = self._connect()
-            try:
-                for statement in CREATE_TEMP:
-                    conn.execute(statement)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            self._conn = self._connect()
         return self._conn
 
     def _drop_connection(self) -> None:
