@@ -90,7 +90,9 @@ def postgres() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest, postgres: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> str:
+def backend(
+    request: pytest.FixtureRequest, postgres: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> str:
     """Runs a test on each backend a `Harness` made without a store can have: memory, and a
     PostgreSQL database of the test's own (a cluster of one node with four partitions)."""
     from perdure.testing import Harness

@@ -11,6 +11,8 @@ from perdure import Context, ObjectContext, Service, TerminalError, VirtualObjec
 from perdure.storage.api import Failure, Status
 from perdure.testing import Harness
 
+pytestmark = pytest.mark.usefixtures("backend")  # memory and PostgreSQL
+
 chain = Service("chain")
 effects: list[str] = []
 

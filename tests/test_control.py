@@ -11,6 +11,8 @@ from perdure import ObjectContext, VirtualObject
 from perdure.storage.api import Status
 from perdure.testing import Harness
 
+pytestmark = pytest.mark.usefixtures("backend")  # memory and PostgreSQL
+
 obj = VirtualObject("ctl")
 effects: list[str] = []
 

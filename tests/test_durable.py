@@ -225,6 +225,7 @@ async def nap(ctx: ObjectContext) -> str:
     return ctx.key()
 
 
+@pytest.mark.parametrize("backend", ["memory"], indirect=True)  # memory held by suspended attempts
 async def test_ten_thousand_sleepers_are_suspended_not_parked() -> None:
     async with Harness(perdure.App([sleepers])) as h:
         gc.collect()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 import perdure
 from perdure import Context, HandlerOptions, Service
 from perdure.testing import Harness
+
+pytestmark = pytest.mark.usefixtures("backend")  # memory and PostgreSQL
 
 payments = Service("payments", options=HandlerOptions(idempotency_retention=timedelta(hours=1)))
 charged: list[str] = []

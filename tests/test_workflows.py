@@ -13,6 +13,8 @@ from perdure.protocol import ids
 from perdure.storage.api import Status
 from perdure.testing import Harness
 
+pytestmark = pytest.mark.usefixtures("backend")  # memory and PostgreSQL
+
 signup = Workflow("signup", options=perdure.HandlerOptions(workflow_retention=timedelta(hours=1)))
 runs: list[str] = []
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,14 +57,14 @@ _RUN_COMPLETION = pm.TYPE_OF[pm.RunCompletion]
 class Worker:
     """One worker process; its stdout read without blocking, by the raw pipe."""
 
-    def __init__(self, db: Path, log: Path, stderr: Path) -> None:
+    def __init__(self, store: str, log: Path, stderr: Path) -> None:
         with stderr.open("ab") as err:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
                     str(WORKER),
-                    "--db",
-                    str(db),
+                    "--store",
+                    store,
                     "--log",
                     str(log),
                     "--invocations",
@@ -134,11 +135,15 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_loses_and_repeats_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_mid_run_loses_and_repeats_nothing(
+    backend: str, tmp_path: Path, postgres: Callable[[], str]
+) -> None:
     seed = int(os.environ.get("PERDURE_CRASH_SEED", random.randrange(2**32)))
     print(f"\nkill test seed: {seed} (PERDURE_CRASH_SEED={seed} to replay the kill times)")
     rng = random.Random(seed)
-    db, log, stderr = tmp_path / "crash.db", tmp_path / "steps.log", tmp_path / "worker.stderr"
+    db = f"sqlite:///{tmp_path / 'crash.db'}" if backend == "sqlite" else postgres()
+    log, stderr = tmp_path / "steps.log", tmp_path / "worker.stderr"
     started = time.monotonic()
 
     mid_run_kills = mid_step_kills = 0
@@ -179,9 +184,9 @@ def test_sigkill_mid_run_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert mid_run_kills >= MIN_MID_RUN_KILLS, f"only {mid_run_kills} of {TRIALS} kills hit an unfinished run"
 
 
-def _verify(db: Path, trail: Log) -> int:
+def _verify(db: str, trail: Log) -> int:
     """Check the store against the log; returns how many steps ran more than once."""
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(db)
     try:
         reader = store.reader()
         counts = reader.count_invocations()

@@ -1,6 +1,6 @@
 """The engine process the kill test SIGKILLs: a virtual object whose steps leave a trail outside perdure.
 
-    python tests/crash/worker.py --db run.db --log steps.log --invocations 200 --keys 20
+    python tests/crash/worker.py --store sqlite:///run.db --log steps.log --invocations 200 --keys 20
 
 Invocation i (input `i`, key `k{i % K}`, idempotency key `inv-{i}`) runs three `ctx.run` steps; each
 appends `"{i} {step} {token}\\n"` to the log with one `O_APPEND` write and returns the fresh token,
@@ -65,11 +65,11 @@ def build_app(log_fd: int, step_ms: float) -> tuple[perdure.App, Callable[..., A
     return perdure.App([crashy]), work
 
 
-async def run(db: Path, log: Path, invocations: int, keys: int, step_ms: float) -> None:
+async def run(store: str, log: Path, invocations: int, keys: int, step_ms: float) -> None:
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         app, work = build_app(log_fd, step_ms)
-        async with perdure.Engine(app, store=f"sqlite:///{db}") as engine:
+        async with perdure.Engine(app, store=store, partitions=4) as engine:
             print("STARTED", flush=True)
 
             # Per-key FIFO is only meaningful if each key's invocations are *accepted* in ascending
@@ -99,7 +99,7 @@ async def run(db: Path, log: Path, invocations: int, keys: int, step_ms: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--store", required=True, help="a store URL: sqlite:///… or postgresql://…")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--invocations", type=int, default=200)
     parser.add_argument("--keys", type=int, default=20)
@@ -110,7 +110,7 @@ def main() -> None:
         help="a step sleeps up to this long before its effect, half after",
     )
     args = parser.parse_args()
-    asyncio.run(run(args.db, args.log, args.invocations, args.keys, args.step_ms))
+    asyncio.run(run(args.store, args.log, args.invocations, args.keys, args.step_ms))
 
 
 if __name__ == "__main__":

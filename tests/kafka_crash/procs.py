@@ -131,10 +131,10 @@ class Progress:
         return sum(self.offsets.values())
 
 
-def progress(db: Path, topic: str) -> Progress:
-    if not db.exists():
+def progress(db: str, topic: str) -> Progress:
+    if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).exists():
         return Progress({}, 0)
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(db)
     try:
         reader = store.reader()
         stored = {tp: pos.next_offset for tp, pos in reader.offsets(subscription_id(topic)).items()}

@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -71,7 +72,10 @@ def read_log(path: Path) -> dict[tuple[str, int], list[str]]:
 
 
 @pytest.mark.slow
-def test_sigkill_while_consuming_loses_and_repeats_nothing(crash_broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_while_consuming_loses_and_repeats_nothing(
+    backend: str, crash_broker: Broker, tmp_path: Path, postgres: Callable[[], str]
+) -> None:
     seed = int(os.environ.get("PERDURE_CRASH_SEED", random.randrange(2**32)))
     print(f"\nkafka kill test seed: {seed} (PERDURE_CRASH_SEED={seed} to replay the kill times)")
     rng = random.Random(seed)
@@ -82,9 +86,10 @@ def test_sigkill_while_consuming_loses_and_repeats_nothing(crash_broker: Broker,
     produced = Produced(where, KEYS)
     assert len({p for p, _ in where}) == PARTITIONS
 
-    db, log, stderr = tmp_path / "kafka.db", tmp_path / "steps.log", tmp_path / "worker.stderr"
+    db = f"sqlite:///{tmp_path / 'kafka.db'}" if backend == "sqlite" else postgres()
+    log, stderr = tmp_path / "steps.log", tmp_path / "worker.stderr"
     args = [
-        *("--db", str(db), "--log", str(log), "--bootstrap", crash_broker.bootstrap_servers),
+        *("--store", db, "--log", str(log), "--bootstrap", crash_broker.bootstrap_servers),
         *("--topic", topic, "--expected", str(RECORDS), "--step-ms", str(STEP_MS)),
         *("--max-pending", str(MAX_PENDING)),
         *(arg for option in OPTIONS for arg in ("--option", option)),
@@ -147,8 +152,8 @@ def test_sigkill_while_consuming_loses_and_repeats_nothing(crash_broker: Broker,
     assert len({p.ingested for p in at_kills}) > 1, "every kill found the same ingest progress"
 
 
-def _verify(db: Path, topic: str, produced: Produced, runs: dict[tuple[str, int], list[str]]) -> None:
-    store = open_store(f"sqlite:///{db}")
+def _verify(db: str, topic: str, produced: Produced, runs: dict[tuple[str, int], list[str]]) -> None:
+    store = open_store(db)
     try:
         reader = store.reader()
         counts = reader.count_invocations()

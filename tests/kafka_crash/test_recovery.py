@@ -76,7 +76,7 @@ def test_restart_after_sigkill_resumes_the_stream(crash_broker: Broker, tmp_path
     asyncio.run(crash_broker.create_topic(topic, PARTITIONS))
     db, log, stderr = tmp_path / "kafka.db", tmp_path / "steps.log", tmp_path / "worker.stderr"
     args = [
-        *("--db", str(db), "--log", str(log), "--bootstrap", crash_broker.bootstrap_servers),
+        *("--store", f"sqlite:///{db}", "--log", str(log), "--bootstrap", crash_broker.bootstrap_servers),
         *("--topic", topic, "--expected", str(10**9)),
     ]
     producer = Producer(crash_broker.bootstrap_servers, topic)
@@ -90,7 +90,7 @@ def test_restart_after_sigkill_resumes_the_stream(crash_broker: Broker, tmp_path
             first.kill()
         finally:
             first.close()
-        before = progress(db, topic)
+        before = progress(f"sqlite:///{db}", topic)
         assert before.ingested > 0 and producer.error is None, (before, producer.error)
 
         # Every record at or past the offsets stored before the kill is new to the restarted engine.

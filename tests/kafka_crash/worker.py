@@ -1,6 +1,6 @@
 """The engine process the Kafka crash tests SIGKILL: records go to a handler that leaves a trail outside.
 
-    python tests/kafka_crash/worker.py --db run.db --log steps.log --bootstrap 127.0.0.1:PORT \\
+    python tests/kafka_crash/worker.py --store sqlite:///run.db --log steps.log --bootstrap 127.0.0.1:PORT \\
         --topic events --expected 20000
 
 The app declares the cluster and the subscription `kafka://local/TOPIC → kcrash/consume` (earliest).
@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace) -> None:
     new_from = parse_offsets(args.new_from) if args.new_from is not None else None
     try:
         app = build_app(log_fd, args.step_ms, args.bootstrap, args.topic, options)
-        engine = perdure.Engine(app, store=f"sqlite:///{args.db}")
+        engine = perdure.Engine(app, store=args.store, partitions=4)
         engine.add_completion_listener(Watch(engine, new_from).completed)  # before recovery resumes anything
         async with engine:
             if args.max_pending:
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--store", required=True, help="a store URL: sqlite:///… or postgresql://…")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--bootstrap", required=True, help="host:port of the broker")
     parser.add_argument("--topic", required=True)
