@@ -114,7 +114,7 @@ def test_serve_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     assert code == 1
     assert out.strip().splitlines() == [
         f"error: {file}: unknown key 'port'; known keys: app, db, synchronous, host, ingress_port, "
-        "admin_port, drain_timeout, log_level, kafka, kafka_port"
+        "admin_port, drain_timeout, log_level, kafka, kafka_port, partitions, workers"
     ]
 
 

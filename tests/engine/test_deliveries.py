@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from perdure.engine import bodies
-from perdure.engine.actions import Accepted, Completed, StartAttempt
+from perdure.engine.actions import Accepted, Completed, Delivered, StartAttempt
 from perdure.engine.commands import AttemptOutput, Cancel, Deliver, Invoke, Kill
 from perdure.engine.registry import HandlerInfo, Registry
 from perdure.engine.state_machine import StateMachine
@@ -101,7 +101,8 @@ async def test_a_call_to_another_partition_and_its_result_travel_as_deliveries()
 
     done = [pm.OutputCommand(value=pm.Value(content=b'"ok"')), pm.EndMessage()]
     actions = await c.apply(1, AttemptOutput(child, 1, done))
-    assert [type(a) for a in actions] == [Completed]
+    assert [type(a) for a in actions] == [Delivered, Completed]  # the result, to the caller's partition
+    assert actions[0] == Delivered(0)
     assert [bodies.decode(d.body).invocation_id for d in c.waiting(0)] == [parent]
     await c.deliver(0)
     assert c.journal(parent)[-1] == "CallCompletionNotification"
