@@ -23,6 +23,7 @@ class Invoke:
     caller: Caller | None = None
     execute_at: int | None = None  # ms since epoch; None or past = now
     failure: Failure | None = None  # create it already failed (e.g. a Kafka record its handler rejects)
+    fresh: bool = False  # the id was just generated at random: no invocation can have it yet
 
 
 @dataclass(frozen=True, slots=True)

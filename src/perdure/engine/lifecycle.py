@@ -54,7 +54,7 @@ def invoke(step: Step, cmd: Invoke) -> None:
             )
         )
         return
-    existing = step.load(cmd.invocation_id)
+    existing = None if cmd.fresh else step.load(cmd.invocation_id)
     if existing is not None:
         _attach(step, existing, cmd)
         return
@@ -70,7 +70,7 @@ def invoke(step: Step, cmd: Invoke) -> None:
         random_seed=_seed(cmd.invocation_id),
         last_progress_at=step.now,
     )
-    step.track(inv)
+    step.track(inv, fresh=cmd.fresh)
     step.counters.invocations_created += 1
     input_entry = pm.InputCommand(
         headers=[pm.Header(key=k, value=v) for k, v in cmd.headers], value=pm.Value(content=cmd.input)

@@ -72,9 +72,12 @@ class Step:
                 self._loaded[invocation_id] = inv
         return inv
 
-    def track(self, inv: Invocation) -> None:
-        """Remember a new invocation so `flush()` stores it."""
+    def track(self, inv: Invocation, *, fresh: bool = False) -> None:
+        """Remember a new invocation so `flush()` stores it (`fresh`: its id was just generated at
+        random, so the store need not look it up: it is registered as new at once)."""
         self._loaded[inv.id] = inv
+        if fresh:
+            self.txn.put_invocation(inv, new=True)
 
     def append(self, inv: Invocation, *messages: Any) -> None:
         """Stage entries at the end of `inv`'s journal."""

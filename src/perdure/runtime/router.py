@@ -147,6 +147,7 @@ class Router:
             invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
         else:
             invocation_id = ids.random_id(service, key)
+        fresh = idempotency_key is None and not h.workflow_run  # a random id: nobody has it yet
         waiter: asyncio.Future[Outcome] | None = None
         if wait:
             waiter = asyncio.get_running_loop().create_future()
@@ -161,6 +162,7 @@ class Router:
             headers=tuple((headers or {}).items()),
             idempotency_key=idempotency_key,
             execute_at=self.clock.now_ms() + delay_ms if delay_ms else None,
+            fresh=fresh,
         )
         partition = self.partition_for(invocation_id)
         try:

@@ -89,7 +89,7 @@ class _Transaction:
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         return self._t.get_invocation(invocation_id)
 
-    def put_invocation(self, invocation: Invocation) -> None:
+    def put_invocation(self, invocation: Invocation, *, new: bool = False) -> None:
         self._t.invocations[invocation.id] = _ENCODE(invocation)
 
     def delete_invocation(self, invocation_id: str) -> None:

@@ -14,7 +14,7 @@ import msgspec
 
 from perdure.storage.api import Entry, Invocation, Position, Status, Timer
 from perdure.storage.layered.view import View
-from perdure.storage.layered.writes import JournalOps, Key, Slot, StateOps, Writes
+from perdure.storage.layered.writes import ABSENT, JournalOps, Key, Slot, StateOps, Writes
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Invocation).decode
@@ -36,10 +36,12 @@ class Transaction:
         slot = w.invocations.get(invocation_id) or w.seen.get(invocation_id) or self._before(invocation_id)
         return None if slot.record is None else _decode(slot.record)
 
-    def put_invocation(self, invocation: Invocation) -> None:
+    def put_invocation(self, invocation: Invocation, *, new: bool = False) -> None:
         inv = invocation
         w = self._w
         invocations = w.invocations
+        if new and inv.id not in w.seen:
+            w.seen[inv.id] = ABSENT  # a fresh id: nothing to look up
         seq = (invocations.get(inv.id) or w.seen.get(inv.id) or self._before(inv.id)).seq
         if seq is None:
             seq = self._new_seq()
