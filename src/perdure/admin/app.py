@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import deployments, invocations, kafka, metrics, services
+from perdure.admin import activity, deployments, invocations, kafka, keys, metrics, poison, services
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
-from perdure.admin.render import payload, text
+from perdure.admin.render import text
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
@@ -63,6 +63,10 @@ class Admin:
                 ("GET", "/metrics", self.metrics),
                 ("GET", "/services", self.list_services),
                 ("GET", "/services/(?P<name>[^/]+)", self.get_service),
+                ("GET", "/services/(?P<name>[^/]+)/keys", self.list_keys),
+                ("GET", "/services/(?P<name>[^/]+)/keys/(?P<key>.+)", self.get_key),
+                ("GET", "/activity", self.get_activity),
+                ("GET", "/subscriptions/(?P<id>[^/]+)/failures", self.subscription_failures),
                 ("GET", "/invocations", self.list_invocations),
                 ("GET", "/invocations/(?P<id>[^/]+)", self.get_invocation),
                 ("DELETE", "/invocations/(?P<id>[^/]+)", self.delete_invocation),
@@ -164,7 +168,42 @@ class Admin:
 
     async def list_invocations(self, request: Request) -> Response:
         filters = invocations.Filters.parse(request.query)
-        return Response(200, await invocations.list_page(self._database(), filters))
+        return Response(200, await invocations.list_page(self._database(), filters, self._in_process))
+
+    def _in_process(self) -> list[str]:
+        """The names of the services the engine's own app serves (`deployment=in-process`)."""
+        return [s.name for s in self.engine.services() if services.deployment_of(s) == services.DEPLOYMENT_ID]
+
+    async def list_keys(self, request: Request) -> Response:
+        name = self._keyed_service(request.params["name"])
+        prefix, limit = keys.limits(request.query)
+        return Response(200, await keys.list_keys(self._database(), name, prefix, limit))
+
+    async def get_key(self, request: Request) -> Response:
+        name = self._keyed_service(request.params["name"])
+        answer = await keys.describe_key(self._database(), self.engine.reader(), name, request.params["key"])
+        return Response(200, answer)
+
+    def _keyed_service(self, name: str) -> str:
+        service = self.engine.service(name)
+        if service is None:
+            raise HTTPError(404, f"no service named {name!r}")
+        if services.service_type(service) == "service":
+            raise HTTPError(400, f"{name} is a service: only virtual objects and workflows have keys")
+        return name
+
+    async def get_activity(self, request: Request) -> Response:
+        minutes = activity.window(request.query)
+        now = self.engine.clock.now_ms()
+        answer = await activity.activity(self._database(), self.engine.reader(), now, minutes)
+        return Response(200, answer)
+
+    async def subscription_failures(self, request: Request) -> Response:
+        sub = self.engine.subscription(request.params["id"])
+        if sub is None:
+            raise HTTPError(404, f"no subscription {request.params['id']!r}")
+        limit = poison.limit_of(request.query)
+        return Response(200, await poison.failed_records(self._database(), sub, limit))
 
     async def get_invocation(self, request: Request) -> Response:
         return Response(200, invocations.describe(self.engine.reader(), request.params["id"]))
@@ -197,7 +236,7 @@ class Admin:
         if self.engine.service(name) is None:
             raise HTTPError(404, f"no service named {name!r}")
         raw = self.engine.reader().get_all_state(name, key)
-        state = {text(k): _state_value(v) for k, v in sorted(raw.items())}
+        state = {text(k): keys.state_value(v) for k, v in sorted(raw.items())}
         return Response(200, {"service": name, "key": key, "state": state})
 
     async def query(self, request: Request) -> Response:
@@ -210,12 +249,6 @@ class Admin:
         if result.truncated:
             answer["truncated"] = True
         return Response(200, answer)
-
-
-def _state_value(data: bytes) -> Any:
-    """A state value: its JSON, or `{"base64": …}` when it is not JSON."""
-    shown = payload(data, base64_key="base64")
-    return shown.get("value", shown)
 
 
 def _cell(value: Any) -> Any:

@@ -1,12 +1,14 @@
-"""The `/invocations` resources: summaries, one invocation with its journal, stable paging, and
-the status of the operator controls (cancel, kill, purge, pause, resume)."""
+"""The `/invocations` resources: summaries, one invocation with its journal, stable filtered paging,
+and the status of the operator controls (cancel, kill, purge, pause, resume)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -15,12 +17,25 @@ from perdure.admin.http import HTTPError
 from perdure.admin.journal import render_journal
 from perdure.admin.query import Database
 from perdure.admin.render import payload, timestamp
+from perdure.admin.services import DEPLOYMENT_ID
 from perdure.protocol import ids
 from perdure.storage.api import Invocation, Outcome, Reader, Status
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000  # the CLI allows --limit up to 10,000
 _FILTERS = ("status", "service", "handler", "key")
+#: Everything `GET /invocations` accepts (docs/admin.md, "Listing").
+_PARAMS = (
+    *_FILTERS,
+    "deployment",
+    "q",
+    "error",
+    "created_after",
+    "created_before",
+    "order",
+    "limit",
+    "cursor",
+)
 _DECODE = msgspec.msgpack.Decoder(Invocation).decode
 
 
@@ -47,6 +62,7 @@ def summary(inv: Invocation) -> dict[str, Any]:
         "next_retry_at": timestamp(inv.next_retry_at),
         "completed_at": timestamp(inv.completed_at),
         "idempotency_key": inv.idempotency_key,
+        "deployment_id": inv.deployment_id,
     }
 
 
@@ -104,20 +120,44 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return created_at, invocation_id
 
 
+def _moment(name: str, text: str) -> int:
+    """`created_after=` / `created_before=`: RFC 3339, or milliseconds since the epoch."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPError(
+            400, f"bad {name} {text!r}: an RFC 3339 time (2026-01-01T00:00:00Z) or milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        raise HTTPError(400, f"bad {name} {text!r}: give the time zone (Z for UTC)")
+    return int(moment.timestamp() * 1000)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """The query of `GET /invocations`, validated (400 on a bad value)."""
+    """The query of `GET /invocations`, validated (400 on a bad value).
+
+    `equals` match columns exactly; `deployment` is `in-process` or a `dp_…` id; `text` (`q=`)
+    is a substring of the id or the idempotency key; `error` a case-insensitive substring of the
+    last failure or the terminal failure; `created` an inclusive range of creation times in ms.
+    """
 
     equals: tuple[tuple[str, str], ...]
     limit: int
     after: tuple[int, str] | None
+    deployment: str | None = None
+    text: str | None = None
+    error: str | None = None
+    created: tuple[int | None, int | None] = (None, None)
+    newest_first: bool = False
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> Filters:
-        unknown = sorted(set(query) - {*_FILTERS, "limit", "cursor"})
+        unknown = sorted(set(query) - set(_PARAMS))
         if unknown:
-            known = ", ".join((*_FILTERS, "limit", "cursor"))
-            raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use {known}")
+            raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use {', '.join(_PARAMS)}")
         status = query.get("status")
         if status is not None and status not in {s.value for s in Status}:
             raise HTTPError(400, f"bad status {status!r}; one of {', '.join(s.value for s in Status)}")
@@ -127,21 +167,79 @@ class Filters:
             raise HTTPError(400, f"bad limit {query['limit']!r}: a number from 1 to {MAX_LIMIT}") from None
         if not 1 <= limit <= MAX_LIMIT:
             raise HTTPError(400, f"bad limit {limit}: a number from 1 to {MAX_LIMIT}")
+        order = query.get("order") or "asc"
+        if order not in ("asc", "desc"):
+            raise HTTPError(400, f"bad order {order!r}: asc (oldest first, the default) or desc")
         cursor = query.get("cursor")
         after = decode_cursor(cursor) if cursor else None
         equals = tuple((name, query[name]) for name in _FILTERS if query.get(name))
-        return cls(equals, limit, after)
+        created = tuple(
+            _moment(name, query[name]) if query.get(name) else None
+            for name in ("created_after", "created_before")
+        )
+        return cls(
+            equals,
+            limit,
+            after,
+            deployment=query.get("deployment") or None,
+            text=query.get("q") or None,
+            error=(query.get("error") or "").lower() or None,
+            created=(created[0], created[1]),
+            newest_first=order == "desc",
+        )
+
+    def where(self, in_process: Callable[[], list[str]]) -> tuple[list[str], list[Any]]:
+        """SQL conditions over `perdure_invocation` and their parameters (cursor excluded).
+
+        Columns first, then the checks that read the record: SQLite evaluates them in this
+        order and stops at the first false one, so records are only looked into for rows that
+        already match, and each look starts with a byte search (`instr`) done in C.
+        """
+        clauses = [f"{name} = ?" for name, _ in self.equals]
+        params: list[Any] = [value for _, value in self.equals]
+        low, high = self.created
+        if low is not None:
+            clauses.append("created_at >= ?")
+            params.append(low)
+        if high is not None:
+            clauses.append("created_at <= ?")
+            params.append(high)
+        if self.deployment == DEPLOYMENT_ID:
+            names = in_process()
+            clauses.append(f"service IN ({', '.join('?' * len(names))})" if names else "0")
+            params += names
+        elif self.deployment is not None:
+            clauses.append(
+                "instr(record, CAST(? AS BLOB)) > 0 AND perdure_field(record, 'deployment_id') = ?"
+            )
+            params += [self.deployment, self.deployment]
+        if self.text is not None:
+            clauses.append(
+                "(instr(id, ?) > 0 OR (instr(record, CAST(? AS BLOB)) > 0"
+                " AND instr(perdure_field(record, 'idempotency_key'), ?) > 0))"
+            )
+            params += [self.text, self.text, self.text]
+        if self.error is not None:
+            clauses.append("perdure_failure_contains(record, ?)")
+            params.append(self.error)
+        return clauses, params
 
 
-async def list_page(database: Database, filters: Filters) -> dict[str, Any]:
-    """One page, oldest first; `next_cursor` is set when more invocations match."""
-    clauses = [f"{name} = ?" for name, _ in filters.equals]
-    params: list[Any] = [value for _, value in filters.equals]
+async def list_page(
+    database: Database, filters: Filters, in_process: Callable[[], list[str]] = list
+) -> dict[str, Any]:
+    """One page in creation order (oldest first, or newest with `order=desc`); `next_cursor` is
+    set when more invocations match."""
+    clauses, params = filters.where(in_process)
+    direction = "DESC" if filters.newest_first else "ASC"
     if filters.after is not None:
-        clauses.append("(created_at, id) > (?, ?)")
+        clauses.append(f"(created_at, id) {'<' if filters.newest_first else '>'} (?, ?)")
         params += filters.after
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT record FROM perdure_invocation{where} ORDER BY created_at, id LIMIT ?"
+    sql = (
+        f"SELECT record FROM perdure_invocation{where}"
+        f" ORDER BY created_at {direction}, id {direction} LIMIT ?"
+    )
     result = await database.run(sql, [*params, filters.limit + 1])
     page = [_DECODE(row[0]) for row in result.rows]
     more = len(page) > filters.limit
