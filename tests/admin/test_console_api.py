@@ -142,3 +142,10 @@ async def test_keys_state_lock_and_inbox_in_order(open_admin: OpenAdmin, store_k
 
     assert (await env.client.get("/services/greeter/keys")).status_code == 400
     assert (await env.client.get("/services/nope/keys/x")).status_code == 404
+
+
+async def test_searching_a_whole_id_finds_that_invocation(open_admin: OpenAdmin) -> None:
+    env = await open_admin("sqlite")
+    made = [await env.engine.service_send(greet, arg=str(n)) for n in range(3)]
+    await env.engine.settle()
+    assert await ids(env, q=made[1]) == [made[1]]

@@ -188,58 +188,77 @@ class Filters:
             newest_first=order == "desc",
         )
 
-    def where(self, in_process: Callable[[], list[str]]) -> tuple[list[str], list[Any]]:
-        """SQL conditions over `perdure_invocation` and their parameters (cursor excluded).
+    def where(self, in_process: Callable[[], list[str]]) -> list[tuple[str, list[Any]]]:
+        """SQL conditions over `perdure_invocation`, each with its parameters (status and
+        cursor excluded: `list_page` puts them in each of its arms).
 
         Columns first, then the checks that read the record: SQLite evaluates them in this
         order and stops at the first false one, so records are only looked into for rows that
         already match, and each look starts with a byte search (`instr`) done in C.
         """
-        clauses = [f"{name} = ?" for name, _ in self.equals]
-        params: list[Any] = [value for _, value in self.equals]
+        out: list[tuple[str, list[Any]]] = [(f"{n} = ?", [v]) for n, v in self.equals if n != "status"]
         low, high = self.created
         if low is not None:
-            clauses.append("created_at >= ?")
-            params.append(low)
+            out.append(("created_at >= ?", [low]))
         if high is not None:
-            clauses.append("created_at <= ?")
-            params.append(high)
+            out.append(("created_at <= ?", [high]))
         if self.deployment == DEPLOYMENT_ID:
             names = in_process()
-            clauses.append(f"service IN ({', '.join('?' * len(names))})" if names else "0")
-            params += names
+            out.append((f"service IN ({', '.join('?' * len(names))})" if names else "0", names))
         elif self.deployment is not None:
-            clauses.append(
-                "instr(record, CAST(? AS BLOB)) > 0 AND perdure_field(record, 'deployment_id') = ?"
+            out.append(
+                (
+                    "instr(record, CAST(? AS BLOB)) > 0 AND perdure_field(record, 'deployment_id') = ?",
+                    [self.deployment, self.deployment],
+                )
             )
-            params += [self.deployment, self.deployment]
-        if self.text is not None:
-            clauses.append(
-                "(instr(id, ?) > 0 OR (instr(record, CAST(? AS BLOB)) > 0"
-                " AND instr(perdure_field(record, 'idempotency_key'), ?) > 0))"
+        if self.text is not None and ids.is_valid(self.text):  # a whole id: one index lookup
+            out.append(("id = ?", [self.text]))
+        elif self.text is not None:
+            out.append(
+                (
+                    "(instr(id, ?) > 0 OR (instr(record, CAST(? AS BLOB)) > 0"
+                    " AND instr(perdure_field(record, 'idempotency_key'), ?) > 0))",
+                    [self.text, self.text, self.text],
+                )
             )
-            params += [self.text, self.text, self.text]
         if self.error is not None:
-            clauses.append("perdure_failure_contains(record, ?)")
-            params.append(self.error)
-        return clauses, params
+            out.append(("perdure_failure_contains(record, ?)", [self.error]))
+        return out
+
+    @property
+    def statuses(self) -> list[str]:
+        """The statuses to list: the one asked for, or all."""
+        return [v for n, v in self.equals if n == "status"] or [s.value for s in Status]
 
 
 async def list_page(
     database: Database, filters: Filters, in_process: Callable[[], list[str]] = list
 ) -> dict[str, Any]:
     """One page in creation order (oldest first, or newest with `order=desc`); `next_cursor` is
-    set when more invocations match."""
-    clauses, params = filters.where(in_process)
-    direction = "DESC" if filters.newest_first else "ASC"
+    set when more invocations match.
+
+    One arm per status, each ordered by creation time, merged by the outer query: an arm walks
+    the store's `(status, created_at)` index from the cursor and stops after a page of matches,
+    where one ordered query over every status would read and sort the whole table (measured on
+    100,000 invocations: ~200 ms for a newest-first page that way; `bench/console.py`).
+    """
+    direction, past = ("DESC", "<") if filters.newest_first else ("ASC", ">")
+    conditions = [("status = ?", []), *filters.where(in_process)]
     if filters.after is not None:
-        clauses.append(f"(created_at, id) {'<' if filters.newest_first else '>'} (?, ?)")
-        params += filters.after
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = (
-        f"SELECT record FROM perdure_invocation{where}"
-        f" ORDER BY created_at {direction}, id {direction} LIMIT ?"
+        created_at, invocation_id = filters.after
+        cursor = f"created_at {past}= ? AND (created_at {past} ? OR id {past} ?)"
+        conditions.append((cursor, [created_at, created_at, invocation_id]))
+    order = f"ORDER BY created_at {direction}, id {direction} LIMIT ?"
+    arm = (
+        "SELECT * FROM (SELECT created_at, id, record FROM perdure_invocation"
+        f" WHERE {' AND '.join(c for c, _ in conditions)} {order})"
     )
+    statuses = filters.statuses
+    params: list[Any] = []
+    for status in statuses:
+        params += [status, *(p for _, ps in conditions[1:] for p in ps), filters.limit + 1]
+    sql = f"SELECT record FROM ({' UNION ALL '.join([arm] * len(statuses))}) {order}"
     result = await database.run(sql, [*params, filters.limit + 1])
     page = [_DECODE(row[0]) for row in result.rows]
     more = len(page) > filters.limit

@@ -49,6 +49,7 @@ SNAPSHOT_TABLES = (
     " key TEXT, status TEXT NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL,"
     " record BLOB NOT NULL)",
     "CREATE INDEX perdure_invocation_order ON perdure_invocation (created_at, id)",
+    "CREATE INDEX perdure_invocation_status ON perdure_invocation (status, created_at)",
     "CREATE TABLE perdure_journal (invocation_id TEXT NOT NULL, idx INTEGER NOT NULL, type INTEGER NOT NULL,"
     " payload BLOB NOT NULL, PRIMARY KEY (invocation_id, idx))",
     "CREATE TABLE perdure_state (service TEXT NOT NULL, key TEXT NOT NULL, name BLOB NOT NULL,"
