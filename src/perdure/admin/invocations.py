@@ -47,6 +47,7 @@ def target(inv: Invocation) -> str:
 
 def summary(inv: Invocation) -> dict[str, Any]:
     failure = inv.last_failure
+    ended = inv.outcome.failure if inv.outcome is not None else None
     return {
         "id": inv.id,
         "target": target(inv),
@@ -63,6 +64,7 @@ def summary(inv: Invocation) -> dict[str, Any]:
         "completed_at": timestamp(inv.completed_at),
         "idempotency_key": inv.idempotency_key,
         "deployment_id": inv.deployment_id,
+        "completion_failure": None if ended is None else {"code": ended.code, "message": ended.message},
     }
 
 
@@ -227,6 +229,11 @@ class Filters:
         return out
 
     @property
+    def scans_everything(self) -> bool:
+        """A search on id fragments or idempotency keys, which no index serves."""
+        return self.text is not None and not ids.is_valid(self.text)
+
+    @property
     def statuses(self) -> list[str]:
         """The statuses to list: the one asked for, or all."""
         return [v for n, v in self.equals if n == "status"] or [s.value for s in Status]
@@ -244,21 +251,26 @@ async def list_page(
     100,000 invocations: ~200 ms for a newest-first page that way; `bench/console.py`).
     """
     direction, past = ("DESC", "<") if filters.newest_first else ("ASC", ">")
-    conditions = [("status = ?", []), *filters.where(in_process)]
+    conditions = filters.where(in_process)
     if filters.after is not None:
         created_at, invocation_id = filters.after
         cursor = f"created_at {past}= ? AND (created_at {past} ? OR id {past} ?)"
         conditions.append((cursor, [created_at, created_at, invocation_id]))
     order = f"ORDER BY created_at {direction}, id {direction} LIMIT ?"
-    arm = (
-        "SELECT * FROM (SELECT created_at, id, record FROM perdure_invocation"
-        f" WHERE {' AND '.join(c for c, _ in conditions)} {order})"
-    )
     statuses = filters.statuses
-    params: list[Any] = []
-    for status in statuses:
-        params += [status, *(p for _, ps in conditions[1:] for p in ps), filters.limit + 1]
-    sql = f"SELECT record FROM ({' UNION ALL '.join([arm] * len(statuses))}) {order}"
+    if filters.scans_everything and len(statuses) > 1:
+        # A search matches few rows anywhere in the table: one sequential scan and a sort of the
+        # matches beats walking the index and looking up every row (~120 vs ~200 ms at 100,000).
+        where = " AND ".join(c for c, _ in conditions)
+        sql = f"SELECT record FROM perdure_invocation WHERE {where} {order}"
+        params = [p for _, ps in conditions for p in ps]
+    else:
+        where = " AND ".join(["status = ?", *(c for c, _ in conditions)])
+        arm = f"SELECT * FROM (SELECT created_at, id, record FROM perdure_invocation WHERE {where} {order})"
+        sql = f"SELECT record FROM ({' UNION ALL '.join([arm] * len(statuses))}) {order}"
+        params = []
+        for status in statuses:
+            params += [status, *(p for _, ps in conditions for p in ps), filters.limit + 1]
     result = await database.run(sql, [*params, filters.limit + 1])
     page = [_DECODE(row[0]) for row in result.rows]
     more = len(page) > filters.limit

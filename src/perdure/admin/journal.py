@@ -124,8 +124,14 @@ def _links(message: Any, out: dict[str, Any]) -> None:
     if "invocation_id_notification_idx" in fields:
         parts = (message.service_name, message.key, message.handler_name)
         out["target"] = "/".join(p for p in parts if p)
+    elif "key" in fields and message.key:  # the state entry or the promise a command names
+        out["key"] = text(message.key) if isinstance(message.key, bytes) else str(message.key)
     if "invocation_id" in fields and isinstance(message.invocation_id, str) and message.invocation_id:
         out["invocation_id"] = str(message.invocation_id)
+    if "idx" in fields and message.WhichOneof("signal_id") == "idx":  # 1 is CANCEL (Restate's)
+        out["signal"] = int(message.idx)
+    elif "idx" in fields and message.WhichOneof("signal_id") == "name":
+        out["signal"] = str(message.name)
     if "headers" in fields and message.headers:
         out["headers"] = {str(h.key): str(h.value) for h in message.headers}
 
