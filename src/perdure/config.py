@@ -14,6 +14,7 @@ the fields below:
     log_level = "warning"
     kafka = ["embedded", "prod=10.0.0.5:9092,10.0.0.6:9092"]   # Kafka clusters to register
     kafka_port = 0                       # port of the embedded broker (0 picks a free one)
+    console = true                       # serve the web console at the admin port's /ui/
 
 The matching variables are `PERDURE_APP`, `PERDURE_DB`, `PERDURE_INGRESS_PORT`, ... Relative
 paths in a file (`db`, a file-path `app`) are relative to the file's directory. Bad keys and
@@ -44,6 +45,8 @@ ENV_PREFIX = "PERDURE_"
 EMBEDDED_KAFKA, EMBEDDED_CLUSTER = "embedded", "local"
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
 
 
 class ConfigError(Exception):
@@ -64,6 +67,7 @@ class Settings:
     log_level: str = "warning"
     kafka: tuple[str, ...] = ()
     kafka_port: int = 0
+    console: bool = False  # the web console under the admin API's /ui/ (`perdure dev` turns it on)
 
     @property
     def kafka_embedded(self) -> bool:
@@ -125,6 +129,12 @@ def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
                 raise bad("an integer port (0-65535; 0 picks a free port)") from None
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
             raise bad("an integer port (0-65535; 0 picks a free port)")
+        return value
+    if key == "console":
+        if from_text and isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            value = _BOOLEANS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise bad("true or false")
         return value
     if key == "drain_timeout":
         if from_text and isinstance(value, str):

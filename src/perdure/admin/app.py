@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import activity, deployments, invocations, kafka, keys, metrics, poison, services
+from perdure.admin import activity, deployments, invocations, kafka, keys, metrics, poison, services, static
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
@@ -43,6 +43,7 @@ class Admin:
         ingress_url: str | None = None,
         query_timeout: float = 2.0,
         max_rows: int = 10_000,
+        console: bool = False,
     ) -> None:
         self.engine = engine
         self.ingress_url = ingress_url
@@ -75,6 +76,7 @@ class Admin:
                 ("POST", "/query", self.query),
                 *kafka.Endpoints(engine).routes(),
                 *deployments.Endpoints(engine).routes(),
+                *(self._console_routes() if console else ()),
             )
         ]
 
@@ -99,6 +101,15 @@ class Admin:
             log.exception("admin request failed")
             response = error(500, f"internal error: {type(e).__name__}: {e}")
         await _send(send, response)
+
+    def _console_routes(self) -> list[tuple[str, str, Endpoint]]:
+        async def ui(request: Request) -> Response:
+            return static.asset(request.params["path"])
+
+        async def ui_root(request: Request) -> Response:
+            return static.redirect("/ui/")
+
+        return [("GET", "/ui", ui_root), ("GET", "/ui/(?P<path>.*)", ui)]
 
     async def _route(self, request: Request) -> Response:
         path = request.path

@@ -45,10 +45,13 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: Any  # JSON-encodable, or `str` sent as text/plain
+    body: Any  # JSON-encodable, `str` sent as text/plain, or `bytes` sent as `content_type`
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"  # of a `bytes` body
 
     def encode(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, self.content_type
         if isinstance(self.body, str):
             return self.body.encode(), "text/plain; version=0.0.4; charset=utf-8"
         return json.dumps(self.body, separators=(",", ":")).encode(), "application/json"
