@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perdure.admin.http import HTTPError
+from perdure.admin.http import int_param, only
 from perdure.admin.query import Database
 from perdure.admin.render import timestamp
 from perdure.storage.api import Reader, Status
@@ -34,16 +34,8 @@ SELECT 'completed', (modified_at - :start) / :width, count(*), sum(perdure_faile
 
 def window(query: dict[str, str]) -> int:
     """`?minutes=` (1 to 1440, default 15), validated."""
-    unknown = sorted(set(query) - {"minutes"})
-    if unknown:
-        raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use minutes")
-    try:
-        minutes = int(query.get("minutes", DEFAULT_MINUTES))
-    except ValueError:
-        raise HTTPError(400, f"bad minutes {query['minutes']!r}: a number from 1 to {MAX_MINUTES}") from None
-    if not 1 <= minutes <= MAX_MINUTES:
-        raise HTTPError(400, f"bad minutes {minutes}: a number from 1 to {MAX_MINUTES}")
-    return minutes
+    only(query, "minutes")
+    return int_param(query, "minutes", DEFAULT_MINUTES, MAX_MINUTES)
 
 
 async def activity(database: Database, reader: Reader, now_ms: int, minutes: int) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from perdure.admin import activity, deployments, invocations, kafka, keys, metri
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
-from perdure.admin.render import text
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
@@ -246,8 +245,7 @@ class Admin:
         name, key = request.params["service"], request.params["key"]
         if self.engine.service(name) is None:
             raise HTTPError(404, f"no service named {name!r}")
-        raw = self.engine.reader().get_all_state(name, key)
-        state = {text(k): keys.state_value(v) for k, v in sorted(raw.items())}
+        state = keys.state_of(self.engine.reader(), name, key)
         return Response(200, {"service": name, "key": key, "state": state})
 
     async def query(self, request: Request) -> Response:

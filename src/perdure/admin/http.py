@@ -57,6 +57,25 @@ class Response:
         return json.dumps(self.body, separators=(",", ":")).encode(), "application/json"
 
 
+def only(query: dict[str, str], *known: str) -> None:
+    """400 for a query parameter not in `known`."""
+    unknown = sorted(set(query) - set(known))
+    if unknown:
+        raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use {', '.join(known)}")
+
+
+def int_param(query: dict[str, str], name: str, default: int, high: int) -> int:
+    """A whole-number query parameter from 1 to `high` (400 otherwise)."""
+    text = query.get(name)
+    try:
+        value = default if text is None else int(text)
+    except ValueError:
+        raise HTTPError(400, f"bad {name} {text!r}: a number from 1 to {high}") from None
+    if not 1 <= value <= high:
+        raise HTTPError(400, f"bad {name} {value}: a number from 1 to {high}")
+    return value
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(status, {"message": message, "restate_code": None}, headers or {})
 

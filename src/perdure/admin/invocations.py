@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from perdure.admin.http import HTTPError
+from perdure.admin.http import HTTPError, int_param
 from perdure.admin.journal import render_journal
 from perdure.admin.query import Database
 from perdure.admin.render import payload, timestamp
@@ -163,12 +163,7 @@ class Filters:
         status = query.get("status")
         if status is not None and status not in {s.value for s in Status}:
             raise HTTPError(400, f"bad status {status!r}; one of {', '.join(s.value for s in Status)}")
-        try:
-            limit = int(query.get("limit", DEFAULT_LIMIT))
-        except ValueError:
-            raise HTTPError(400, f"bad limit {query['limit']!r}: a number from 1 to {MAX_LIMIT}") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise HTTPError(400, f"bad limit {limit}: a number from 1 to {MAX_LIMIT}")
+        limit = int_param(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         order = query.get("order") or "asc"
         if order not in ("asc", "desc"):
             raise HTTPError(400, f"bad order {order!r}: asc (oldest first, the default) or desc")

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from perdure.admin.http import HTTPError
+from perdure.admin.http import int_param, only
 from perdure.admin.invocations import summary
 from perdure.admin.query import Database
 from perdure.admin.render import payload, text
@@ -51,16 +51,8 @@ ORDER BY part, seq
 
 def limits(query: dict[str, str]) -> tuple[str, int]:
     """`?prefix=&limit=` of the key listing, validated."""
-    unknown = sorted(set(query) - {"prefix", "limit"})
-    if unknown:
-        raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use prefix, limit")
-    try:
-        limit = int(query.get("limit", DEFAULT_KEYS))
-    except ValueError:
-        raise HTTPError(400, f"bad limit {query['limit']!r}: a number from 1 to {MAX_KEYS}") from None
-    if not 1 <= limit <= MAX_KEYS:
-        raise HTTPError(400, f"bad limit {limit}: a number from 1 to {MAX_KEYS}")
-    return query.get("prefix", ""), limit
+    only(query, "prefix", "limit")
+    return query.get("prefix", ""), int_param(query, "limit", DEFAULT_KEYS, MAX_KEYS)
 
 
 async def list_keys(database: Database, service: str, prefix: str, limit: int) -> dict[str, Any]:
@@ -91,18 +83,22 @@ async def describe_key(database: Database, reader: Reader, service: str, key: st
             queued = count
         else:
             inbox.append(summary(_DECODE(record)))
-    state = reader.get_all_state(service, key)
     return {
         "service": service,
         "key": key,
-        "state": {text(k): state_value(v) for k, v in sorted(state.items())},
+        "state": state_of(reader, service, key),
         "locked_by": holder,
         "queued": queued,
         "inbox": inbox,
     }
 
 
-def state_value(data: bytes) -> Any:
-    """A state value: its JSON, or `{"base64": …}` when it is not JSON."""
+def state_of(reader: Reader, service: str, key: str) -> dict[str, Any]:
+    """A key's state by name; values are JSON, or `{"base64": …}` when they are not JSON."""
+    state = reader.get_all_state(service, key)
+    return {text(name): _value(data) for name, data in sorted(state.items())}
+
+
+def _value(data: bytes) -> Any:
     shown = payload(data, base64_key="base64")
     return shown.get("value", shown)

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from perdure.admin.http import HTTPError
+from perdure.admin.http import int_param, only
 from perdure.admin.invocations import summary
 from perdure.admin.query import Database
 from perdure.kafka.options import parse_sink
@@ -38,16 +38,8 @@ LIMIT :limit
 
 
 def limit_of(query: dict[str, str]) -> int:
-    unknown = sorted(set(query) - {"limit"})
-    if unknown:
-        raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use limit")
-    try:
-        limit = int(query.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        raise HTTPError(400, f"bad limit {query['limit']!r}: a number from 1 to {MAX_LIMIT}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HTTPError(400, f"bad limit {limit}: a number from 1 to {MAX_LIMIT}")
-    return limit
+    only(query, "limit")
+    return int_param(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)
 
 
 async def failed_records(database: Database, sub: Subscription, limit: int) -> dict[str, Any]:
