@@ -191,13 +191,17 @@ def page(seeded: Seeded, browser: Any) -> Iterator[Any]:
     assert not errors, errors
 
 
+_SAVED: list[Path] = []  # this run's screenshots, for the summary line
+
+
 def screenshot(page: Any, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    _SAVED.append(path)
     return path
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if SHOTS.exists() and any(SHOTS.glob("*.png")):
-        terminalreporter.write_line(f"console screenshots: {SHOTS}")
+    if _SAVED:
+        terminalreporter.write_line(f"console screenshots ({len(_SAVED)}): {SHOTS}")
