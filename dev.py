@@ -8,7 +8,9 @@
     python3 dev.py bench    the benchmarks in bench/
 
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
-only when pyproject.toml changes. With npm on PATH it also installs restate-server and the
+only when pyproject.toml changes. It installs Debian's chromium for the web console's browser
+tests when it is missing and this runs as root with apt-get (elsewhere it says how; those tests
+fail without a browser, they never skip). With npm on PATH it also installs restate-server and the
 TypeScript SDK (for the interop tests) into .cache/node, redone only when
 tests/interop/package.json changes.
 """
@@ -35,11 +37,36 @@ SKIPPED = "the interop tests with restate-server and the TypeScript SDK will be 
 NODE_STAMP = NODE / ".perdure-installed"
 
 
+CHROMIUM = Path(os.environ.get("PERDURE_CHROMIUM", "/usr/bin/chromium"))
+
+
 def setup() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"perdure needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     setup_python()
     setup_node()
+    setup_browser()
+
+
+def setup_browser() -> None:
+    """Debian's chromium for tests/console (Playwright drives it; its own browser download does not
+    work offline). Installed with apt-get when missing and we are root; otherwise a hint."""
+    if CHROMIUM.exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(
+            f"no Chromium at {CHROMIUM}: the console's browser tests will fail. Install Debian's "
+            "chromium (apt-get install chromium) or set PERDURE_CHROMIUM to a Chromium binary.",
+            flush=True,
+        )
+        return
+    print("installing Debian's chromium (apt-get) for the console's browser tests ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium"]):
+        if subprocess.run(command, env=env).returncode != 0:
+            print(f"`{' '.join(command)}` failed: the console's browser tests will fail", flush=True)
+            return
 
 
 def setup_python() -> None:

@@ -16,6 +16,7 @@ the fields below:
     kafka_port = 0                       # port of the embedded broker (0 picks a free one)
     partitions = 24                      # PostgreSQL: partitions of a new database (then fixed)
     workers = 1                          # PostgreSQL: member processes of the cluster on this machine
+    console = true                       # serve the web console at the admin port's /ui/
 
 The matching variables are `PERDURE_APP`, `PERDURE_DB`, `PERDURE_INGRESS_PORT`, ... Relative
 paths in a file (`db`, a file-path `app`) are relative to the file's directory. Bad keys and
@@ -46,6 +47,8 @@ ENV_PREFIX = "PERDURE_"
 EMBEDDED_KAFKA, EMBEDDED_CLUSTER = "embedded", "local"
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEANS |= {"false": False, "0": False, "no": False, "off": False}
 
 
 class ConfigError(Exception):
@@ -68,6 +71,7 @@ class Settings:
     kafka_port: int = 0
     partitions: int = 0  # 0: the database's own count (a new one gets 24)
     workers: int = 1
+    console: bool = False  # the web console under the admin API's /ui/ (`perdure dev` turns it on)
 
     @property
     def kafka_embedded(self) -> bool:
@@ -149,6 +153,12 @@ def _convert(key: str, value: Any, source: str, *, from_text: bool) -> Any:
                 raise bad(expected) from None
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1024:
             raise bad(expected)
+        return value
+    if key == "console":
+        if from_text and isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            value = _BOOLEANS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise bad("true or false")
         return value
     if key == "drain_timeout":
         if from_text and isinstance(value, str):

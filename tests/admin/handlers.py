@@ -64,4 +64,11 @@ async def raw(ctx: Context) -> bytes:
     return b"\xff\x00binary"
 
 
+@greeter.handler()
+async def relay(ctx: Context, name: str) -> str:
+    """Send a deposit to `name`'s account, then call `greet`: a journal with two child invocations."""
+    ctx.object_send(deposit, key=name, arg=1)
+    return str(await ctx.service_call(greet, arg=name))
+
+
 APP = perdure.App([account, greeter])

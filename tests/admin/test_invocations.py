@@ -124,6 +124,8 @@ async def test_list_filters_and_bad_values(open_admin: OpenAdmin, store_kind: st
         "next_retry_at": None,
         "completed_at": None,
         "idempotency_key": None,
+        "deployment_id": None,
+        "completion_failure": None,
     }
     for query in ({"status": "sleeping"}, {"limit": "0"}, {"limit": "x"}, {"limit": "10001"},
                   {"cursor": "!!"}, {"cursor": "WzFd"}, {"colour": "red"}):  # fmt: skip

@@ -398,3 +398,27 @@ async def test_delete_stops_consumption_and_keeps_what_was_accepted(
     # The id is derived from source and sink: re-creating it resumes from the stored offsets.
     assert await env.subscribe(topic, "service://users/update") == sub_id
     await wait_until(lambda: env.seen() == list(range(8)))
+
+
+async def test_failed_records_are_listed_with_their_offsets(
+    kafka_admin: Callable[[], Awaitable[Env]],
+) -> None:
+    env = await kafka_admin()
+    await env.cluster()
+    topic = await env.topic()
+    sub_id = await env.subscribe(topic, "service://users/update")
+    await env.produce(topic, range(2))
+    await env.producer.send(topic, b'{"n": ', key=b"k1")  # a poison record: offset 2
+    await env.produce(topic, range(3, 5))
+    await wait_until(lambda: len(env.done) == 5, within=30)
+
+    response = await env.client.get(f"/subscriptions/{sub_id}/failures")
+    assert response.status_code == 200, response.text
+    [failure] = response.json()["failures"]
+    assert (failure["topic"], failure["partition"], failure["offset"], failure["key"]) == (topic, 0, 2, "k1")
+    assert failure["failure"]["code"] == 400 and f"{topic}/0/2" in failure["failure"]["message"]
+    assert failure["invocation"]["target"] == "users/k1/update"
+    assert failure["invocation"]["status"] == "completed"
+    assert (await env.client.get("/subscriptions/sub_nope/failures")).status_code == 404
+    bad_limit = await env.client.get(f"/subscriptions/{sub_id}/failures", params={"limit": "0"})
+    assert bad_limit.status_code == 400

@@ -114,7 +114,7 @@ def test_serve_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     assert code == 1
     assert out.strip().splitlines() == [
         f"error: {file}: unknown key 'port'; known keys: app, db, synchronous, host, ingress_port, "
-        "admin_port, drain_timeout, log_level, kafka, kafka_port, partitions, workers"
+        "admin_port, drain_timeout, log_level, kafka, kafka_port, partitions, workers, console"
     ]
 
 
@@ -135,3 +135,15 @@ def test_help_texts_are_documentation() -> None:
     assert all(verb in out for verb in ("list", "describe", "cancel", "kill", "purge", "pause", "resume"))
     code, out = run(["--version"])
     assert code == 0 and "perdure, version" in out
+
+
+def test_the_console_setting(tmp_path: Path) -> None:
+    assert Settings().console is False  # `perdure serve` serves it only when asked
+    file = write(tmp_path, "console = true\n")
+    assert load_settings(file=file).console is True
+    assert load_settings(file=file, env={"PERDURE_CONSOLE": "off"}).console is False
+    assert load_settings(env={"PERDURE_CONSOLE": "1"}, flags={"console": False}).console is False
+    with pytest.raises(ConfigError, match="PERDURE_CONSOLE: console must be true or false"):
+        load_settings(env={"PERDURE_CONSOLE": "maybe"})
+    with pytest.raises(ConfigError, match="console must be true or false"):
+        load_settings(file=write(tmp_path, 'console = "yes"\n'))

@@ -116,6 +116,11 @@ def test_invocations_list_filters_and_json(dev: Dev) -> None:
     answer = json.loads(dev.run("invocations", "list", "--handler", "nap", "--json").output)
     assert {inv["id"] for inv in answer["invocations"]} >= {dev.ids["nap-pause"]}
 
+    failing = lines(dev.run("invocations", "list", "--error", "DOWNSTREAM", "--newest"))
+    assert len(failing) == 2 and dev.ids["flaky"] in failing[1]
+    found = lines(dev.run("invocations", "list", "--search", dev.ids["flaky"][5:20]))
+    assert len(found) == 2 and dev.ids["flaky"] in found[1]
+
     bad = dev.run("invocations", "list", "--status", "sleeping")
     assert bad.exit_code == 1 and len(lines(bad)) == 1 and lines(bad)[0].startswith("error: ")
 

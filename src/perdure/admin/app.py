@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import cluster, deployments, invocations, kafka, metrics, services
+from perdure.admin import (
+    activity,
+    cluster,
+    deployments,
+    invocations,
+    kafka,
+    keys,
+    metrics,
+    poison,
+    services,
+    static,
+)
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
-from perdure.admin.render import payload, text
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
@@ -44,6 +54,7 @@ class Admin:
         ingress_url: str | None = None,
         query_timeout: float = 2.0,
         max_rows: int = 10_000,
+        console: bool = False,
     ) -> None:
         self.engine = engine
         self.ingress_url = ingress_url
@@ -65,6 +76,10 @@ class Admin:
                 ("GET", "/metrics", self.metrics),
                 ("GET", "/services", self.list_services),
                 ("GET", "/services/(?P<name>[^/]+)", self.get_service),
+                ("GET", "/services/(?P<name>[^/]+)/keys", self.list_keys),
+                ("GET", "/services/(?P<name>[^/]+)/keys/(?P<key>.+)", self.get_key),
+                ("GET", "/activity", self.get_activity),
+                ("GET", "/subscriptions/(?P<id>[^/]+)/failures", self.subscription_failures),
                 ("GET", "/invocations", self.list_invocations),
                 ("GET", "/invocations/(?P<id>[^/]+)", self.get_invocation),
                 ("DELETE", "/invocations/(?P<id>[^/]+)", self.delete_invocation),
@@ -73,6 +88,7 @@ class Admin:
                 ("POST", "/query", self.query),
                 *kafka.Endpoints(engine).routes(),
                 *deployments.Endpoints(engine).routes(),
+                *(self._console_routes() if console else ()),
             )
         ]
 
@@ -97,6 +113,15 @@ class Admin:
             log.exception("admin request failed")
             response = error(500, f"internal error: {type(e).__name__}: {e}")
         await _send(send, response)
+
+    def _console_routes(self) -> list[tuple[str, str, Endpoint]]:
+        async def ui(request: Request) -> Response:
+            return static.asset(request.params["path"])
+
+        async def ui_root(request: Request) -> Response:
+            return static.redirect("/ui/")
+
+        return [("GET", "/ui", ui_root), ("GET", "/ui/(?P<path>.*)", ui)]
 
     async def _route(self, request: Request) -> Response:
         path = request.path
@@ -172,7 +197,42 @@ class Admin:
 
     async def list_invocations(self, request: Request) -> Response:
         filters = invocations.Filters.parse(request.query)
-        return Response(200, await invocations.list_page(self._database(), filters))
+        return Response(200, await invocations.list_page(self._database(), filters, self._in_process))
+
+    def _in_process(self) -> list[str]:
+        """The names of the services the engine's own app serves (`deployment=in-process`)."""
+        return [s.name for s in self.engine.services() if services.deployment_of(s) == services.DEPLOYMENT_ID]
+
+    async def list_keys(self, request: Request) -> Response:
+        name = self._keyed_service(request.params["name"])
+        prefix, limit = keys.limits(request.query)
+        return Response(200, await keys.list_keys(self._database(), name, prefix, limit))
+
+    async def get_key(self, request: Request) -> Response:
+        name = self._keyed_service(request.params["name"])
+        answer = await keys.describe_key(self._database(), self.engine.reader(), name, request.params["key"])
+        return Response(200, answer)
+
+    def _keyed_service(self, name: str) -> str:
+        service = self.engine.service(name)
+        if service is None:
+            raise HTTPError(404, f"no service named {name!r}")
+        if services.service_type(service) == "service":
+            raise HTTPError(400, f"{name} is a service: only virtual objects and workflows have keys")
+        return name
+
+    async def get_activity(self, request: Request) -> Response:
+        minutes = activity.window(request.query)
+        now = self.engine.clock.now_ms()
+        answer = await activity.activity(self._database(), self.engine.reader(), now, minutes)
+        return Response(200, answer)
+
+    async def subscription_failures(self, request: Request) -> Response:
+        sub = self.engine.subscription(request.params["id"])
+        if sub is None:
+            raise HTTPError(404, f"no subscription {request.params['id']!r}")
+        limit = poison.limit_of(request.query)
+        return Response(200, await poison.failed_records(self._database(), sub, limit))
 
     async def get_invocation(self, request: Request) -> Response:
         return Response(200, invocations.describe(self.engine.reader(), request.params["id"]))
@@ -204,8 +264,7 @@ class Admin:
         name, key = request.params["service"], request.params["key"]
         if self.engine.service(name) is None:
             raise HTTPError(404, f"no service named {name!r}")
-        raw = self.engine.reader().get_all_state(name, key)
-        state = {text(k): _state_value(v) for k, v in sorted(raw.items())}
+        state = keys.state_of(self.engine.reader(), name, key)
         return Response(200, {"service": name, "key": key, "state": state})
 
     async def query(self, request: Request) -> Response:
@@ -218,12 +277,6 @@ class Admin:
         if result.truncated:
             answer["truncated"] = True
         return Response(200, answer)
-
-
-def _state_value(data: bytes) -> Any:
-    """A state value: its JSON, or `{"base64": …}` when it is not JSON."""
-    shown = payload(data, base64_key="base64")
-    return shown.get("value", shown)
 
 
 def _cell(value: Any) -> Any:

@@ -16,9 +16,45 @@ from perdure.admin.journal import render_entry, type_name
 from perdure.admin.render import text, timestamp
 from perdure.engine.step import decode_entry
 from perdure.protocol import messages as pm
-from perdure.storage.api import Entry
+from perdure.storage.api import Entry, Failure, Outcome
 
 _SQL_SCALAR = (int, float, str, bytes)
+
+
+class _Failures(msgspec.Struct):
+    """The two failure fields of an invocation record; msgspec skips the rest without building it."""
+
+    last_failure: Failure | None = None
+    outcome: Outcome | None = None
+
+
+_DECODE_FAILURES = msgspec.msgpack.Decoder(_Failures).decode
+
+
+def _failed(blob: bytes | None) -> int:
+    """`perdure_failed(record)`: 1 when the invocation completed with a failure."""
+    if blob is None:
+        return 0
+    outcome = _DECODE_FAILURES(blob).outcome
+    return int(outcome is not None and outcome.failure is not None)
+
+
+def _failure_contains(blob: bytes | None, needle: str | None) -> int:
+    """`perdure_failure_contains(record, 'lowercase text')`: 1 when the last failure's or the
+    terminal failure's message contains it, ignoring case.
+
+    An ASCII needle is first looked for in the record's bytes, lowered (in C): most records do
+    not contain it anywhere, and those are not decoded at all.
+    """
+    if blob is None or not needle:
+        return 0
+    if needle.isascii() and needle.encode() not in bytes(blob).lower():
+        return 0
+    record = _DECODE_FAILURES(blob)
+    messages = [record.last_failure.message if record.last_failure else ""]
+    if record.outcome is not None and record.outcome.failure is not None:
+        messages.append(record.outcome.failure.message)
+    return int(any(needle in m.lower() for m in messages))
 
 
 def _scalar(value: Any) -> Any:
@@ -117,3 +153,5 @@ def register(conn: sqlite3.Connection, service_type: Callable[[str], str | None]
     conn.create_function("perdure_utf8", 1, _utf8, deterministic=True)
     conn.create_function("perdure_text", 1, _text, deterministic=True)
     conn.create_function("perdure_service_ty", 1, service_type, deterministic=True)
+    conn.create_function("perdure_failed", 1, _failed, deterministic=True)
+    conn.create_function("perdure_failure_contains", 2, _failure_contains, deterministic=True)

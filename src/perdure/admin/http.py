@@ -45,13 +45,35 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: Any  # JSON-encodable, or `str` sent as text/plain
+    body: Any  # JSON-encodable, `str` sent as text/plain, or `bytes` sent as `content_type`
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"  # of a `bytes` body
 
     def encode(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, self.content_type
         if isinstance(self.body, str):
             return self.body.encode(), "text/plain; version=0.0.4; charset=utf-8"
         return json.dumps(self.body, separators=(",", ":")).encode(), "application/json"
+
+
+def only(query: dict[str, str], *known: str) -> None:
+    """400 for a query parameter not in `known`."""
+    unknown = sorted(set(query) - set(known))
+    if unknown:
+        raise HTTPError(400, f"unknown query parameter {unknown[0]!r}; use {', '.join(known)}")
+
+
+def int_param(query: dict[str, str], name: str, default: int, high: int) -> int:
+    """A whole-number query parameter from 1 to `high` (400 otherwise)."""
+    text = query.get(name)
+    try:
+        value = default if text is None else int(text)
+    except ValueError:
+        raise HTTPError(400, f"bad {name} {text!r}: a number from 1 to {high}") from None
+    if not 1 <= value <= high:
+        raise HTTPError(400, f"bad {name} {value}: a number from 1 to {high}")
+    return value
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -109,6 +109,33 @@ def _contents(message: Any) -> tuple[bytes | None, list[str] | None, dict[str, A
     return data, keys, failure
 
 
+def _links(message: Any, out: dict[str, Any]) -> None:
+    """What a timeline needs to tie entries together: completion ids (a command and the
+    notification that completes it share one), times, call targets and child invocation ids."""
+    fields = message.DESCRIPTOR.fields_by_name
+    if "result_completion_id" in fields and message.result_completion_id:
+        out["completion_id"] = int(message.result_completion_id)
+    elif "completion_id" in fields:
+        out["completion_id"] = int(message.completion_id)
+    if "wake_up_time" in fields:
+        out["wake_up_time"] = timestamp(int(message.wake_up_time))
+    if "invoke_time" in fields and message.invoke_time:
+        out["invoke_time"] = timestamp(int(message.invoke_time))
+    if "invocation_id_notification_idx" in fields:
+        parts = (message.service_name, message.key, message.handler_name)
+        out["target"] = "/".join(p for p in parts if p)
+    elif "key" in fields and message.key:  # the state entry or the promise a command names
+        out["key"] = text(message.key) if isinstance(message.key, bytes) else str(message.key)
+    if "invocation_id" in fields and isinstance(message.invocation_id, str) and message.invocation_id:
+        out["invocation_id"] = str(message.invocation_id)
+    if "idx" in fields and message.WhichOneof("signal_id") == "idx":  # 1 is CANCEL (Restate's)
+        out["signal"] = int(message.idx)
+    elif "idx" in fields and message.WhichOneof("signal_id") == "name":
+        out["signal"] = str(message.name)
+    if "headers" in fields and message.headers:
+        out["headers"] = {str(h.key): str(h.value) for h in message.headers}
+
+
 def render_entry(index: int, entry: Entry) -> dict[str, Any]:
     """One stored entry as the admin API shows it."""
     message = decode_entry(entry)
@@ -133,8 +160,23 @@ def render_entry(index: int, entry: Entry) -> dict[str, Any]:
             out["value_base64"] = base64.b64encode(data).decode()
     if failure is not None:
         out["failure"] = failure
+    _links(message, out)
     return out
 
 
 def render_journal(entries: list[Entry]) -> list[dict[str, Any]]:
-    return [render_entry(i, e) for i, e in enumerate(entries)]
+    """The entries in order; a call or send also names the invocation it started
+    (`invocation_id`, from the notification that reported its id)."""
+    rendered = [render_entry(i, e) for i, e in enumerate(entries)]
+    started = {
+        e["completion_id"]: e["invocation_id"]
+        for e in rendered
+        if e["type"] == "CallInvocationIdCompletionNotification" and "invocation_id" in e
+    }
+    for entry, stored in zip(rendered, entries, strict=True):
+        if "target" in entry:
+            message = decode_entry(stored)
+            child = started.get(int(message.invocation_id_notification_idx))
+            if child is not None:
+                entry["invocation_id"] = child
+    return rendered

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,14 @@ from typing import Any
 import msgspec
 
 from perdure.admin import functions, views
-from perdure.storage.api import Reader
+from perdure.storage.api import Reader, Status
 
 _ENCODE = msgspec.msgpack.Encoder().encode
 _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
 _READ_STATEMENTS = ("select", "with", "values", "explain")
 _CHECK_EVERY = 1000  # SQLite VM instructions between time checks
 _READABLE = views.READABLE | {"json_each", "json_tree"}  # plus the JSON table functions
+_VIEW_NAMES = ", ".join(sorted(views.PUBLIC_VIEWS))
 
 
 class QueryError(Exception):
@@ -52,13 +53,29 @@ class Snapshot:
     invocations: list[tuple[Any, ...]] = field(default_factory=list)
     entries: list[tuple[Any, ...]] = field(default_factory=list)
     state: list[tuple[Any, ...]] = field(default_factory=list)
+    locks: list[tuple[Any, ...]] = field(default_factory=list)
+    inbox: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+#: Statuses in which an exclusive invocation holds its key (the memory snapshot's `perdure_lock`).
+_HOLDING = frozenset({Status.RUNNING, Status.SUSPENDED, Status.BACKING_OFF, Status.PAUSED})
 
 
 def snapshot(reader: Reader, *, everything: bool) -> Snapshot:
-    """Copy invocations (and, with `everything`, journals and the state of keys seen)."""
+    """Copy invocations (and, with `everything`, journals and the state of keys seen).
+
+    The `Reader` port has no locks or inboxes, so for the memory store (tests) they are derived
+    from the invocations: an exclusive invocation of a key in a holding status holds its lock,
+    and pending ones queue in the order they became pending (`modified_at`, then creation).
+    """
     snap = Snapshot()
     keys: set[tuple[str, str]] = set()
+    pending: list[tuple[int, int, str, str, str]] = []
     for inv in reader.list_invocations(limit=sys.maxsize):
+        if inv.key is not None and inv.exclusive and inv.status in _HOLDING:
+            snap.locks.append((inv.service, inv.key, inv.id))
+        elif inv.key is not None and inv.status is Status.PENDING:
+            pending.append((inv.modified_at, inv.created_at, inv.id, inv.service, inv.key))
         snap.invocations.append(
             (inv.id, inv.service, inv.handler, inv.key, inv.status.value, inv.created_at,
              inv.modified_at, _ENCODE(inv))
@@ -68,6 +85,8 @@ def snapshot(reader: Reader, *, everything: bool) -> Snapshot:
             snap.entries += [(inv.id, i, e.type, e.payload) for i, e in enumerate(journal)]
             if inv.key is not None:
                 keys.add((inv.service, inv.key))
+    for seq, (_, _, invocation_id, service, key) in enumerate(sorted(pending)):
+        snap.inbox.append((service, key, seq, invocation_id))
     for service, key in sorted(keys):
         snap.state += [(service, key, n, v) for n, v in sorted(reader.get_all_state(service, key).items())]
     return snap
@@ -82,7 +101,7 @@ def check_read_only(sql: str) -> None:
     if word.group(0).lower() not in _READ_STATEMENTS:
         raise QueryError(
             f"only read-only SELECT queries are allowed, not {word.group(0).upper()}:"
-            " the views are sys_invocation, sys_invocation_status, sys_journal and state"
+            f" the views are {_VIEW_NAMES}"
         )
 
 
@@ -125,12 +144,14 @@ class Database:
         check_read_only(sql)
         return await self.run(sql, (), everything=True)
 
-    async def run(self, sql: str, params: Sequence[Any], *, everything: bool = False) -> Result:
+    async def run(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any], *, everything: bool = False
+    ) -> Result:
         """Run trusted SQL, still locked down; memory snapshots copy journals and state if `everything`."""
         source = self._source if isinstance(self._source, Path) else self._source(everything)
         return await asyncio.to_thread(self._run, source, sql, params)
 
-    def _run(self, source: Path | Snapshot, sql: str, params: Sequence[Any]) -> Result:
+    def _run(self, source: Path | Snapshot, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> Result:
         conn = self._connect(source)
         try:
             deadline = time.monotonic() + self.timeout
@@ -166,6 +187,8 @@ class Database:
             conn.executemany(views.INSERT_INVOCATION, source.invocations)
             conn.executemany(views.INSERT_ENTRY, source.entries)
             conn.executemany(views.INSERT_STATE, source.state)
+            conn.executemany(views.INSERT_LOCK, source.locks)
+            conn.executemany(views.INSERT_INBOX, source.inbox)
             setup, tables = (), frozenset()
         try:
             functions.register(conn, self._service_type)
@@ -189,8 +212,5 @@ class Database:
 def _explain(error: BaseException) -> str:
     message = str(error)
     if "not authorized" in message or "prohibited" in message:
-        return (
-            f"{message}: queries may only read the views sys_invocation, sys_invocation_status,"
-            " sys_journal and state"
-        )
+        return f"{message}: queries may only read the views {_VIEW_NAMES}"
     return message

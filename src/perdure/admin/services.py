@@ -56,12 +56,17 @@ def handler_json(handler: Handler) -> dict[str, Any]:
     }
 
 
+def deployment_of(service: ServiceBase) -> str:
+    """`in-process` for the engine's own app, else the id of the deployment serving it."""
+    return str(getattr(service, "deployment_id", DEPLOYMENT_ID))
+
+
 def service_json(service: ServiceBase) -> dict[str, Any]:
     options: HandlerOptions = service.options
     return {
         "name": service.name,
         "ty": _SERVICE_TY[service.kind],
-        "deployment_id": getattr(service, "deployment_id", DEPLOYMENT_ID),
+        "deployment_id": deployment_of(service),
         "revision": getattr(service, "revision", 1),
         "handlers": [handler_json(h) for h in service.handlers.values()],
         "retry_policy": retry_policy(options.retry_policy),

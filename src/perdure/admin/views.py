@@ -1,11 +1,12 @@
 """The SQL views of `/query`, in one place: a base layer per backend, then the documented views.
 
-Layer 1 (`perdure_invocation`, `perdure_journal`, `perdure_state`) has one fixed shape. A SQLite
+Layer 1 (`perdure_invocation`, `perdure_journal`, `perdure_state`, `perdure_lock`,
+`perdure_inbox`) has one fixed shape. A SQLite
 store maps its physical tables onto it with TEMP views (`SQLITE_BASE`, one entry per schema
 version: the only SQL here that knows the physical schema); a memory store is copied into tables
 of that shape (`SNAPSHOT_TABLES`). Layer 2 (`sys_invocation`, `sys_invocation_status`,
-`sys_journal`, `state`) is written once over layer 1, with Restate's column names, and reads
-record fields through the SQL functions of `functions.py`.
+`sys_journal`, `state`, `sys_keyed_service_status`, `sys_inbox`) is written once over layer 1,
+with Restate's column names, and reads record fields through the SQL functions of `functions.py`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
             " FROM main.journal_ids AS o JOIN main.journal AS j ON j.seq = o.seq"
             " WHERE NOT EXISTS (SELECT 1 FROM main.invocations AS x WHERE x.seq = o.seq)",
             "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
+            "CREATE TEMP VIEW perdure_lock AS SELECT service, key, invocation_id FROM main.locks",
+            "CREATE TEMP VIEW perdure_inbox AS SELECT service, key, seq, invocation_id FROM main.inbox",
         ),
-        frozenset({"invocations", "journal", "journal_ids", "state"}),
+        frozenset({"invocations", "journal", "journal_ids", "state", "locks", "inbox"}),
     ),
 }
 SQLITE_BASE[3] = SQLITE_BASE[4] = SQLITE_BASE[2]  # 0004 moved the catalog: these tables are unchanged
@@ -46,16 +49,25 @@ SNAPSHOT_TABLES = (
     " key TEXT, status TEXT NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL,"
     " record BLOB NOT NULL)",
     "CREATE INDEX perdure_invocation_order ON perdure_invocation (created_at, id)",
+    "CREATE INDEX perdure_invocation_status ON perdure_invocation (status, created_at)",
     "CREATE TABLE perdure_journal (invocation_id TEXT NOT NULL, idx INTEGER NOT NULL, type INTEGER NOT NULL,"
     " payload BLOB NOT NULL, PRIMARY KEY (invocation_id, idx))",
     "CREATE TABLE perdure_state (service TEXT NOT NULL, key TEXT NOT NULL, name BLOB NOT NULL,"
     " value BLOB NOT NULL, PRIMARY KEY (service, key, name))",
+    "CREATE TABLE perdure_lock (service TEXT NOT NULL, key TEXT NOT NULL, invocation_id TEXT NOT NULL,"
+    " PRIMARY KEY (service, key))",
+    "CREATE TABLE perdure_inbox (service TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " invocation_id TEXT NOT NULL, PRIMARY KEY (service, key, seq))",
 )
 INSERT_INVOCATION = "INSERT INTO perdure_invocation VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_ENTRY = "INSERT INTO perdure_journal VALUES (?, ?, ?, ?)"
 INSERT_STATE = "INSERT INTO perdure_state VALUES (?, ?, ?, ?)"
+INSERT_LOCK = "INSERT INTO perdure_lock VALUES (?, ?, ?)"
+INSERT_INBOX = "INSERT INTO perdure_inbox VALUES (?, ?, ?, ?)"
 
-BASE_VIEWS = frozenset({"perdure_invocation", "perdure_journal", "perdure_state"})
+BASE_VIEWS = frozenset(
+    {"perdure_invocation", "perdure_journal", "perdure_state", "perdure_lock", "perdure_inbox"}
+)
 
 # ---- layer 2: the documented views (docs/admin.md lists their columns).
 
@@ -117,9 +129,24 @@ PUBLIC = (
         perdure_utf8(value) AS value_utf8,
         value
     FROM perdure_state""",
+    """CREATE TEMP VIEW sys_keyed_service_status AS SELECT
+        service AS service_name,
+        key AS service_key,
+        invocation_id
+    FROM perdure_lock""",
+    """CREATE TEMP VIEW sys_inbox AS SELECT
+        b.service AS service_name,
+        b.key AS service_key,
+        b.invocation_id AS id,
+        b.seq AS sequence_number,
+        perdure_time(i.created_at) AS created_at
+    FROM perdure_inbox AS b LEFT JOIN perdure_invocation AS i ON i.id = b.invocation_id""",
 )
 
-PUBLIC_VIEWS = frozenset({"sys_invocation", "sys_invocation_status", "sys_journal", "state"})
+PUBLIC_VIEWS = frozenset(
+    {"sys_invocation", "sys_invocation_status", "sys_journal", "state", "sys_keyed_service_status"}
+    | {"sys_inbox"}
+)
 
 #: What a query may read besides a SQLite store's physical tables.
 READABLE = PUBLIC_VIEWS | BASE_VIEWS

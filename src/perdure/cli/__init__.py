@@ -130,6 +130,14 @@ def server_options(fn: Any) -> Any:
             help=f"Port of the embedded Kafka broker [default 0 = a free port; env {ENV_PREFIX}KAFKA_PORT].",
         ),
         click.option(
+            "--console/--no-console",
+            default=None,
+            help=(
+                "Serve the web console at the admin API's /ui/ "
+                f"[default: on for dev, off for serve; env {ENV_PREFIX}CONSOLE=true|false]."
+            ),
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
             help=f"Log verbosity on stderr [default warning; env {ENV_PREFIX}LOG_LEVEL].",
@@ -175,6 +183,8 @@ def _run_server(settings: Settings, title: str) -> None:
 def dev(app: str | None, **flags: Any) -> None:
     """Run APP locally: engine, SQLite, ingress (:8080) and admin API (:9070) in one process.
 
+    The web console is at http://127.0.0.1:9070/ui/ (--no-console turns it off).
+
     Without APP the engine serves only remote deployments: handlers written with perdure's SDK
     or the official Restate SDKs, served elsewhere and added with `perdure deployments register`.
 
@@ -197,7 +207,7 @@ def dev(app: str | None, **flags: Any) -> None:
       perdure dev myapp:app --kafka local=127.0.0.1:9092
       perdure dev    # then: perdure deployments register http://127.0.0.1:9080
     """
-    settings = _configured(file=None, flags={"app": app, **flags}, defaults=Settings(db=DEV_DB))
+    settings = _configured(file=None, flags={"app": app, **flags}, defaults=Settings(db=DEV_DB, console=True))
     _run_server(settings, f"perdure dev {app or ''}".rstrip())
 
 
@@ -228,6 +238,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
       log_level = "warning"            # PERDURE_LOG_LEVEL
       kafka = ["embedded", "prod=10.0.0.5:9092"]   # PERDURE_KAFKA="embedded prod=10.0.0.5:9092"
       kafka_port = 9092                # PERDURE_KAFKA_PORT (the embedded broker's; 0 = free)
+      console = true                   # PERDURE_CONSOLE: the web console at the admin port's /ui/
 
     Relative paths in the file are relative to the file. Shutdown works as in `perdure dev`.
     Without an app the engine serves only remote deployments (`perdure deployments register`).

@@ -148,7 +148,7 @@ def _target(inv: dict[str, Any]) -> str:
 
 
 def _failure(inv: dict[str, Any]) -> str:
-    failure = inv.get("last_failure")
+    failure = inv.get("completion_failure") or inv.get("last_failure")
     if not isinstance(failure, dict):
         return ""
     return f"[{failure.get('code')}] {failure.get('message', '')}"
@@ -159,6 +159,10 @@ def _failure(inv: dict[str, Any]) -> str:
 @click.option("--service", help="Only invocations of this service.")
 @click.option("--handler", help="Only invocations of this handler.")
 @click.option("--key", help="Only invocations of this object key.")
+@click.option("--deployment", help="Only those of this deployment: in-process, or a dp_… id.")
+@click.option("--search", metavar="TEXT", help="Only those whose id or idempotency key contains TEXT.")
+@click.option("--error", metavar="TEXT", help="Only those whose failure message contains TEXT (any case).")
+@click.option("--newest", is_flag=True, help="Newest first (default: oldest first).")
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most this many."
 )
@@ -169,6 +173,10 @@ def invocations_list(
     service: str | None,
     handler: str | None,
     key: str | None,
+    deployment: str | None,
+    search: str | None,
+    error: str | None,
+    newest: bool,
     limit: int,
     cursor: str | None,
     admin_url: str,
@@ -179,6 +187,7 @@ def invocations_list(
     \b
       perdure invocations list --status backing-off
       perdure invocations list --service userUpdates --key alice
+      perdure invocations list --error timeout --newest
     """
     with AdminClient(admin_url) as admin:
         answer = admin.get(
@@ -187,6 +196,10 @@ def invocations_list(
             service=service,
             handler=handler,
             key=key,
+            deployment=deployment,
+            q=search,
+            error=error,
+            order="desc" if newest else None,
             limit=limit,
             cursor=cursor,
         )
@@ -203,7 +216,7 @@ def invocations_list(
     )
     table.columns[0].no_wrap = True
     for inv in rows:
-        failed = isinstance(inv.get("outcome"), dict) and "failure" in inv["outcome"]
+        failed = inv.get("completion_failure") is not None
         table.add_row(
             escape(str(inv.get("id"))),
             escape(_target(inv)),
@@ -211,7 +224,7 @@ def invocations_list(
             str(inv.get("attempts", "")),
             when(inv.get("created_at")),
             when(inv.get("modified_at")),
-            f"[red]{escape(compact(_failure(inv), 60))}[/]" if inv.get("last_failure") else "",
+            f"[red]{escape(compact(_failure(inv), 60))}[/]" if _failure(inv) else "",
         )
     out.print(table)
     next_cursor = answer.get("next_cursor")

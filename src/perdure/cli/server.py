@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perdure.cli")
 
-#: Builds an ASGI app from the engine (and, for the admin API, the ingress URL).
+#: Builds an ASGI app from the engine (and, for the admin API, the ingress URL and the settings).
 IngressFactory = Callable[[Engine], Any]
-AdminFactory = Callable[[Engine, str], Any]
+AdminFactory = Callable[[Engine, str, Settings], Any]
 
 #: After the drain, how long connections still waiting on unfinished invocations may stay open.
 CLOSE_GRACE_S = 1.0
@@ -77,10 +77,10 @@ def default_ingress(engine: Engine) -> Any:
     return Ingress(engine)
 
 
-def default_admin(engine: Engine, ingress_url: str) -> Any:
+def default_admin(engine: Engine, ingress_url: str, settings: Settings) -> Any:
     from perdure.admin import Admin
 
-    return Admin(engine, ingress_url=ingress_url)
+    return Admin(engine, ingress_url=ingress_url, console=settings.console)
 
 
 @dataclass
@@ -118,6 +118,7 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
         f"  services  {escape(_describe_services(running.engine.services()))}",
         f"  ingress   [cyan]{running.ingress.url}[/]",
         f"  admin     [cyan]{running.admin.url}[/]",
+        *([f"  console   [cyan]{running.admin.url}/ui/[/]"] if settings.console else []),
         f"  database  {escape(db)}{sync}",
     ]
     for name, servers in running.kafka.items():
@@ -403,7 +404,7 @@ async def _serve_engine(
         )
         servers.append(ingress)
         admin = await _listen(
-            admin_factory(engine, ingress.url),
+            admin_factory(engine, ingress.url, settings),
             settings,
             settings.admin_port,
             "admin API",

@@ -86,6 +86,7 @@ class _Supervisor:
         for entry in settings.kafka:
             command += ["--kafka", entry]
         command += ["--log-level", settings.log_level, "--drain-timeout", str(settings.drain_timeout)]
+        command += ["--console" if settings.console else "--no-console"]
         fds = tuple(sock.fileno() for sock in self.sockets.values())
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=self.env(), pass_fds=fds)
         self.procs[n] = proc
