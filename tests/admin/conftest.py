@@ -1,4 +1,4 @@
-"""Fixtures: an engine (memory or SQLite store, manual clock) with its admin API on a real port."""
+"""Fixtures: an engine (memory, SQLite or PostgreSQL store, manual clock) with its admin API on a real port."""
 
 from __future__ import annotations
 
@@ -32,13 +32,17 @@ OpenAdmin = Callable[..., Awaitable[Env]]
 
 @pytest.fixture
 async def open_admin(
-    http_server: Callable[[Any], Awaitable[Served]], tmp_path: Path
+    http_server: Callable[[Any], Awaitable[Served]], tmp_path: Path, postgres: Callable[[], str]
 ) -> AsyncIterator[OpenAdmin]:
-    """Factory: `env = await open_admin("memory" | "sqlite", **admin_options)`."""
+    """Factory: `env = await open_admin("memory" | "sqlite" | "postgres", **admin_options)`."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def open_(kind: str = "memory", **options: Any) -> Env:
-            store: Store | str = memory.Store() if kind == "memory" else f"sqlite:///{tmp_path}/db.sqlite"
+            store: Store | str = {
+                "memory": memory.Store,
+                "sqlite": lambda: f"sqlite:///{tmp_path}/db.sqlite",
+                "postgres": postgres,
+            }[kind]()
             engine = await stack.enter_async_context(Harness(APP, store=store))
             served = await http_server(Admin(engine, **options))
             client = await stack.enter_async_context(httpx.AsyncClient(base_url=served.url, timeout=10))
@@ -47,7 +51,7 @@ async def open_admin(
         yield open_
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """Run a test on both backends."""
+    """Run a test on every backend."""
     return str(request.param)

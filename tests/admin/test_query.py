@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from perdure.admin import views
 from perdure.admin.query import Database
 from perdure.storage import sqlite as sqlite_store
 from perdure.storage.api import Entry, Invocation, Status
+from perdure.storage.sqlite import _sql as sqlite_views
 
 from .conftest import Env, OpenAdmin
 from .handlers import deposit, flaky, greet, refuse, wait
@@ -233,8 +233,8 @@ async def test_state_endpoint(open_admin: OpenAdmin) -> None:
 
 
 def test_the_views_know_the_newest_sqlite_schema() -> None:
-    # A new migration must add its base views to perdure.admin.views.SQLITE_BASE.
-    assert len(sqlite_store.MIGRATIONS) in views.SQLITE_BASE
+    # A new migration must add its base views to perdure.storage.sqlite._sql.VIEWS.
+    assert len(sqlite_store.MIGRATIONS) in sqlite_views.VIEWS
 
 
 async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invocation(tmp_path: Path) -> None:
@@ -244,8 +244,7 @@ async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invoca
     txn.append_entries("inv-a", 0, [Entry(0x0400, b""), Entry(0x0401, b"")])
     txn.append_entries("orphan", 0, [Entry(0x0400, b"")])  # a journal whose record does not exist
     await store.commit(txn)
-    await store.close()
-    database = Database(tmp_path / "direct.db", lambda name: None)
+    database = Database(store, lambda name: None)
     result = await database.query('SELECT id, "index", entry_type FROM sys_journal ORDER BY id, "index"')
     assert result.rows == [
         ("inv-a", 0, "InputCommand"),
@@ -255,3 +254,4 @@ async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invoca
     plan = await database.query("EXPLAIN QUERY PLAN SELECT * FROM sys_journal WHERE id = 'inv-a'")
     steps = [row[-1] for row in plan.rows]
     assert not [s for s in steps if s.startswith("SCAN")], steps  # index seeks only
+    await store.close()

@@ -13,7 +13,6 @@ import base64
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from perdure import __version__
@@ -31,7 +30,7 @@ from perdure.admin import (
 )
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
-from perdure.admin.query import Database, QueryError, Snapshot, snapshot
+from perdure.admin.query import Database, QueryError
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
@@ -142,14 +141,8 @@ class Admin:
         raise HTTPError(404, f"no such endpoint: {request.method} {request.path}")
 
     def _database(self) -> Database:
-        path: Path | None = self.engine.database_path()
-        reader = self.engine.reader()
-
-        def copy(everything: bool) -> Snapshot:
-            return snapshot(reader, everything=everything)
-
         return Database(
-            path or copy,
+            self.engine.store,
             lambda name: services.service_type(self.engine.service(name)),
             timeout=self.query_timeout,
             max_rows=self.max_rows,

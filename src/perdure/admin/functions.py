@@ -6,7 +6,6 @@ Each view row calls these several times with the same blob, so the last decoding
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -145,13 +144,15 @@ def _time(ms: Any) -> str | None:
     return timestamp(ms) if isinstance(ms, int) else None
 
 
-def register(conn: sqlite3.Connection, service_type: Callable[[str], str | None]) -> None:
-    """Add the views' functions to a connection (deterministic: SQLite may cache their results)."""
-    conn.create_function("perdure_field", 2, _RecordFields(), deterministic=True)
-    conn.create_function("perdure_entry", 3, _Entries(), deterministic=True)
-    conn.create_function("perdure_time", 1, _time, deterministic=True)
-    conn.create_function("perdure_utf8", 1, _utf8, deterministic=True)
-    conn.create_function("perdure_text", 1, _text, deterministic=True)
-    conn.create_function("perdure_service_ty", 1, service_type, deterministic=True)
-    conn.create_function("perdure_failed", 1, _failed, deterministic=True)
-    conn.create_function("perdure_failure_contains", 2, _failure_contains, deterministic=True)
+def functions(service_type: Callable[[str], str | None]) -> dict[str, tuple[int, Callable[..., Any]]]:
+    """The views' functions: name -> (arguments, function); deterministic (SQLite may cache results)."""
+    return {
+        "perdure_field": (2, _RecordFields()),
+        "perdure_entry": (3, _Entries()),
+        "perdure_time": (1, _time),
+        "perdure_utf8": (1, _utf8),
+        "perdure_text": (1, _text),
+        "perdure_service_ty": (1, service_type),
+        "perdure_failed": (1, _failed),
+        "perdure_failure_contains": (2, _failure_contains),
+    }

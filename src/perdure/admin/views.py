@@ -1,73 +1,13 @@
-"""The SQL views of `/query`, in one place: a base layer per backend, then the documented views.
+"""The documented SQL views of `/query` (layer 2), written once over the stores' base layer.
 
-Layer 1 (`perdure_invocation`, `perdure_journal`, `perdure_state`, `perdure_lock`,
-`perdure_inbox`) has one fixed shape. A SQLite
-store maps its physical tables onto it with TEMP views (`SQLITE_BASE`, one entry per schema
-version: the only SQL here that knows the physical schema); a memory store is copied into tables
-of that shape (`SNAPSHOT_TABLES`). Layer 2 (`sys_invocation`, `sys_invocation_status`,
-`sys_journal`, `state`, `sys_keyed_service_status`, `sys_inbox`) is written once over layer 1,
-with Restate's column names, and reads record fields through the SQL functions of `functions.py`.
+Every store offers the base layer in one shape (`perdure.storage.sql`: `perdure_invocation`,
+`perdure_journal`, `perdure_state`, `perdure_lock`, `perdure_inbox`) — a SQLite file mapped onto
+it, or rows copied out of the memory store or PostgreSQL. The views here (`sys_invocation`,
+`sys_invocation_status`, `sys_journal`, `state`, `sys_keyed_service_status`, `sys_inbox`) use
+Restate's column names and read record fields through the SQL functions of `functions.py`.
 """
 
 from __future__ import annotations
-
-# ---- layer 1 on a SQLite store, per schema version (`PRAGMA user_version`, see storage/migrations).
-
-#: Per schema version: the TEMP views mapping the physical tables onto layer 1, and the physical
-#: tables they read (the authorizer lets queries read those and nothing else of the file). The
-#: engine migrates a database when it opens it, so only the newest version is needed here; a new
-#: migration adds its entry (and the admin tests on the sqlite store show whether it fits).
-SQLITE_BASE: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {
-    # 0002: invocations and journals keyed by `seq`; journals without an invocation row map their
-    # id in `journal_ids`. UNION ALL (not a coalesce over outer joins) lets SQLite push a filter on
-    # the id into each arm, so `WHERE id = ?` seeks by index instead of scanning every journal.
-    # 0003 only adds an index: the views of 0002 hold.
-    2: (
-        (
-            "CREATE TEMP VIEW perdure_invocation AS SELECT id, service, handler, key, status, created_at,"
-            " modified_at, record FROM main.invocations",
-            "CREATE TEMP VIEW perdure_journal AS"
-            " SELECT i.id AS invocation_id, j.idx AS idx, j.type AS type, j.payload AS payload"
-            " FROM main.invocations AS i JOIN main.journal AS j ON j.seq = i.seq"
-            " UNION ALL"
-            " SELECT o.id, j.idx, j.type, j.payload"
-            " FROM main.journal_ids AS o JOIN main.journal AS j ON j.seq = o.seq"
-            " WHERE NOT EXISTS (SELECT 1 FROM main.invocations AS x WHERE x.seq = o.seq)",
-            "CREATE TEMP VIEW perdure_state AS SELECT service, key, name, value FROM main.state",
-            "CREATE TEMP VIEW perdure_lock AS SELECT service, key, invocation_id FROM main.locks",
-            "CREATE TEMP VIEW perdure_inbox AS SELECT service, key, seq, invocation_id FROM main.inbox",
-        ),
-        frozenset({"invocations", "journal", "journal_ids", "state", "locks", "inbox"}),
-    ),
-}
-SQLITE_BASE[3] = SQLITE_BASE[4] = SQLITE_BASE[2]  # 0004 moved the catalog: these tables are unchanged
-
-# ---- layer 1 on a memory store: a snapshot copied into tables of the base shape.
-
-SNAPSHOT_TABLES = (
-    "CREATE TABLE perdure_invocation (id TEXT PRIMARY KEY, service TEXT NOT NULL, handler TEXT NOT NULL,"
-    " key TEXT, status TEXT NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL,"
-    " record BLOB NOT NULL)",
-    "CREATE INDEX perdure_invocation_order ON perdure_invocation (created_at, id)",
-    "CREATE INDEX perdure_invocation_status ON perdure_invocation (status, created_at)",
-    "CREATE TABLE perdure_journal (invocation_id TEXT NOT NULL, idx INTEGER NOT NULL, type INTEGER NOT NULL,"
-    " payload BLOB NOT NULL, PRIMARY KEY (invocation_id, idx))",
-    "CREATE TABLE perdure_state (service TEXT NOT NULL, key TEXT NOT NULL, name BLOB NOT NULL,"
-    " value BLOB NOT NULL, PRIMARY KEY (service, key, name))",
-    "CREATE TABLE perdure_lock (service TEXT NOT NULL, key TEXT NOT NULL, invocation_id TEXT NOT NULL,"
-    " PRIMARY KEY (service, key))",
-    "CREATE TABLE perdure_inbox (service TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " invocation_id TEXT NOT NULL, PRIMARY KEY (service, key, seq))",
-)
-INSERT_INVOCATION = "INSERT INTO perdure_invocation VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_ENTRY = "INSERT INTO perdure_journal VALUES (?, ?, ?, ?)"
-INSERT_STATE = "INSERT INTO perdure_state VALUES (?, ?, ?, ?)"
-INSERT_LOCK = "INSERT INTO perdure_lock VALUES (?, ?, ?)"
-INSERT_INBOX = "INSERT INTO perdure_inbox VALUES (?, ?, ?, ?)"
-
-BASE_VIEWS = frozenset(
-    {"perdure_invocation", "perdure_journal", "perdure_state", "perdure_lock", "perdure_inbox"}
-)
 
 # ---- layer 2: the documented views (docs/admin.md lists their columns).
 
@@ -149,4 +89,4 @@ PUBLIC_VIEWS = frozenset(
 )
 
 #: What a query may read besides a SQLite store's physical tables.
-READABLE = PUBLIC_VIEWS | BASE_VIEWS
+READABLE = PUBLIC_VIEWS

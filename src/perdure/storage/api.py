@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
+
+if TYPE_CHECKING:
+    from perdure.storage import sql
 
 T = TypeVar("T")
 
@@ -438,6 +441,16 @@ class Membership(Protocol):
     async def release(self, partition: int, epoch: int) -> None: ...
     async def leave(self) -> None: ...
     async def backlog(self) -> dict[int, int]: ...
+
+
+@runtime_checkable
+class SqlStore(Protocol):
+    """A store that offers its data for read-only SQL (`perdure.storage.sql`)."""
+
+    def sql_base(self, everything: bool) -> sql.Base:
+        """The base layer; `everything`: a store that copies rows out copies journals and state
+        too (queries over invocations alone do not need them)."""
+        ...
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from perdure.storage import sql
 from perdure.storage.api import (
     CatalogChange,
     CatalogSnapshot,
@@ -276,6 +277,38 @@ class Store:
 
     def reader(self) -> Reader:
         return _Reader(self._tables)
+
+    def sql_base(self, everything: bool) -> sql.Rows:
+        """The tables as base-layer rows (journals and state with `everything`)."""
+        t, rows = self._tables, sql.Rows()
+        for inv in t.invocations_sorted():
+            record = t.invocations[inv.id]
+            rows.invocations.append(
+                (
+                    inv.id,
+                    inv.service,
+                    inv.handler,
+                    inv.key,
+                    inv.status.value,
+                    inv.created_at,
+                    inv.modified_at,
+                    record,
+                )
+            )
+        rows.locks = [(service, key, holder) for (service, key), holder in t.locks.items()]
+        rows.inbox = [
+            (service, key, seq, invocation_id)
+            for (service, key), queue in t.inboxes.items()
+            for seq, invocation_id in enumerate(queue)
+        ]
+        if everything:
+            rows.entries = [
+                (i, idx, entry.type, entry.payload)
+                for i, journal in t.journals.items()
+                for idx, entry in journal.items()
+            ]
+            rows.state = [(s, k, n, v) for (s, k), values in t.state.items() for n, v in values.items()]
+        return rows
 
     def read_catalog(self) -> CatalogSnapshot:
         return self._tables.catalog

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from perdure.storage import api
+from perdure.storage import api, sql
 from perdure.storage.layered import store as layered
 from perdure.storage.layered.store import Done, on_loop, settle
 from perdure.storage.layered.view import View
@@ -63,6 +63,9 @@ class PartitionStore(layered.Store):
 
     def reader(self) -> api.Reader:
         return self.database.reader()
+
+    def sql_base(self, everything: bool) -> sql.Rows:
+        return self.database.sql_base(everything)
 
     def read_catalog(self) -> api.CatalogSnapshot:
         return self.database.read_catalog()
@@ -171,6 +174,22 @@ class Database:
             raise RuntimeError("the database is closed")
         return Reader(self.execute)
 
+    def sql_base(self, everything: bool) -> sql.Rows:
+        """The base layer's rows, copied out in a few statements (journals and state with `everything`)."""
+        rows, execute = sql.Rows(), self.execute
+        rows.invocations = [
+            (i, _text(s), _text(h), _text(k), st, c, m, bytes(r))
+            for i, s, h, k, st, c, m, r in execute(_SQL["invocations"], ())
+        ]
+        rows.locks = [(_text(s), _text(k), i) for s, k, i in execute(_SQL["locks"], ())]
+        rows.inbox = [(_text(s), _text(k), q, i) for s, k, q, i in execute(_SQL["inbox"], ())]
+        if everything:
+            rows.entries = [(i, x, t, bytes(p)) for i, x, t, p in execute(_SQL["entries"], ())]
+            rows.state = [
+                (_text(s), _text(k), bytes(n), bytes(v)) for s, k, n, v in execute(_SQL["state"], ())
+            ]
+        return rows
+
     def read_catalog(self) -> api.CatalogSnapshot:
         try:
             return _catalog.read(self._reads.connection())
@@ -235,6 +254,24 @@ class Database:
         self.writer.stop(on_loop(loop, lambda error: settle(stopped, error)))
         await stopped
         self._reads.close()
+
+
+_SQL = {
+    "invocations": (
+        "SELECT id, service, handler, key, status, created_at, modified_at, record FROM invocations"
+    ),
+    "locks": "SELECT service, key, invocation_id FROM locks",
+    "inbox": "SELECT service, key, seq, invocation_id FROM inbox",
+    "entries": (
+        "SELECT coalesce(i.id, o.id), j.idx, j.type, j.payload FROM journal AS j"
+        " LEFT JOIN invocations AS i ON i.seq = j.seq LEFT JOIN journal_ids AS o ON o.seq = j.seq"
+    ),
+    "state": "SELECT service, key, name, value FROM state",
+}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).decode()
 
 
 def _safe(url: str) -> str:

@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from perdure.storage import api
+from perdure.storage import api, sql
 from perdure.storage.layered import store as layered
 from perdure.storage.layered.store import MAX_COMMITTING, Done, StoreFailed, on_loop, settle
 from perdure.storage.layered.view import View
@@ -17,6 +17,7 @@ from perdure.storage.sqlite._batch import batch
 from perdure.storage.sqlite._lock import FileLock
 from perdure.storage.sqlite._reader import Reader
 from perdure.storage.sqlite._reads import Reads
+from perdure.storage.sqlite._sql import VIEWS
 from perdure.storage.sqlite._writer import Call, Job, Writer
 
 __all__ = ["MAX_COMMITTING", "MIN_SQLITE", "SYNCHRONOUS_MODES", "Store", "StoreFailed"]
@@ -116,6 +117,11 @@ class Store(layered.Store):
         if self._read_conn is None:
             self._read_conn = self._connect_read_only()
         return Reader(self._read_conn)
+
+    def sql_base(self, everything: bool) -> sql.File:
+        """The file itself, mapped onto the base layer (a query's connection sees committed data)."""
+        views, tables = VIEWS[len(_schema.MIGRATIONS)]
+        return sql.File(self.path, views, tables)
 
     def read_catalog(self) -> api.CatalogSnapshot:
         if self._closed:
