@@ -1,4 +1,4 @@
-"""Fixtures: an engine (memory, SQLite or PostgreSQL store, manual clock) with its admin API on a real port."""
+"""Fixtures: an engine (memory, SQLite or PostgreSQL, manual clock) with its admin API on a real port."""
 
 from __future__ import annotations
 
