@@ -7,6 +7,8 @@ handlers call each other across partitions and nodes. Each key's requests are co
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +54,14 @@ def test_three_nodes_share_the_partitions_and_serve_every_call(
             assert sorted(state["seen"]) == sorted(f"r{i}" for i in range(key, KEYS * 3, KEYS))
         view = nodes[0].cluster()
         assert view["partitions"] == PARTITIONS and sum(n["alive"] for n in view["nodes"]) == 3
+        shown = subprocess.run(
+            [sys.executable, "-m", "perdure.cli", "cluster", "--admin-url", nodes[1].admin],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"cluster — {PARTITIONS} partitions" in shown.stdout and shown.stdout.count(" yes ") == 3
     finally:
         for node in nodes:
             node.stop()

@@ -261,6 +261,9 @@ cli.add_command(subscriptions)
 from .deployments import deployments  # noqa: E402
 
 cli.add_command(deployments)
+from .cluster import cluster  # noqa: E402
+
+cli.add_command(cluster)
 
 
 def main() -> None:
