@@ -6,6 +6,9 @@
     python3 dev.py test     set up .venv (first time) and run the whole test suite
     python3 dev.py lint     ruff + mypy
     python3 dev.py bench    the benchmarks in bench/
+    python3 dev.py simulate --seeds N [--seed S]
+                            the engine's deterministic simulation over N seeds (from S); a failing
+                            seed prints the command that replays it
 
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
 only when pyproject.toml changes. With npm on PATH it also installs restate-server and the
@@ -96,7 +99,7 @@ def run(cmd: list[str], *, child_handles_ctrl_c: bool = False) -> None:
 def main() -> None:
     verb = sys.argv[1] if len(sys.argv) > 1 else "help"
     extra = sys.argv[2:]
-    if verb not in {"setup", "demo", "test", "lint", "bench"}:
+    if verb not in {"setup", "demo", "test", "lint", "bench", "simulate"}:
         sys.exit(__doc__)
     setup()
     if verb == "demo":
@@ -107,6 +110,8 @@ def main() -> None:
         run([str(PY), "-m", "ruff", "check", "src", "tests", "examples", "bench"])
         run([str(PY), "-m", "ruff", "format", "--check", "src", "tests", "examples", "bench"])
         run([str(PY), "-m", "mypy"])
+    elif verb == "simulate":
+        run([str(PY), "-m", "tests.simulation", *extra])
     elif verb == "bench":
         for script in sorted((ROOT / "bench").glob("*.py")):
             run([str(PY), str(script), *extra])
