@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import __version__
-from perdure.admin import deployments, invocations, kafka, metrics, services
+from perdure.admin import deployments, invocations, kafka, metrics, openapi, services
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError, Snapshot, snapshot
@@ -58,6 +58,7 @@ class Admin:
         self._routes: list[tuple[str, re.Pattern[str], Endpoint]] = [
             (method, re.compile(f"^{pattern}$"), endpoint)
             for method, pattern, endpoint in (
+                ("GET", "/openapi.json", self.openapi),
                 ("GET", "/health", self.health),
                 ("GET", "/version", self.version),
                 ("GET", "/metrics", self.metrics),
@@ -138,6 +139,9 @@ class Admin:
         if failure is not None:
             return error(503, f"the engine's processor stopped after a failure: {failure!r}")
         return Response(200, {"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(200, openapi.document(__version__))
 
     async def version(self, request: Request) -> Response:
         return Response(
