@@ -35,6 +35,7 @@ from perdure.engine.actions import (
 from perdure.engine.commands import (
     AttemptOutput,
     Command,
+    CompleteSignal,
     FireTimer,
     Ingest,
     Invoke,
@@ -45,6 +46,7 @@ from perdure.engine.commands import (
     Resume,
 )
 from perdure.engine.state_machine import StateMachine
+from perdure.engine.step import decode_entry
 from perdure.protocol import messages as pm
 from perdure.runtime.clock import ManualClock
 from perdure.runtime.node import registry_of
@@ -215,11 +217,25 @@ class World:
                 self._suspend(blocked[0])  # nothing else to do: its inactivity timeout passes
             elif self.timers:
                 self._advance()
+            elif orphans := self._orphaned_awakeables():
+                for command in orphans:  # their resolver was killed: an outside system completes them
+                    self._send_client(command)
             else:
                 self.invariants.after_step()
                 return
             self.invariants.after_step()
         raise Violation("the world did not quiesce within 50,000 steps after the faults stopped")
+
+    def _orphaned_awakeables(self) -> list[CompleteSignal]:
+        """Adds suspended on an awakeable (signal 17+) with the value their op expects."""
+        found = []
+        for inv in self.invariants._invocations():
+            signals = [i for i in inv.waiting_signals if i >= pm.FIRST_AWAKEABLE_SIGNAL]
+            if inv.status is Status.SUSPENDED and signals:
+                first = decode_entry(self.store._tables.read_journal(inv.id)[0])
+                op = msgspec.json.decode(first.value.content, type=Op)
+                found.append(CompleteSignal(inv.id, signals[0], value=msgspec.json.encode(op.n)))
+        return found
 
     def _paused(self) -> list[str]:
         return sorted(i.id for i in self.invariants._invocations() if i.status is Status.PAUSED)
