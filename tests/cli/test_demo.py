@@ -50,7 +50,13 @@ def test_demo_feeds_the_example_from_kafka_and_stops(tmp_path: Path) -> None:
     assert len(partitions) == 4 and sum(int(c) for _, c, _ in partitions) == 2001
     assert all(consumed == high for _, consumed, high in partitions)
     assert re.search(r"record user-updates/\d/\d+ rejected by userUpdates/updateUserEvent", out)
-    assert '200 "role-admin-billing"' in out and '{"role": "role-admin-billing"}' in out  # over HTTP
+    assert '200 "role-admin-billing"' in out  # over HTTP
+    # The state as the admin API answered it, under the curl line that asked
+    assert re.search(
+        r'curl http://127\.0\.0\.1:\d+/state/userUpdates/(user\d\d)\n200 \{"service":"userUpdates",'
+        r'"key":"\1","state":\{"role":"role-admin-billing"\}\}',
+        out,
+    )
     assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
     assert "Traceback" not in result.stderr
 
@@ -67,7 +73,12 @@ def test_demo_http_calls_the_example_over_http_and_stops(tmp_path: Path) -> None
     assert len(ids) == 2 and ids[0] == ids[1]  # the idempotent repeat answered by the same invocation
     assert '400 {"code":400,"message":"a user update needs profile.name"' in out
     assert '200 "role-read"' in out  # attach waited for the delayed send
-    assert re.search(r'alice\s+\{"role": "role-read-write"\}', out)
+    assert re.search(
+        r'/state/userUpdates/alice\n200 \{"service":"userUpdates","key":"alice","state":'
+        r'\{"role":"role-read-write"\}\}',
+        out,
+    )
     assert re.search(r"userUpdates/bob/updateUserEvent\s+completed", out)
     assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
     assert "Traceback" not in result.stderr
+
