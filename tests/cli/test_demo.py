@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,31 @@ def test_demo_http_calls_the_example_over_http_and_stops(tmp_path: Path) -> None
     assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
     assert "Traceback" not in result.stderr
 
+
+def test_sigint_to_dev_py_stops_the_demo_and_the_server_it_started(tmp_path: Path) -> None:
+    options = ["--http", "--db", str(tmp_path / "demo.db"), "--ingress-port", "0", "--admin-port", "0"]
+    dev = subprocess.Popen(
+        [sys.executable, str(ROOT / "dev.py"), "demo", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    server_pid = None
+    try:
+        assert dev.stdout is not None
+        for line in dev.stdout:  # until the demo says it keeps the server running
+            found = re.search(r"perdure dev examples/user_updates\.py:app pid (\d+)", line)
+            server_pid = int(found.group(1)) if found else server_pid
+            if "keeps running" in line:
+                break
+        assert server_pid is not None
+        dev.send_signal(signal.SIGINT)  # to dev.py alone, as `kill -INT` sends it
+        rest = dev.communicate(timeout=60)[0]
+        assert dev.returncode == 0, rest
+        assert "stopped cleanly" in rest
+        assert not Path(f"/proc/{server_pid}").exists(), "perdure dev outlived the demo"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
