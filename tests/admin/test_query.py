@@ -255,3 +255,12 @@ async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invoca
     plan = await database.query("EXPLAIN QUERY PLAN SELECT * FROM sys_journal WHERE id = 'inv-a'")
     steps = [row[-1] for row in plan.rows]
     assert not [s for s in steps if s.startswith("SCAN")], steps  # index seeks only
+
+
+async def test_the_state_view_shows_the_engines_own_records_as_documented(open_admin: OpenAdmin) -> None:
+    env = await open_admin("sqlite")
+    await env.engine.put_kafka_cluster("local", {"bootstrap.servers": "127.0.0.1:9"})
+    own = await rows(env, "SELECT service_key, key FROM state WHERE service_name = '__perdure'")
+    assert {"service_key": "kafka-clusters", "key": "local"} in own
+    mine = await rows(env, "SELECT DISTINCT service_name FROM state WHERE service_name <> '__perdure'")
+    assert mine == []
