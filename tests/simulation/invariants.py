@@ -59,6 +59,7 @@ class Invariants:
         self._entered_committed = 0
         self._active: dict[Key, set[str]] = {}
         self._steps = 0
+        self.seen: list[str] = []  # violations seen where they cannot be raised
 
     # ---- per command
 
@@ -167,13 +168,17 @@ class Invariants:
                 if message.name == name:
                     handles.add(message.result_completion_id)
             elif entry.type == _RUN_DONE and decode_entry(entry).completion_id in handles:
-                raise Violation(
+                # Raised from the next step: inside the handler the SDK would take it for the
+                # step's own failure and retry it.
+                self.seen.append(
                     f"ctx.run {name!r} of {_id(invocation_id)} ran again after its result was stored"
                 )
 
     # ---- every few steps: nothing stuck
 
     def after_step(self) -> None:
+        if self.seen:
+            raise Violation(self.seen[0])
         self._steps += 1
         if self._steps % SCAN_EVERY == 0:
             self.scan()
