@@ -6,10 +6,17 @@ channel delivers next, so channels interleave in any order and a notification ca
 after it was sent — after its attempt has suspended, crashed or been replaced.
 
 Faults, drawn by the world: a message is *lost* (the stream it was on breaks: the attempt's
-connection is gone, as the remote invoker reports it) or *duplicated* (delivered twice).
-Reordering inside one stream is not injected: every transport perdure has (in-process calls,
-HTTP/2 streams, request/response bodies) keeps a stream's order, and the protocol relies on it
-(the VM's arrival order is the journal's order).
+connection is gone, as the remote invoker reports it) or *duplicated* (delivered twice): client
+commands, notifications to attempts, timers and Kafka batches. Reordering inside one stream is
+not injected: every transport perdure has (in-process calls, HTTP/2 streams, request/response
+bodies) keeps a stream's order, and the protocol relies on it (the VM's arrival order is the
+journal's order).
+
+Nor, by default, is a duplicated *attempt output*: the protocol identifies an attempt's commands
+by their position in its stream (Restate's does the same), no transport repeats a stream's
+message, and a repeated command is journaled twice (`--duplicate-outputs` shows it: the journal
+then holds two results for one completion). Guarding against it would take a command index on
+the wire, which Restate's protocol does not have.
 """
 
 from __future__ import annotations
