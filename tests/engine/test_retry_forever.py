@@ -21,9 +21,10 @@ def test_the_delay_stays_at_max_interval_past_the_range_of_floats() -> None:
 
 
 async def test_an_invocation_keeps_backing_off_after_a_thousand_failures() -> None:
-    # Found by the simulator (seed 30 with --duplicate-outputs): the 1,026th failure of an
-    # invocation made the engine raise OverflowError; the command was dropped and the invocation
-    # stayed "running" with no attempt.
+    # Found by the simulator: `python3 dev.py simulate --seeds 1 --seed 23 --duplicate-outputs`
+    # (an invocation whose journal no longer replays fails forever). Its 1,026th failure made the
+    # engine raise OverflowError; the command was dropped and the invocation stayed "running"
+    # with no attempt.
     registry = Registry()
     policy = RetryPolicy(initial_interval=timedelta(milliseconds=10), max_attempts=None)
     registry.add("svc", HandlerInfo("go", keyed=False, exclusive=False, retry_policy=policy))

@@ -19,7 +19,8 @@ async def fails_at_once(ctx: Context) -> None:
 
 
 async def test_a_terminal_failure_where_the_journal_records_more_is_a_journal_mismatch() -> None:
-    # Found by the simulator (seed 24 with --duplicate-outputs): the mismatch was raised inside
+    # Found by the simulator: `python3 dev.py simulate --seeds 1 --seed 562 --duplicate-outputs`
+    # (a cancellation observed at another await on replay). The mismatch was raised inside
     # `except TerminalError`, escaped the attempt, and the invocation heard nothing — it stayed
     # "running" with no attempt until the next restart.
     start = pm.StartMessage(id=b"\0" * 24, debug_id="inv_test", known_entries=3, partial_state=True)
