@@ -7,7 +7,7 @@ Faults (attempt crashes, lost and duplicated messages, delayed notifications, st
 are injected while invariants are checked after every step (`invariants.py`).
 
     .venv/bin/python -m tests.simulation --seeds 200       # or: python3 dev.py simulate --seeds 200
-    .venv/bin/python -m tests.simulation --seed 1234 -v    # replay one seed, narrating it
+    .venv/bin/python -m tests.simulation --seeds 1 --seed 1234 -v   # replay one seed, narrating it
 
 It lives under `tests/` rather than `perdure.testing`: it tests the engine's internals (the
 state machine, the memory store's tables) and is not an API users build on.
