@@ -6,6 +6,9 @@
     python3 dev.py test     set up .venv (first time) and run the whole test suite
     python3 dev.py lint     ruff + mypy
     python3 dev.py bench    the benchmarks in bench/
+    python3 dev.py simulate --seeds N [--seed S]
+                            the engine's deterministic simulation over N seeds (from S); a failing
+                            seed prints the command that replays it
 
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
 only when pyproject.toml changes. It installs Debian's chromium for the web console's browser
@@ -35,6 +38,9 @@ NODE = ROOT / ".cache" / "node"
 NODE_PACKAGE = ROOT / "tests" / "interop" / "package.json"
 SKIPPED = "the interop tests with restate-server and the TypeScript SDK will be skipped"
 NODE_STAMP = NODE / ".perdure-installed"
+# bench/ files that are not benchmarks: apps the benchmarks serve, and the chaos soak (minutes
+# of kills and restarts: run it on its own, `.venv/bin/python bench/soak.py`)
+NOT_BENCHMARKS = {"remote_services.py", "soak.py", "soak_app.py"}
 
 
 CHROMIUM = Path(os.environ.get("PERDURE_CHROMIUM", "/usr/bin/chromium"))
@@ -105,25 +111,35 @@ def setup_node() -> None:
 
 
 def run(cmd: list[str], *, child_handles_ctrl_c: bool = False) -> None:
-    previous = None
-    if child_handles_ctrl_c:
-        # The terminal sends Ctrl-C to the child too: let it shut down in its own time instead of
-        # subprocess.run killing it 0.25 s later. (A no-op handler, not SIG_IGN, which exec would
-        # pass on to the child.)
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
-    try:
+    if not child_handles_ctrl_c:
         result = subprocess.run(cmd, cwd=ROOT)
+        if result.returncode != 0:
+            sys.exit(result.returncode)
+        return
+    # The child (the demo) runs in a session of its own and dev.py forwards SIGINT and SIGTERM to it,
+    # once each: a Ctrl-C at the terminal and a `kill -INT` of dev.py both stop the demo, which stops
+    # the server it started (a second Ctrl-C makes that server exit at once). Forwarding only what
+    # reaches dev.py means the demo never sees one Ctrl-C twice.
+    child = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+
+    def forward(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if result.returncode != 0:
-        sys.exit(result.returncode)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        sys.exit(code)
 
 
 def main() -> None:
     verb = sys.argv[1] if len(sys.argv) > 1 else "help"
     extra = sys.argv[2:]
-    if verb not in {"setup", "demo", "test", "lint", "bench"}:
+    if verb not in {"setup", "demo", "test", "lint", "bench", "simulate"}:
         sys.exit(__doc__)
     setup()
     if verb == "demo":
@@ -134,8 +150,12 @@ def main() -> None:
         run([str(PY), "-m", "ruff", "check", "src", "tests", "examples", "bench"])
         run([str(PY), "-m", "ruff", "format", "--check", "src", "tests", "examples", "bench"])
         run([str(PY), "-m", "mypy"])
+    elif verb == "simulate":
+        run([str(PY), "-m", "tests.simulation", *extra])
     elif verb == "bench":
         for script in sorted((ROOT / "bench").glob("*.py")):
+            if script.name in NOT_BENCHMARKS:
+                continue
             run([str(PY), str(script), *extra])
 
 

@@ -317,12 +317,14 @@ def main() -> None:
             r = results[name] = throughput(workers, args, tmp)
             label = "1 node" if workers == 1 else "--workers 2"
             rows += [
-                (label, "invocations/s at c=64", f"{r['rate']:,.0f}", f">= {TARGET_RATE:,}" if workers == 1 else ""),
+                (label, "invocations/s at c=64", f"{r['rate']:,.0f}",
+                 f">= {TARGET_RATE:,}" if workers == 1 else ""),
                 (label, "  ratio to restate-server 1.7 (HTTP, c=64)", f"{r['rate'] / RESTATE_RATE:.1f}x", ""),
                 (label, "latency p50 / p99 ms at c=64", f"{r['p50']:.1f} / {r['p99']:.1f}", ""),
                 (label, "paced 500/s: p50 / p99 ms", f"{r['paced_p50']:.1f} / {r['paced_p99']:.1f}",
                  f"p99 <= {TARGET_P99_MS:g}" if workers == 1 else ""),
-                (label, "CPU us per invocation: perdure / PostgreSQL", f"{r['engine_us']:.0f} / {r['pg_us']:.0f}", ""),
+                (label, "CPU us per invocation: perdure / PostgreSQL",
+                 f"{r['engine_us']:.0f} / {r['pg_us']:.0f}", ""),
                 (label, "failed calls", f"{r['failed']:.0f}", ""),
             ]  # fmt: skip
         if "one" in results and "two" in results:

@@ -114,7 +114,8 @@ _JSON = (
     ("INSERT INTO inv SELECT (x->>0)::int8, x->>1, decode(x->>2, 'base64')"
      " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (seq) DO UPDATE SET record = excluded.record"),
     ("INSERT INTO journal SELECT (x->>0)::int8, (x->>1)::int4, (x->>2)::int4, decode(x->>3, 'base64')"
-     " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (seq, idx) DO UPDATE SET payload = excluded.payload"),
+     " FROM jsonb_array_elements(%s::jsonb) x"
+     " ON CONFLICT (seq, idx) DO UPDATE SET payload = excluded.payload"),
     ("INSERT INTO state SELECT decode(x->>0, 'base64'), decode(x->>1, 'base64'), decode(x->>2, 'base64')"
      " FROM jsonb_array_elements(%s::jsonb) x ON CONFLICT (skey, name) DO UPDATE SET value = excluded.value"),
 )  # fmt: skip

@@ -340,8 +340,7 @@ def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
             f"{ingress}/userUpdates/{user}/updateUserEvent",
             body=update,
         )
-        state = http.get(f"{admin}/state/userUpdates/{user}").json()["state"]
-        console.print(f"[cyan]$ curl {admin}/state/userUpdates/{user}[/]\n{escape(json.dumps(state))}")
+        show(http, "Its state, read through the admin API", f"{admin}/state/userUpdates/{user}", method="GET")
 
     produce_hint = json.dumps({"profile": {"name": user}, "permissions": ["read"]})
     return [

@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 from demo_support import console, perdure_command, run_cli, show, start_server, supervise, wait_healthy
 from rich.markup import escape
-from rich.table import Table
 
 from perdure.cli.sample import curl_line
 
@@ -63,15 +62,14 @@ def showcase(ingress: str, admin: str) -> None:
             method="GET",
         )
 
-        console.print("\n[bold]Per-user state, read through the admin API[/]")
-        table = Table(
-            "user", "state (GET /state/userUpdates/{user})", box=None, header_style="bold", pad_edge=False
-        )
         for user in ("alice", "bob", "carol", "dave"):
-            state = http.get(f"{admin}/state/userUpdates/{user}").json()["state"]
-            table.add_row(user, json.dumps(state) if state else "[dim]none: the update failed[/]")
-        console.print(f"[cyan]$ curl {admin}/state/userUpdates/alice[/]")
-        console.print(table)
+            failed = " (its update failed: nothing stored)" if user == "dave" else ""
+            show(
+                http,
+                f"{user}'s state, read through the admin API{failed}",
+                f"{admin}/state/userUpdates/{user}",
+                method="GET",
+            )
 
     console.print("\n[bold]The invocations, as the management command shows them[/]")
     run_cli("invocations", "list", "--admin-url", admin)

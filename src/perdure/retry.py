@@ -47,7 +47,10 @@ class RetryPolicy:
 
     def delay_ms(self, failures: int) -> int:
         """Wait before the next attempt, after `failures` failed attempts (>= 1)."""
-        delay = _ms(self.initial_interval) * self.factor ** max(failures - 1, 0)
+        try:
+            delay = _ms(self.initial_interval) * self.factor ** max(failures - 1, 0)
+        except OverflowError:  # factor**n left the floats long after max_interval (unlimited retries)
+            return _ms(self.max_interval)
         return int(min(delay, _ms(self.max_interval)))
 
     def exhausted(self, attempts: int, elapsed_ms: int = 0) -> bool:

@@ -255,3 +255,15 @@ async def test_sqlite_journals_by_id_seek_and_include_journals_without_an_invoca
     steps = [row[-1] for row in plan.rows]
     assert not [s for s in steps if s.startswith("SCAN")], steps  # index seeks only
     await store.close()
+
+
+async def test_the_state_view_shows_the_engines_own_records_as_documented(open_admin: OpenAdmin) -> None:
+    env = await open_admin("sqlite")
+    await env.engine.put_kafka_cluster("local", {"bootstrap.servers": "127.0.0.1:9"})  # not state
+    txn = env.engine.store.begin()  # a workflow promise, as the engine keeps one
+    txn.set_state("__perdure", "promises/signup/alice", b"link", b"\x80")
+    await env.engine.store.commit(txn)
+    own = await rows(env, "SELECT service_key, key FROM state WHERE service_name = '__perdure'")
+    assert own == [{"service_key": "promises/signup/alice", "key": "link"}]
+    mine = await rows(env, "SELECT DISTINCT service_name FROM state WHERE service_name <> '__perdure'")
+    assert mine == []

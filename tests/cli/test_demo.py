@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,13 @@ def test_demo_feeds_the_example_from_kafka_and_stops(tmp_path: Path) -> None:
     assert len(partitions) == 4 and sum(int(c) for _, c, _ in partitions) == 2001
     assert all(consumed == high for _, consumed, high in partitions)
     assert re.search(r"record user-updates/\d/\d+ rejected by userUpdates/updateUserEvent", out)
-    assert '200 "role-admin-billing"' in out and '{"role": "role-admin-billing"}' in out  # over HTTP
+    assert '200 "role-admin-billing"' in out  # over HTTP
+    # The state as the admin API answered it, under the curl line that asked
+    assert re.search(
+        r'curl http://127\.0\.0\.1:\d+/state/userUpdates/(user\d\d)\n200 \{"service":"userUpdates",'
+        r'"key":"\1","state":\{"role":"role-admin-billing"\}\}',
+        out,
+    )
     assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
     assert "Traceback" not in result.stderr
 
@@ -67,7 +74,40 @@ def test_demo_http_calls_the_example_over_http_and_stops(tmp_path: Path) -> None
     assert len(ids) == 2 and ids[0] == ids[1]  # the idempotent repeat answered by the same invocation
     assert '400 {"code":400,"message":"a user update needs profile.name"' in out
     assert '200 "role-read"' in out  # attach waited for the delayed send
-    assert re.search(r'alice\s+\{"role": "role-read-write"\}', out)
+    assert re.search(
+        r'/state/userUpdates/alice\n200 \{"service":"userUpdates","key":"alice","state":'
+        r'\{"role":"role-read-write"\}\}',
+        out,
+    )
     assert re.search(r"userUpdates/bob/updateUserEvent\s+completed", out)
     assert "stopped cleanly" in out and "perdure dev exited with status 0" in out
     assert "Traceback" not in result.stderr
+
+
+def test_sigint_to_dev_py_stops_the_demo_and_the_server_it_started(tmp_path: Path) -> None:
+    options = ["--http", "--db", str(tmp_path / "demo.db"), "--ingress-port", "0", "--admin-port", "0"]
+    dev = subprocess.Popen(
+        [sys.executable, str(ROOT / "dev.py"), "demo", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    server_pid = None
+    try:
+        assert dev.stdout is not None
+        for line in dev.stdout:  # until the demo says it keeps the server running
+            found = re.search(r"perdure dev examples/user_updates\.py:app pid (\d+)", line)
+            server_pid = int(found.group(1)) if found else server_pid
+            if "keeps running" in line:
+                break
+        assert server_pid is not None
+        dev.send_signal(signal.SIGINT)  # to dev.py alone, as `kill -INT` sends it
+        rest = dev.communicate(timeout=60)[0]
+        assert dev.returncode == 0, rest
+        assert "stopped cleanly" in rest
+        assert not Path(f"/proc/{server_pid}").exists(), "perdure dev outlived the demo"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()

@@ -24,6 +24,7 @@ from perdure.admin import (
     kafka,
     keys,
     metrics,
+    openapi,
     poison,
     services,
     static,
@@ -69,6 +70,7 @@ class Admin:
         self._routes: list[tuple[str, re.Pattern[str], Endpoint]] = [
             (method, re.compile(f"^{pattern}$"), endpoint)
             for method, pattern, endpoint in (
+                ("GET", "/openapi.json", self.openapi),
                 ("GET", "/health", self.health),
                 ("GET", "/version", self.version),
                 ("GET", "/cluster", self.cluster),
@@ -158,6 +160,9 @@ class Admin:
         if failure is not None:
             return error(503, f"the engine's processor stopped after a failure: {failure!r}")
         return Response(200, {"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(200, openapi.document(__version__))
 
     async def version(self, request: Request) -> Response:
         return Response(

@@ -9,9 +9,10 @@ from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
+from perdure import __version__
 from perdure.defaults import RETENTION
 from perdure.errors import ConflictError, InvalidInputError, PerdureError, UnknownTargetError
-from perdure.ingress import routing
+from perdure.ingress import openapi, routing
 from perdure.ingress.delay import parse_delay
 from perdure.ingress.requests import (
     Disconnected,
@@ -28,6 +29,7 @@ from perdure.ingress.responses import (
     Receive,
     Send,
     bad_request,
+    method_not_allowed,
     not_found,
     respond,
     respond_error,
@@ -97,6 +99,11 @@ class Ingress:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = _request_path(scope)
+        if path == b"/openapi.json":  # one segment: never a handler's path
+            if scope["method"] != "GET":
+                raise method_not_allowed("GET")
+            await respond_json(send, 200, openapi.document(self.engine.services(), __version__))
+            return
         found = routing.route(scope["method"], path, self.engine)
         if isinstance(found, routing.Health):
             await respond(send, 200)

@@ -10,6 +10,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from perdure.protocol import messages as pm
 
 HEADER = struct.Struct(">HHI")
@@ -38,7 +40,10 @@ def decode_payload(type_code: int, payload: bytes) -> Any:
         if type_code >= pm.CUSTOM_MIN:
             return RawMessage(type_code, payload)
         raise ProtocolError(f"unknown message type 0x{type_code:04x}")
-    return cls.FromString(payload)
+    try:
+        return cls.FromString(payload)
+    except DecodeError as e:  # every caller handles ProtocolError: a bad frame is a 571, not a crash
+        raise ProtocolError(f"cannot decode a {pm.NAME_OF.get(type_code, cls.__name__)}: {e}") from None
 
 
 class RawMessage:

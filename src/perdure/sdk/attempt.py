@@ -119,8 +119,13 @@ class Attempt:
             vm.sys_end()
         except TerminalError as e:
             if not vm.finished:
-                vm.sys_output(failure=pm.Failure(code=e.status_code, message=e.message))
-                vm.sys_end()
+                try:
+                    vm.sys_output(failure=pm.Failure(code=e.status_code, message=e.message))
+                    vm.sys_end()
+                except JournalMismatchError as mismatch:
+                    # Failing where the journal records more: raised in this `except`, the
+                    # mismatch would escape the attempt, which then reports nothing at all.
+                    vm.fail(pm.JOURNAL_MISMATCH, str(mismatch))
         except Suspended:
             pass
         except JournalMismatchError as e:
