@@ -39,3 +39,31 @@ async def test_a_terminal_failure_where_the_journal_records_more_is_a_journal_mi
     [[error]] = sent
     assert isinstance(error, pm.ErrorMessage) and error.code == pm.JOURNAL_MISMATCH
     assert "the journal has RunCommand(name='step')" in error.message
+
+
+class Unusual(BaseException):
+    """Neither an `Exception` nor a cancellation: what `sys.exit()` or a library's own signal raises."""
+
+
+@svc.handler()
+async def exits(ctx: Context) -> None:
+    raise Unusual("not an Exception")
+
+
+async def test_a_handler_raising_a_base_exception_fails_the_attempt_and_is_retried() -> None:
+    # Such an exception used to escape the attempt, which then reported nothing: the
+    # invocation stayed "running" with no attempt until the next restart.
+    start = pm.StartMessage(id=b"\0" * 24, debug_id="inv_test", known_entries=1, partial_state=True)
+    sent: list[list[Any]] = []
+    handler = perdure.App([svc]).handler("svc", "exits")
+    assert handler is not None
+    attempt = Attempt(
+        handler,
+        VM(start, [pm.InputCommand(value=pm.Value(content=b""))], handler="svc/exits"),
+        send=sent.append,
+        now_ms=lambda: 0,
+    )
+    await attempt.execute()
+    [[error]] = sent
+    assert isinstance(error, pm.ErrorMessage) and error.code == 500
+    assert error.message == "Unusual: not an Exception"

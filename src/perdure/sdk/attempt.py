@@ -134,7 +134,9 @@ class Attempt:
         except RunFailed as e:
             if not vm.finished:
                 vm.fail(500, str(e), stacktrace=traceback.format_exc(), next_retry_delay=e.next_retry_delay)
-        except Exception as e:
+        except asyncio.CancelledError:
+            raise  # the runtime stops this attempt; the next one resumes from the journal
+        except BaseException as e:  # also SystemExit and the like: one handler never stops the node
             if not vm.finished:
                 vm.fail(500, f"{type(e).__name__}: {e}", stacktrace=traceback.format_exc())
         finally:
