@@ -9,6 +9,7 @@ Each phase runs on a fresh database; the default store is SQLite with synchronou
     .venv/bin/python bench/core.py                          # sqlite, synchronous=FULL
     .venv/bin/python bench/core.py --synchronous NORMAL
     .venv/bin/python bench/core.py --store memory:
+    .venv/bin/python bench/core.py --store postgresql    # a fresh database per phase on 127.0.0.1:5432
     .venv/bin/python bench/core.py --count 5000 --cprofile /tmp/core.prof   # profile saturation
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import os
 import resource
 import sys
 import tempfile
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 import perdure
 from perdure import ObjectContext, VirtualObject
 from perdure.storage.api import Status
@@ -33,6 +38,7 @@ from perdure.storage.api import Status
 TARGET_RATE = 5_000  # invocations/s at saturation
 TARGET_P99_MS = 20.0  # at 1,000 invocations/s
 SYNC_MODES = ["FULL", "NORMAL", "OFF"]
+POSTGRES = os.environ.get("PERDURE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 # ---- the seed handler, with in-memory "external systems" that are always ready
 
@@ -205,14 +211,23 @@ async def paced(engine: perdure.Engine, keys: list[str], rate: float, duration: 
     return await measured(engine, body, cap)
 
 
+def recreate(database: str, *, create: bool = True) -> None:
+    """Drop the benchmark's PostgreSQL database, then create it again unless told not to."""
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        if create:
+            admin.execute(f"CREATE DATABASE {database}")
+
+
 async def run_phase(
     store_url: str,
     keys: list[str],
     phase: Callable[[perdure.Engine], Coroutine[Any, Any, Result]],
     cap: float,
     profile: Path | None = None,
+    partitions: int | None = None,
 ) -> Result:
-    async with perdure.Engine(app, store=store_url) as engine:
+    async with perdure.Engine(app, store=store_url, partitions=partitions) as engine:
         async with asyncio.timeout(cap):
             await warm_up(engine, keys)
         profiler = cProfile.Profile() if profile is not None else None
@@ -305,14 +320,19 @@ async def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000, help="distinct object keys")
     parser.add_argument("--rate", type=float, default=1_000, help="paced: arrivals per second")
     parser.add_argument("--duration", type=float, default=5.0, help="paced: seconds of arrivals")
-    parser.add_argument("--store", default="sqlite", help="'sqlite' (a temp file, default) or 'memory:'")
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        help="'sqlite' (a temp file, default), 'memory:' or 'postgresql' (a fresh database per phase)",
+    )
+    parser.add_argument("--partitions", type=int, help="postgresql: the new database's partition count")
     parser.add_argument("--synchronous", default="FULL", choices=SYNC_MODES, help="sqlite only")
     parser.add_argument("--phases", default="saturation,paced", help="comma-separated: saturation,paced")
     parser.add_argument("--timeout", type=float, default=120.0, help="abort a phase after this many seconds")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the saturation phase here")
     args = parser.parse_args()
-    if args.store not in ("sqlite", "memory:"):
-        parser.error("--store must be 'sqlite' or 'memory:'")
+    if args.store not in ("sqlite", "memory:", "postgresql"):
+        parser.error("--store must be 'sqlite', 'memory:' or 'postgresql'")
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     if not phases <= {"saturation", "paced"}:
         parser.error("--phases takes saturation and/or paced")
@@ -320,11 +340,16 @@ async def main() -> None:
     keys = [f"user{i:04d}" for i in range(args.keys)]
     rss: dict[str, float] = {}
     sat = pace = None
-    with tempfile.TemporaryDirectory(prefix="perdure-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="perdure-bench-") as tmp, contextlib.ExitStack() as drops:
 
         def url(name: str) -> str:
             if args.store == "memory:":
                 return "memory:"
+            if args.store == "postgresql":
+                database = f"perdure_bench_{name}_{os.getpid()}"
+                recreate(database)
+                drops.callback(recreate, database, create=False)
+                return f"{POSTGRES}/{database}"
             return f"sqlite:///{tmp}/{name}.db?synchronous={args.synchronous}"
 
         if "saturation" in phases:
@@ -334,6 +359,7 @@ async def main() -> None:
                 lambda e: saturate(e, keys, args.count, args.in_flight, args.timeout),
                 args.timeout,
                 args.cprofile,
+                args.partitions,
             )
             rss["saturation"] = rss_mib()
         if "paced" in phases:
@@ -342,10 +368,13 @@ async def main() -> None:
                 keys,
                 lambda e: paced(e, keys, args.rate, args.duration, args.timeout),
                 args.timeout,
+                partitions=args.partitions,
             )
             rss["paced"] = rss_mib()
 
-    store = "memory" if args.store == "memory:" else f"sqlite synchronous={args.synchronous}"
+    store = {"memory:": "memory", "postgresql": "postgresql"}.get(
+        args.store, f"sqlite synchronous={args.synchronous}"
+    )
     header = (
         f"perdure core bench: {store}; {args.keys:,} keys; exclusive handler with 3 ctx.run + 1 ctx.set; "
         f"saturation {args.count:,} invocations x {args.in_flight:,} in flight; paced {args.rate:,.0f}/s for "

@@ -9,6 +9,7 @@ thread, so the event loop keeps running.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,10 @@ from perdure.storage.api import SqlStore
 from perdure.storage.sql import QueryError, Result
 
 __all__ = ["Database", "QueryError", "Result"]
+
+# The names through which a statement can reach journals or state (views.py: only these two views
+# read `perdure_journal` and `perdure_state`); a store that copies rows out copies those only then.
+_NEEDS_EVERYTHING = re.compile(r"\b(?:sys_journal|state|perdure_journal|perdure_state)\b", re.IGNORECASE)
 
 
 class Database:
@@ -44,7 +49,7 @@ class Database:
     async def query(self, statement: str) -> Result:
         """Run a user's read-only statement; `QueryError` when refused, failed or too slow."""
         sql.check_read_only(statement, self._layer)
-        return await self.run(statement, (), everything=True)
+        return await self.run(statement, (), everything=bool(_NEEDS_EVERYTHING.search(statement)))
 
     async def run(
         self, statement: str, params: Sequence[Any] | Mapping[str, Any], *, everything: bool = False
