@@ -161,7 +161,8 @@ APPLY = f"INSERT INTO perdure_batch VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _json = msgspec.json.Encoder().encode
 # Every blob starts with one byte: substr() of an empty blob is NULL, of a non-empty one at its end x''.
 # So offsets (1-based in substr) start at 2. The loops below run for every row of every batch, on
-# the event loop: rows are tuples, which the first garbage collection untracks (lists would be
+# the event loop: the hottest keep (parts, next offset) in local variables instead of calling
+# `_Blob.add`, and rows are tuples, which the first garbage collection untracks (lists would be
 # traversed until freed).
 _LEAD = b"\x00"
 
@@ -203,6 +204,7 @@ def batch(w: Writes) -> tuple[object, ...]:
     insert_blob = _Blob()
     update: list[object] = []
     update_blob = _Blob()
+    update_parts, update_at = update_blob.parts, update_blob.at
     update_status: list[object] = []
     status_blob = _Blob()
     update_all: list[object] = []
@@ -251,8 +253,12 @@ def batch(w: Writes) -> tuple[object, ...]:
             )
         elif status != old.status:
             update_status.append((seq, status, at, *status_blob.add(record)))
-        else:
-            update.append((seq, at, *update_blob.add(record)))
+        else:  # the most frequent case: inlined
+            n = len(record)
+            update.append((seq, at, update_at, n))
+            update_parts.append(record)
+            update_at += n
+    update_blob.parts, update_blob.at = update_parts, update_at
     _put(out, "inv_delete", deleted)
     _put(out, "inv_insert", insert, insert_blob)
     _put(out, "inv_update", update, update_blob)
@@ -262,6 +268,7 @@ def batch(w: Writes) -> tuple[object, ...]:
     cleared: list[object] = []
     entries: list[object] = []
     journal_blob = _Blob()
+    journal_parts, journal_at = journal_blob.parts, journal_blob.at
     invocations = w.invocations
     for id, ops in w.journals.items():
         seq = ops.seq
@@ -270,8 +277,13 @@ def batch(w: Writes) -> tuple[object, ...]:
             reconcile[id] = seq
         elif (invocations.get(id) or seen[id]).record is None:  # a journal without invocation row
             reconcile[id] = seq
-        for idx, entry in ops.entries.items():
-            entries.append((seq, idx, entry.type, *journal_blob.add(entry.payload)))
+        for idx, entry in ops.entries.items():  # the most rows of all: inlined
+            payload = entry.payload
+            n = len(payload)
+            entries.append((seq, idx, entry.type, journal_at, n))
+            journal_parts.append(payload)
+            journal_at += n
+    journal_blob.parts, journal_blob.at = journal_parts, journal_at
     _put(out, "journal_delete", cleared)
     _put(out, "journal_put", entries, journal_blob)
 
