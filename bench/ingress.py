@@ -122,6 +122,18 @@ class RawClient:
         self.writer: asyncio.StreamWriter | None = None
 
     async def call(self, path: str, body: bytes) -> int:
+        reused = self.writer is not None
+        try:
+            return await self._call(path, body)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            if not reused:
+                raise
+            # The server closed the kept-alive connection while it was idle (as any HTTP client
+            # does, send again on a new one: nothing was read, so the request was not taken).
+            await self.close()
+            return await self._call(path, body)
+
+    async def _call(self, path: str, body: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None

@@ -6,9 +6,9 @@ per partition, so no two touch the same row — with one set-based statement per
 whose rows come as one JSON array parameter (bytes as base64; msgspec encodes it in C and
 PostgreSQL parses it in C: ~0.3 us of client CPU per row, where psycopg's array parameters cost
 ~5 us and a COPY into a temporary table ~1 us plus the temporary table's cost at every commit,
-see `bench/pg_clients.py`). All statements of a group go out in one pipeline, the lease check
-(`FENCE`) among them: a partition another node took makes the group roll back and go again
-without it, so it commits nothing.
+see `bench/pg_clients.py`). A group is one call of a server-side function that runs them all and
+checks the leases first (`INSTALL`, `APPLY_GROUP`): a partition another node took makes the
+group roll back and go again without it, so it commits nothing.
 
 Every statement is idempotent (upserts, deletes, deliveries unique by source), so a group whose
 COMMIT's outcome is unknown (the connection broke) is simply applied again.
@@ -82,17 +82,6 @@ def _sql(statement: str, source: str) -> str:
     return statement.replace("{source}", _source(source))
 
 
-#: Checks the leases of the group's partitions and records their high-water marks; returns the
-#: partitions whose lease is still (node, epoch). Its row locks hold off a takeover until the
-#: transaction ends.
-FENCE = _sql(
-    "UPDATE partition_leases AS l"
-    " SET seq = greatest(l.seq, f.seq), inbox_seq = greatest(l.inbox_seq, f.inbox_seq)"
-    " FROM {source} AS f WHERE l.partition = f.partition AND l.epoch = f.epoch AND l.node = %s"
-    " RETURNING l.partition",
-    "fence_in",
-)
-
 # (row source, statement), in the order they run: per table deletes before inserts; journal_ids last.
 _APPLY = (
     ("inv_del", "DELETE FROM invocations AS t USING {source} AS d WHERE t.seq = d.seq"),
@@ -164,7 +153,73 @@ _APPLY = (
     ),
 )
 
+#: The statements with their rows from a parameter: for a transaction of its own (the Kafka intake).
 APPLY = tuple((source, _sql(statement, source)) for source, statement in _APPLY)
+
+
+def _group_source(name: str) -> str:
+    columns = ", ".join(f"{_column(i, kind)} AS {column}" for i, (column, kind) in enumerate(SOURCES[name]))
+    return f"(SELECT {columns} FROM jsonb_array_elements(_b->'{name}') AS x)"
+
+
+#: SQLSTATE of "a partition of the group is owned by another node now" (its numbers in DETAIL).
+FENCED = "PD001"
+
+# A group is applied by one call of a function the writer creates in its session (`pg_temp`: each
+# perdure version brings its own, no migration). One statement in autocommit is one transaction:
+# the group costs one round trip and one execute of client work. First the lease check: it
+# records the partitions' high-water marks, and its row locks hold a takeover off until the
+# commit; a partition whose lease is no longer (this node, its epoch) raises, which rolls
+# everything back.
+_FENCE_SOURCE = _group_source("fence_in")
+_FUNCTION_BODY = " ".join(
+    (
+        "DECLARE _lost int4[]; BEGIN",
+        "IF _b ? 'fence_in' THEN",
+        "WITH held AS (UPDATE partition_leases AS l"
+        " SET seq = greatest(l.seq, f.seq), inbox_seq = greatest(l.inbox_seq, f.inbox_seq)"
+        f" FROM {_FENCE_SOURCE} AS f WHERE l.partition = f.partition AND l.epoch = f.epoch AND l.node = _node"
+        " RETURNING l.partition)"
+        f" SELECT array_agg(f.partition) INTO _lost FROM {_FENCE_SOURCE} AS f"
+        " WHERE f.partition NOT IN (SELECT partition FROM held);",
+        "IF _lost IS NOT NULL THEN RAISE EXCEPTION 'partition lease lost'"
+        f" USING ERRCODE = '{FENCED}', DETAIL = array_to_string(_lost, ','); END IF;",
+        "END IF;",
+        *(
+            f"IF _b ? '{source}' THEN {statement.replace('{source}', _group_source(source))}; END IF;"
+            for source, statement in _APPLY
+        ),
+        "IF _b ? 'notify' THEN",
+        "PERFORM pg_notify('perdure', p) FROM jsonb_array_elements_text(_b->'notify') AS p;",
+        "END IF;",
+        "END",
+    )
+)
+INSTALL = (
+    "CREATE OR REPLACE FUNCTION pg_temp.perdure_apply(_node text, _b jsonb) RETURNS void"
+    f" LANGUAGE plpgsql AS $perdure$ {_FUNCTION_BODY} $perdure$"
+)
+APPLY_GROUP = "SELECT pg_temp.perdure_apply(%s, %s::jsonb)"
+
+
+def group_json(group: Sequence[Any]) -> str:
+    """The parameter of `APPLY_GROUP` for `group` (jobs with `.rows`): rows per source, and the
+    notifications to send at commit."""
+    out: dict[str, object] = {}
+    fences = [job.rows.fence for job in group if job.rows.fence is not None]
+    if fences:
+        out["fence_in"] = fences
+    for source in _SOURCES_IN_ORDER:
+        rows = [row for job in group for row in job.rows.tables.get(source, ())]
+        if rows:
+            out[source] = rows
+    notices = notify_payloads(group)
+    if notices:
+        out["notify"] = notices
+    return _json(out).decode()
+
+
+_SOURCES_IN_ORDER = tuple(dict.fromkeys(source for source, _ in _APPLY))
 
 
 @dataclass
@@ -269,7 +324,7 @@ NOTIFY = "SELECT pg_notify('perdure', p) FROM unnest(%s::text[]) AS p"
 _NOTICE_BYTES = 7000  # below PostgreSQL's 8,000-byte payload limit
 
 
-def notify_payloads(group: list[Any]) -> list[str]:
+def notify_payloads(group: Sequence[Any]) -> list[str]:
     """`d <partition>` per partition that receives deliveries; `c <id> <id>…` for completions."""
     targets = sorted({row[0] for job in group for row in job.rows.tables.get("delivery_in", ())})
     out = [f"d {p}" for p in targets]

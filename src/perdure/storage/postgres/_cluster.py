@@ -4,7 +4,7 @@ A node is alive while its heartbeat (`nodes.expires_at`, the database's clock) i
 session open (`pg_stat_activity.application_name`: a SIGKILLed node's sessions end at once, so its
 partitions move without waiting for the heartbeat to lapse). A partition's lease is taken only when
 it is free or its holder is not alive, by incrementing `epoch` — the number every commit of the
-partition checks (`_batch.FENCE`). These statements run on an async connection of their own, so a
+partition checks (`_batch.INSTALL`). These statements run on an async connection of their own, so a
 database that does not answer never blocks the event loop.
 """
 

@@ -2,11 +2,12 @@
 
 It applies what the node's partitions commit, strictly in the order each partition committed it.
 Batches that queued up while it was busy form groups of at most one batch per partition, each group
-one transaction (`_batch`: two round trips for many partitions). A group checks the leases of its
-partitions (`FENCE`): a partition another node took is refused with `LeaseLost` and the rest of
-the group goes again without it. A lost connection is retried with backoff, the same
-group again, until the database answers (every statement is idempotent). A batch that fails for
-another reason fails alone, and so does every later batch of its view (fail-stop per view).
+one statement and so one transaction (`_batch.APPLY_GROUP`: one round trip for many partitions). A
+group checks the leases of its partitions first: a partition another node took is refused with
+`LeaseLost` and the rest of the group goes again without it. A lost connection is retried with
+backoff, the same group again, until the database answers (every statement is idempotent). A
+batch that fails for another reason fails alone, and so does every later batch of its view
+(fail-stop per view).
 `Call`s (the catalog's compare-and-set, the Kafka intake's) run in transactions of their own, in
 order with the batches.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import psycopg
 
 from perdure.storage.api import LeaseLost, StoreUnavailable
-from perdure.storage.postgres._batch import APPLY, FENCE, NOTIFY, Rows, notify_payloads, rows_json
+from perdure.storage.postgres._batch import APPLY_GROUP, FENCED, INSTALL, Rows, group_json
 
 log = logging.getLogger("perdure.storage.postgres")
 
@@ -196,28 +197,14 @@ class Writer:
         job.done(error)
 
     def _apply(self, group: list[Job]) -> None:
-        """One transaction, its statements in one pipeline: a round trip for them, one for COMMIT."""
+        """One statement, so one transaction and one round trip (`_batch.APPLY_GROUP`)."""
         conn = self._connection()
-        fences = [j.rows.fence for j in group if j.rows.fence is not None]
-        with conn.transaction():
-            with conn.pipeline():
-                cur = conn.cursor()
-                fenced = None
-                if fences:
-                    fenced = conn.cursor()
-                    fenced.execute(FENCE, (rows_json(fences), self._node))  # type: ignore[arg-type]
-                for source, statement in APPLY:
-                    rows = [row for job in group for row in job.rows.tables.get(source, ())]
-                    if rows:
-                        cur.execute(statement, (rows_json(rows),))
-                notices = notify_payloads(group)
-                if notices:
-                    cur.execute(NOTIFY, (notices,))
-            if fenced is not None:
-                held = {row[0] for row in fenced.fetchall()}
-                lost = {f[0] for f in fences} - held
-                if lost:
-                    raise _Fenced(lost)  # rolls the whole transaction back
+        try:
+            conn.execute(APPLY_GROUP, (self._node, group_json(group)))
+        except psycopg.Error as e:
+            if e.sqlstate == FENCED:
+                raise _Fenced({int(p) for p in (e.diag.message_detail or "").split(",") if p}) from e
+            raise
 
     def _call(self, call: Call) -> None:
         try:
@@ -236,7 +223,13 @@ class Writer:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None:
-            self._conn = self._connect()
+            conn = self._connect()
+            try:
+                conn.execute(INSTALL)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def _drop_connection(self) -> None:
