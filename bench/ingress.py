@@ -128,8 +128,8 @@ class RawClient:
         except (asyncio.IncompleteReadError, ConnectionResetError):
             if not reused:
                 raise
-            # The server closed the kept-alive connection while it was idle (as any HTTP client
-            # does, send again on a new one: nothing was read, so the request was not taken).
+            # The server closed the kept-alive connection while it sat idle, before our request
+            # reached it: send it once more on a new connection, as HTTP clients do.
             await self.close()
             return await self._call(path, body)
 
