@@ -25,13 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +36,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from ingress import RawClient, body_for, in_load_process
+from ingress import RawClient, Server, body_for, in_load_process
 from perdure.protocol import ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,52 +97,19 @@ class Database:
             admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
-class Serve:
+class Serve(Server):
     """`perdure serve` (with `--workers N` when N > 1) on free ports; stopped by pid."""
 
     def __init__(self, url: str, workers: int, log: Path) -> None:
-        command = [sys.executable, "-m", "perdure.cli", "serve", "--app", APP, "--db", url]
-        command += ["--partitions", str(PARTITIONS), "--ingress-port", "0", "--admin-port", "0"]
+        command = ["serve", "--app", APP, "--db", url, "--partitions", str(PARTITIONS)]
+        command += ["--ingress-port", "0", "--admin-port", "0"]
         if workers > 1:
             command += ["--workers", str(workers)]
-        self._log = log.open("a")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        self.urls: dict[str, str] = {}
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                match = re.match(r"^\s+(ingress|admin)\s+(http://\S+)", line)
-                if match:
-                    self.urls[match.group(1)] = match.group(2)
-                if line.startswith("Ctrl-C"):
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(60) or "ingress" not in self.urls:
-            self.stop()
-            sys.exit(f"perdure serve did not start; see {log}")
-
-    @property
-    def ingress(self) -> tuple[str, int]:
-        host, port = self.urls["ingress"].removeprefix("http://").rsplit(":", 1)
-        return host, int(port)
+        super().__init__(command, log)
 
     def partitions(self) -> list[int]:
         leases = httpx.get(self.urls["admin"] + "/cluster", timeout=10).json()["leases"]
         return [lease["partition"] for lease in leases if lease["running_here"]]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 # ---- load (in a separate process)

@@ -53,13 +53,17 @@ START_TIMEOUT_S = 30.0
 
 
 class Server:
-    """`perdure dev` on free ports; stdout read by a thread, stopped by pid."""
+    """A perdure server command (`dev …`, `serve …`) on free ports; stdout read by a thread, stopped
+    by pid. `command` follows `perdure`; it must take `--ingress-port 0 --admin-port 0`."""
 
-    def __init__(self, db: Path, synchronous: str, log: Path) -> None:
-        command = [sys.executable, "-m", "perdure.cli", "dev", APP, "--db", str(db), "--synchronous"]
-        command += [synchronous, "--ingress-port", "0", "--admin-port", "0"]
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
+    def __init__(self, command: list[str], log: Path) -> None:
+        self._log = log.open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "perdure.cli", *command],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
         self.urls: dict[str, str] = {}
         ready = threading.Event()
 
@@ -76,7 +80,7 @@ class Server:
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(START_TIMEOUT_S) or "ingress" not in self.urls:
             self.stop()
-            sys.exit(f"perdure dev did not start; see {log}")
+            sys.exit(f"perdure {command[0]} did not start; see {log}")
 
     @property
     def ingress(self) -> tuple[str, int]:
@@ -88,11 +92,11 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -444,7 +448,9 @@ def main() -> None:
 
     high = low = None
     with tempfile.TemporaryDirectory(prefix="perdure-bench-ingress-") as tmp:
-        server = Server(Path(tmp) / "bench.db", args.synchronous, Path(tmp) / "server.log")
+        db = Path(tmp) / "bench.db"
+        command = ["dev", APP, "--db", str(db), "--synchronous", args.synchronous]
+        server = Server([*command, "--ingress-port", "0", "--admin-port", "0"], Path(tmp) / "server.log")
         try:
             # Warm-up: one call per key (creates each key's rows), not measured.
             run_load(server, args.client, args.concurrency, args.keys, args.timeout, args.keys, 0)
