@@ -237,7 +237,8 @@ async def create_topic(bootstrap: str) -> None:
 async def stored_offsets(db: Path) -> dict[int, int]:
     store = open_store(f"sqlite:///{db}")
     try:
-        return {p: n for (t, p), n in catalog.offsets(store.reader(), SUBSCRIPTION).items() if t == TOPIC}
+        positions = store.reader().offsets(SUBSCRIPTION)
+        return {p: position.next_offset for (t, p), position in positions.items() if t == TOPIC}
     finally:
         await store.close()
 
