@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from perdure.engine.actions import Action, Completed, Notify, StartAttempt
 from perdure.engine.commands import Cancel, Expire, KafkaRecord, Kill, Pause, Purge, Resume
 from perdure.engine.counters import Counters
-from perdure.errors import PerdureError, TerminalError
+from perdure.errors import PerdureError
 from perdure.runtime.attempts import Attempts
 from perdure.runtime.catalog import Catalog
+from perdure.runtime.client import Client
 from perdure.runtime.clock import Clock, SystemClock
 from perdure.runtime.cluster import Cluster, Timing
 from perdure.runtime.invoker import InProcessInvoker
@@ -33,7 +34,7 @@ from perdure.runtime.partitions import Partitions
 from perdure.runtime.processor import Stats
 from perdure.runtime.router import Router
 from perdure.runtime.sweeper import Sweeper
-from perdure.sdk.service import App, Handler, ServiceBase, handler_of
+from perdure.sdk.service import App, Handler, ServiceBase
 from perdure.storage import open_store
 from perdure.storage.api import (
     ClusterDatabase,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
     from perdure.runtime.deployments import RemoteService
 
-T = TypeVar("T")
 log = logging.getLogger("perdure.node")
 
 _NOT_STARTED = "the engine is not started: use `async with Engine(...)`"
@@ -75,7 +75,7 @@ class _Parts:
         self.cluster: Cluster | None = None
 
 
-class Node:
+class Node(Client):
     """perdure's engine in this process: an async context manager.
 
     `store` is a URL (`"memory:"`, `"sqlite:///path.db"`, `"postgresql://…"`) or an opened store;
@@ -382,126 +382,6 @@ class Node:
             delay=delay,
             wait=wait,
         )
-
-    async def _call(
-        self, h: Handler, key: str | None, payload: bytes, idempotency_key: str | None, headers: Any
-    ) -> Outcome:
-        _, _, waiter = await self.submit(
-            h.service.name,
-            h.name,
-            payload,
-            key=key,
-            idempotency_key=idempotency_key,
-            headers=headers,
-            wait=True,
-        )
-        assert waiter is not None
-        outcome = await waiter
-        if outcome.failure is not None:
-            raise TerminalError(outcome.failure.message, outcome.failure.code)
-        return outcome
-
-    async def object_call(
-        self,
-        handler: Callable[..., Awaitable[T]],
-        key: str,
-        arg: Any = None,
-        *,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> T:
-        """Call an object handler and wait for its output (raises `TerminalError` on failure)."""
-        h = handler_of(handler)
-        outcome = await self._call(h, key, h.input_serde.encode(arg), idempotency_key, headers)
-        result: T = h.output_serde.decode(outcome.value or b"")
-        return result
-
-    async def service_call(
-        self,
-        handler: Callable[..., Awaitable[T]],
-        arg: Any = None,
-        *,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> T:
-        h = handler_of(handler)
-        outcome = await self._call(h, None, h.input_serde.encode(arg), idempotency_key, headers)
-        result: T = h.output_serde.decode(outcome.value or b"")
-        return result
-
-    async def object_send(
-        self,
-        handler: Callable[..., Awaitable[Any]],
-        key: str,
-        arg: Any = None,
-        *,
-        delay: timedelta | float | None = None,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> str:
-        """Send without waiting; returns the invocation id once it is durably accepted."""
-        h = handler_of(handler)
-        payload = h.input_serde.encode(arg)
-        return await self.generic_send(
-            h.service.name,
-            h.name,
-            payload,
-            key=key,
-            delay=delay,
-            idempotency_key=idempotency_key,
-            headers=headers,
-        )
-
-    async def service_send(
-        self,
-        handler: Callable[..., Awaitable[Any]],
-        arg: Any = None,
-        *,
-        delay: timedelta | float | None = None,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> str:
-        h = handler_of(handler)
-        payload = h.input_serde.encode(arg)
-        return await self.generic_send(
-            h.service.name, h.name, payload, delay=delay, idempotency_key=idempotency_key, headers=headers
-        )
-
-    async def generic_call(
-        self,
-        service: str,
-        handler: str,
-        arg: bytes = b"",
-        *,
-        key: str | None = None,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        """Call by name with raw bytes in and out."""
-        _, _, waiter = await self.submit(
-            service, handler, arg, key=key, idempotency_key=idempotency_key, headers=headers, wait=True
-        )
-        assert waiter is not None
-        outcome = await waiter
-        if outcome.failure is not None:
-            raise TerminalError(outcome.failure.message, outcome.failure.code)
-        return outcome.value or b""
-
-    async def generic_send(
-        self,
-        service: str,
-        handler: str,
-        arg: bytes = b"",
-        *,
-        key: str | None = None,
-        delay: timedelta | float | None = None,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> str:
-        invocation_id, _, _ = await self.submit(
-            service, handler, arg, key=key, delay=delay, idempotency_key=idempotency_key, headers=headers
-        )
-        return invocation_id
 
     # ---- results and controls
 
