@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -214,8 +215,11 @@ async def kafka_load(load: Load, bootstrap: str, until: float, new: int) -> None
             if not batch or time.monotonic() >= until:
                 return
             sends = [await producer.send(TOPIC, json.dumps(e).encode(), key=k.encode()) for k, e in batch]
-            for (_, event), sent in zip(batch, sends, strict=True):
-                meta = await sent
+            # every future is awaited, failed ones too: the first failure ends this load
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            for (_, event), meta in zip(batch, results, strict=True):
+                if isinstance(meta, BaseException):
+                    raise meta
                 load.produced[event] = (meta.partition, meta.offset)
                 load.reproduced += event in load.ever_produced
                 load.ever_produced.add(event)
@@ -338,6 +342,8 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=30, help="stop the kills after this long")
     args = parser.parse_args()
+    # the producer's broker dies with every kill: its connection errors are expected, and counted
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     started = time.monotonic()
