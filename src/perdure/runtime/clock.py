@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
@@ -44,7 +45,8 @@ class ManualClock:
         clock.advance(timedelta(hours=1))    # fires every timer due within the hour
 
     With `autojump=True`, the clock jumps to the next deadline once nobody has read it for
-    `idle_s` real seconds.
+    `idle_s` real seconds and `busy()` is false (the `Harness` sets it to "the engine is not idle",
+    so a slow commit or a running attempt is never overtaken by a timer).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class ManualClock:
         self._idle_s = idle_s
         self._autojump = autojump
         self._jumper: asyncio.Task[None] | None = None
+        self.busy: Callable[[], bool] = _never
 
     def now_ms(self) -> int:
         self._reads += 1
@@ -95,5 +98,9 @@ class ManualClock:
         while (deadline := self.next_deadline) is not None:
             seen = self._reads
             await asyncio.sleep(self._idle_s)
-            if self._reads == seen and self.next_deadline == deadline:
+            if self._reads == seen and self.next_deadline == deadline and not self.busy():
                 self.set(deadline)
+
+
+def _never() -> bool:
+    return False

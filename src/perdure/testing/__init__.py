@@ -55,6 +55,7 @@ class Harness(Engine):
         store: str | Database | ClusterDatabase | None = None,
     ) -> None:
         self.manual_clock = clock or ManualClock(autojump=autojump)
+        self.manual_clock.busy = self._busy
         # No background retention sweeps on a test clock: tests call `await h.sweep()`.
         super().__init__(
             app,
@@ -63,6 +64,10 @@ class Harness(Engine):
             sweep_interval=None,
             partitions=self.default_partitions,
         )
+
+    def _busy(self) -> bool:
+        """Something is queued, committing or computing: an autojump waits for it."""
+        return self._parts is not None and not self.idle
 
     async def __aenter__(self) -> Harness:
         await self.start()
