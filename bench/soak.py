@@ -208,8 +208,8 @@ async def kafka_load(load: Load, bootstrap: str, until: float, new: int) -> None
     load.new_kafka(new)
     load.produced = {}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, request_timeout_ms=5000)
-    await producer.start()
     try:
+        await producer.start()  # the restarted broker may not answer yet: then next cycle
         for start in range(0, 1_000_000, 100):
             batch = load.kafka_todo()[start : start + 100]
             if not batch or time.monotonic() >= until:
