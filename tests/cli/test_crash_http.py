@@ -42,7 +42,7 @@ REQUESTS = 2_000
 CONCURRENCY = 32
 KEYS = 40
 KILL_AFTER_ACKS = (300, 1_200)  # the kill lands after a random number of acknowledgements
-PHASE_TIMEOUT_S = 20.0
+PHASE_TIMEOUT_S = 60.0
 
 
 def key_of(i: int) -> str:
