@@ -3,7 +3,8 @@
 
     python3 dev.py demo     set up .venv (first time); the seed example fed from Kafka by `perdure dev`
                             (`demo --http`: the same example called over HTTP; `demo --exit`: stop after)
-    python3 dev.py test     set up .venv (first time) and run the whole test suite
+    python3 dev.py test     set up .venv (first time) and run the whole test suite, one pytest worker
+                            per core (up to 4; `test -n 0` runs it in one process)
     python3 dev.py lint     ruff + mypy
     python3 dev.py bench    the benchmarks in bench/
     python3 dev.py simulate --seeds N [--seed S]
@@ -136,6 +137,14 @@ def run(cmd: list[str], *, child_handles_ctrl_c: bool = False) -> None:
         sys.exit(code)
 
 
+def parallel(extra: list[str]) -> list[str]:
+    """pytest-xdist workers, one per core up to 4: most tests wait on brokers, servers and child
+    processes, so two workers on two cores halve the wall time. `-n 0` (or any `-n`) overrides."""
+    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
+        return []
+    return ["-n", str(min(4, os.cpu_count() or 1)), "--dist", "worksteal"]
+
+
 def main() -> None:
     verb = sys.argv[1] if len(sys.argv) > 1 else "help"
     extra = sys.argv[2:]
@@ -145,7 +154,7 @@ def main() -> None:
     if verb == "demo":
         run([str(PY), "examples/demo.py", *extra], child_handles_ctrl_c=True)
     elif verb == "test":
-        run([str(PY), "-m", "pytest", *extra])
+        run([str(PY), "-m", "pytest", *parallel(extra), *extra])
     elif verb == "lint":
         run([str(PY), "-m", "ruff", "check", "src", "tests", "examples", "bench"])
         run([str(PY), "-m", "ruff", "format", "--check", "src", "tests", "examples", "bench"])
