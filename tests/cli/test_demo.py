@@ -6,6 +6,7 @@ is the HTTP tour of the same example.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -92,6 +93,7 @@ def test_sigint_to_dev_py_stops_the_demo_and_the_server_it_started(tmp_path: Pat
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,  # its own process group: cleanup reaches the demo under it
     )
     server_pid = None
     try:
@@ -107,7 +109,10 @@ def test_sigint_to_dev_py_stops_the_demo_and_the_server_it_started(tmp_path: Pat
         assert dev.returncode == 0, rest
         assert "stopped cleanly" in rest
         assert not Path(f"/proc/{server_pid}").exists(), "perdure dev outlived the demo"
-    finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
+    finally:  # a failed run leaves nothing behind: dev.py, the demo, and the server by its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGKILL)
+        dev.wait()
+        if server_pid is not None and Path(f"/proc/{server_pid}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server_pid, signal.SIGKILL)
