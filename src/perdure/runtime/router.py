@@ -398,6 +398,14 @@ class Router:
     async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
         """The partition's log restarted below the stored offset (a recreated topic, a dev broker
         that restarted empty): continue at `next_offset`; records at reused offsets count as new."""
-        if self.whole is None:
-            raise ConflictError("resetting a Kafka offset is not supported in a cluster yet")
+        if self.whole is None:  # in a cluster: a compare-and-set of the position, as ingest does
+            assert self._cluster is not None
+            expected = self.positions(subscription_id).get((topic, partition))
+            after = Position(next_offset, expected.epoch + 1 if expected is not None else 0)
+            if not await self._cluster.ingest(subscription_id, topic, partition, expected, after, []):
+                raise ConflictError(
+                    f"{subscription_id}: the position of {topic}/{partition} moved while it was reset"
+                    " (another consumer took the Kafka partition); reset it again"
+                )
+            return
         await self.whole.submit_and_wait(ResetOffset(subscription_id, topic, partition, next_offset))
