@@ -3,12 +3,10 @@ before are new records — alone on a database and in a cluster (a compare-and-s
 
 from __future__ import annotations
 
-import asyncio
-
 import perdure
 from perdure import ObjectContext, VirtualObject
 from perdure.engine.commands import KafkaRecord
-from perdure.storage.api import Outcome, Position
+from perdure.storage.api import Position
 from perdure.testing import Harness
 
 counter = VirtualObject("counter")
@@ -21,23 +19,13 @@ async def add(ctx: ObjectContext, n: int) -> int:
     return int(total)
 
 
-async def outcome(h: Harness, invocation_id: str) -> Outcome:
-    """In a cluster `ingest` returns once the records' deliveries are durable; the invocation
-    exists once its partition applied them."""
-    for _ in range(500):
-        if h.reader().get_invocation(invocation_id) is not None:
-            return await h.attach(invocation_id)
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{invocation_id} was never created")
-
-
 async def test_records_at_reused_offsets_run_after_a_reset(backend: str) -> None:
     async with Harness(perdure.App([counter])) as h:
         await h.put_kafka_cluster("local", {"bootstrap.servers": "127.0.0.1:1"})
         sub = await h.create_subscription("kafka://local/numbers", "service://counter/add")
         first = [KafkaRecord(offset, b"k", b"%d" % n) for offset, n in enumerate((1, 10))]
         for invocation_id in await h.ingest(sub.id, "numbers", 0, first):
-            await outcome(h, invocation_id)
+            await h.attach(invocation_id)
         assert h.stored_offsets(sub.id) == {("numbers", 0): 2}
 
         await h.reset_offset(sub.id, "numbers", 0, 0)  # the broker came back empty
@@ -46,6 +34,6 @@ async def test_records_at_reused_offsets_run_after_a_reset(backend: str) -> None
         again = [KafkaRecord(offset, b"k", b"%d" % n) for offset, n in enumerate((100, 1000))]
         created = await h.ingest(sub.id, "numbers", 0, again)
         assert len(created) == 2, "records at reused offsets were taken for ones already seen"
-        outcomes = [await outcome(h, invocation_id) for invocation_id in created]
+        outcomes = [await h.attach(invocation_id) for invocation_id in created]
         assert outcomes[-1].value == b"1111"
         assert await h.ingest(sub.id, "numbers", 0, again) == []  # seen in this epoch: skipped

@@ -22,6 +22,7 @@ from .procs import start, wait_balanced
 
 PARTITIONS = 6
 KEYS = 30
+SENDS = 9
 
 
 @pytest.mark.slow
@@ -52,6 +53,21 @@ def test_three_nodes_share_the_partitions_and_serve_every_call(
         for key in range(KEYS):
             state = httpx.get(f"{nodes[key % 3].admin}/state/counter/k{key}", timeout=5).json()["state"]
             assert sorted(state["seen"]) == sorted(f"r{i}" for i in range(key, KEYS * 3, KEYS))
+
+        async def send_then_attach() -> None:
+            """An attach right after a send, through the same node, finds the invocation even where
+            the node does not own it (its owner applies the delivery a moment later)."""
+            async with httpx.AsyncClient(timeout=20) as client:
+                for i in range(SENDS):
+                    node = nodes[i % 3]
+                    sent = await client.post(f"{node.ingress}/counter/s{i}/add/send", json=f"s{i}")
+                    assert sent.status_code == 202, sent.text
+                    invocation_id = sent.json()["invocationId"]
+                    attached = await client.get(f"{node.ingress}/restate/invocation/{invocation_id}/attach")
+                    assert attached.status_code == 200, attached.text
+                    assert attached.json()["rid"] == f"s{i}", attached.text
+
+        asyncio.run(send_then_attach())
         view = nodes[0].cluster()
         assert view["partitions"] == PARTITIONS and sum(n["alive"] for n in view["nodes"]) == 3
         shown = subprocess.run(
@@ -73,7 +89,7 @@ def test_three_nodes_share_the_partitions_and_serve_every_call(
         store = open_store(url)
         try:
             counts = store.reader().count_invocations()
-            assert counts[Status.COMPLETED] == sum(counts.values()) == KEYS * 3 + KEYS * 3 // 2
+            assert counts[Status.COMPLETED] == sum(counts.values()) == KEYS * 3 + KEYS * 3 // 2 + SENDS
         finally:
             await store.close()
 

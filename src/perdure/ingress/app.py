@@ -203,18 +203,25 @@ class Ingress:
     # ---- attach and output
 
     async def _invocation(self, target: routing.Invocation, receive: Receive, send: Send) -> None:
-        inv = self.engine.reader().get_invocation(target.invocation_id)
-        if inv is None:
-            raise not_found("not found", source="invocation")
+        reader = self.engine.reader()
+        inv = reader.get_invocation(target.invocation_id)
         if target.verb == "output":
+            if inv is None:
+                raise not_found("not found", source="invocation")
             if inv.outcome is None or inv.completed_at is None:
                 raise IngressError(NOT_READY, "the invocation exists but has not completed yet")
             outcome: Outcome | None = inv.outcome
         else:
-            outcome = await self._wait(inv.id, receive, self.engine.outcome_waiter(inv.id))
-        if outcome is not None:
-            handler = self.engine.handler(inv.service, inv.handler)
-            await self._respond_outcome(send, inv.id, outcome, handler, inv.idempotency_key is not None)
+            try:  # in a cluster, one just sent to another node's partition may not be stored yet
+                waiter = self.engine.outcome_waiter(target.invocation_id)
+            except UnknownTargetError:
+                raise not_found("not found", source="invocation") from None
+            outcome = await self._wait(target.invocation_id, receive, waiter)
+            inv = inv or reader.get_invocation(target.invocation_id)  # stored once it completed
+        if outcome is not None:  # (inv None: purged as soon as it completed — answer all the same)
+            handler = self.engine.handler(inv.service, inv.handler) if inv is not None else None
+            idempotent = inv is not None and inv.idempotency_key is not None
+            await self._respond_outcome(send, target.invocation_id, outcome, handler, idempotent)
 
     async def _wait(
         self, invocation_id: str, receive: Receive, waiter: asyncio.Future[Outcome]

@@ -45,6 +45,10 @@ from perdure.runtime.partition import Partition
 from perdure.sdk.service import Handler
 from perdure.storage.api import ClusterDatabase, Failure, Outcome, Position, Reader, Status
 
+#: How many ids of invocations submitted to other nodes' partitions the router remembers, so an
+#: attach right after the acceptance waits for the owner instead of answering "no invocation".
+SUBMITTED_ELSEWHERE_KEPT = 10_000
+
 
 def ms(value: timedelta | float | None) -> int | None:
     """A delay as milliseconds (floats are seconds)."""
@@ -94,6 +98,9 @@ class Router:
         self._cluster = cluster
         self._sent = itertools.count()  # numbers the deliveries this node sends: sources are unique
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        # ids of invocations this node submitted to another node's partition, newest last: until
+        # the owner applied the delivery the id is not in the store, yet attaching to it is valid
+        self._submitted_elsewhere: dict[str, None] = {}
         self._completion_listeners = completion_listeners  # the node's: kept across restarts
 
     # ---- submissions
@@ -172,6 +179,7 @@ class Router:
                     headers=list(command.headers), idempotency_key=idempotency_key,
                     execute_at=command.execute_at,
                 ))  # fmt: skip
+                self._remember_submitted(invocation_id)
                 return invocation_id, False, waiter
             actions = await partition.submit_and_wait(command)
         except BaseException:
@@ -204,10 +212,10 @@ class Router:
         `release_waiter` so nothing is left behind. Raises `UnknownTargetError` for an unknown id.
         """
         inv = self.reader().get_invocation(invocation_id)
-        if inv is None:
+        if inv is None and invocation_id not in self._submitted_elsewhere:
             raise UnknownTargetError(f"no invocation {invocation_id}")
         waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if inv.outcome is not None and inv.completed_at is not None:
+        if inv is not None and inv.outcome is not None and inv.completed_at is not None:
             waiter.set_result(inv.outcome)
         else:  # no await since the read: a later completion is dispatched to this waiter
             self._waiters.setdefault(invocation_id, []).append(waiter)
@@ -317,6 +325,12 @@ class Router:
                 body = bodies.Controlled(invocation_id, verb)
         await self._send(body)
 
+    def _remember_submitted(self, invocation_id: str) -> None:
+        submitted = self._submitted_elsewhere
+        submitted[invocation_id] = None
+        if len(submitted) > SUBMITTED_ELSEWHERE_KEPT:
+            del submitted[next(iter(submitted))]
+
     async def _send(self, body: bodies.Body) -> None:
         assert self._cluster is not None
         target = ids.partition_of(body.invocation_id, self._cluster.partitions)
@@ -386,7 +400,10 @@ class Router:
                 f"{command.subscription_id}: the position of {command.topic}/{command.partition} moved"
                 " (another consumer took the Kafka partition): re-reading from the stored offset"
             )
-        return [i.invocation_id for _, i in invokes]
+        created = [i.invocation_id for _, i in invokes]
+        for invocation_id in created:  # its partition applies the delivery a moment later
+            self._remember_submitted(invocation_id)
+        return created
 
     def stored_offsets(self, subscription_id: str) -> dict[tuple[str, int], int]:
         """The next offset to consume per (topic, partition), as committed."""
