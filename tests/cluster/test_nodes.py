@@ -56,16 +56,20 @@ def test_three_nodes_share_the_partitions_and_serve_every_call(
 
         async def send_then_attach() -> None:
             """An attach right after a send, through the same node, finds the invocation even where
-            the node does not own it (its owner applies the delivery a moment later)."""
+            the node does not own it (its owner applies the delivery a moment later); the send
+            repeated with its idempotency key is `PreviouslyAccepted` on every node."""
             async with httpx.AsyncClient(timeout=20) as client:
                 for i in range(SENDS):
                     node = nodes[i % 3]
-                    sent = await client.post(f"{node.ingress}/counter/s{i}/add/send", json=f"s{i}")
-                    assert sent.status_code == 202, sent.text
+                    url, once = f"{node.ingress}/counter/s{i}/add/send", {"idempotency-key": f"s{i}"}
+                    sent = await client.post(url, json=f"s{i}", headers=once)
+                    assert (sent.status_code, sent.json()["status"]) == (202, "Accepted"), sent.text
                     invocation_id = sent.json()["invocationId"]
                     attached = await client.get(f"{node.ingress}/restate/invocation/{invocation_id}/attach")
                     assert attached.status_code == 200, attached.text
                     assert attached.json()["rid"] == f"s{i}", attached.text
+                    again = await client.post(url, json=f"s{i}", headers=once)  # owned here or not
+                    assert again.json() == {"invocationId": invocation_id, "status": "PreviouslyAccepted"}
 
         asyncio.run(send_then_attach())
         view = nodes[0].cluster()

@@ -174,19 +174,26 @@ class Router:
         partition = self.partition_for(invocation_id)
         try:
             if partition is None:  # another node owns it: accepted once the delivery is durable
-                await self._send(bodies.Invoked(
-                    invocation_id=invocation_id, service=service, handler=handler, key=key, input=payload,
-                    headers=list(command.headers), idempotency_key=idempotency_key,
-                    execute_at=command.execute_at,
-                ))  # fmt: skip
-                self._remember_submitted(invocation_id)
-                return invocation_id, False, waiter
-            actions = await partition.submit_and_wait(command)
+                existing = None if fresh else self.reader().get_invocation(invocation_id)
+                if existing is None:
+                    await self._send(bodies.Invoked(
+                        invocation_id=invocation_id, service=service, handler=handler, key=key,
+                        input=payload, headers=list(command.headers), idempotency_key=idempotency_key,
+                        execute_at=command.execute_at,
+                    ))  # fmt: skip
+                    self._remember_submitted(invocation_id)
+                    return invocation_id, False, waiter
+                previously = True  # stored already: the owner would drop the delivery as a repeat
+                if waiter is not None and existing.outcome is not None and existing.completed_at is not None:
+                    waiter.set_result(existing.outcome)
+                    self.release_waiter(invocation_id, waiter)
+            else:
+                actions = await partition.submit_and_wait(command)
+                previously = any(type(a) is Accepted and a.previously for a in actions)
         except BaseException:
             if waiter is not None:
                 self.release_waiter(invocation_id, waiter)
             raise
-        previously = any(type(a) is Accepted and a.previously for a in actions)
         if previously and wait and h.workflow_run:
             assert waiter is not None
             self.release_waiter(invocation_id, waiter)
