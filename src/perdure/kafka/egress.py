@@ -141,8 +141,14 @@ class _Client:
             producer = AIOKafkaProducer(**self.kwargs, acks="all", linger_ms=2)
             await producer.start()
         self.producer = producer
+        # `earliest`: a checkpoint below the log's start (retention deleted records since) must
+        # read from the start, not skip to the end and miss what is there.
         self.consumer = AIOKafkaConsumer(
-            **self.kwargs, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+            **self.kwargs,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            auto_offset_reset="earliest",
         )
         await self.consumer.start()
 
@@ -179,13 +185,14 @@ class _Client:
             if loop.time() > deadline:
                 raise EgressError(f"reading back what was produced timed out ({sorted(map(str, todo))})")
             batches = await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for r in records:
                     for name, value in r.headers or ():
                         if name == wire.RECORD_ID_HEADER and value in wanted:
                             found.add(value)
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    todo.pop(tp, None)
+            for tp in list(todo):  # by position: gaps (compaction, retention) end a scan too
+                if await consumer.position(tp) >= ends[tp]:
+                    del todo[tp]
         consumer.assign([])
         return found
 
