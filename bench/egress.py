@@ -106,7 +106,7 @@ async def phase(broker: Broker, name: str, count: int, n: int, tmp: Path) -> tup
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=10_000, help="records per phase")
-    parser.add_argument("--rounds", type=int, default=2, help="plain/emit pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="plain/emit pairs")
     args = parser.parse_args(argv)
     results: dict[str, list[tuple[float, float]]] = {"plain": [], "emit": []}
     with tempfile.TemporaryDirectory() as tmp:
