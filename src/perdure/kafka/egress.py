@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaConnectionError, KafkaError  # type: ignore[import-untyped]
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
@@ -118,6 +118,11 @@ def kafka_partition(record: outbox.Record, partitions: int) -> int:
     return int((murmur2(basis) & 0x7FFFFFFF) % partitions)
 
 
+def _quiet_probe(record: logging.LogRecord) -> bool:
+    """Drop aiokafka's error about a refused InitProducerId while probing for idempotence."""
+    return not str(record.msg).startswith("Unexpected error during InitProducerIdRequest")
+
+
 class _Client:
     """A cluster's producer, and a consumer (no group) to look for records already produced."""
 
@@ -130,16 +135,24 @@ class _Client:
         self.idempotent = False
 
     async def start(self) -> None:
+        sender_log = logging.getLogger("aiokafka.producer.sender")
+        sender_log.addFilter(_quiet_probe)  # its ERROR line would only say what we log below
         try:
             producer = AIOKafkaProducer(**self.kwargs, acks="all", enable_idempotence=True, linger_ms=2)
             await producer.start()
             self.idempotent = True
+        except KafkaConnectionError:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise  # unreachable: nothing learnt about idempotence (the round retries)
         except KafkaError as e:  # the broker has no idempotent producers (tansu)
             with contextlib.suppress(Exception):
                 await producer.stop()
             log.info("Kafka egress: the broker refuses idempotent producers (%s); producing without", e)
             producer = AIOKafkaProducer(**self.kwargs, acks="all", linger_ms=2)
             await producer.start()
+        finally:
+            sender_log.removeFilter(_quiet_probe)
         self.producer = producer
         # `earliest`: a checkpoint below the log's start (retention deleted records since) must
         # read from the start, not skip to the end and miss what is there.
