@@ -7,6 +7,7 @@ registered with perdure as a remote deployment. `Flaky` adds handlers for the fa
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import timedelta
 from typing import Any
@@ -167,6 +168,15 @@ async def wait_for_signal(ctx: Context) -> str:
 @flaky.handler()
 async def send_signal(ctx: Context, target: str) -> None:
     ctx.resolve_signal(target, "go", "green")
+
+
+@flaky.handler()
+async def emit(ctx: Context, topic: str) -> None:
+    """Produce a Kafka record through perdure's egress: a send to `perdure.kafka/emit`."""
+    key = base64.urlsafe_b64encode(b"from-sdk").decode()
+    ctx.generic_send(
+        "perdure.kafka", "emit", b'{"from":"official"}', key=topic, headers={"kafka.key": key, "via": "sdk"}
+    )
 
 
 def _fail() -> None:

@@ -80,4 +80,21 @@ class Delivered:
     partition: int
 
 
-Action = StartAttempt | Notify | AbortAttempt | ScheduleTimer | Completed | Accepted | Rejected | Delivered
+@dataclass(frozen=True, slots=True)
+class EgressPending:
+    """Records emitted by handlers of `partition` wait in its outbox: produce them to Kafka."""
+
+    partition: int
+
+
+Action = (
+    StartAttempt
+    | Notify
+    | AbortAttempt
+    | ScheduleTimer
+    | Completed
+    | Accepted
+    | Rejected
+    | Delivered
+    | EgressPending
+)

@@ -140,6 +140,17 @@ class Deliver:
 
 
 @dataclass(frozen=True, slots=True)
+class EgressProduced:
+    """The egress producer put these outbox records of `partition` in Kafka (or found them there):
+    delete them, and store its checkpoints, (cluster, topic, Kafka partition) → offset
+    (`perdure.kafka.egress` says why they make each record appear once)."""
+
+    partition: int
+    names: Sequence[bytes] = ()
+    marks: Mapping[tuple[str, str, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent once at start: restart every invocation whose attempt was running at the crash."""
 
@@ -160,5 +171,6 @@ Command = (
     | Ingest
     | ResetOffset
     | Deliver
+    | EgressProduced
     | Recover
 )

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from perdure.engine import lifecycle, promises
+from perdure.engine import egress, lifecycle, promises
 from perdure.engine.commands import AttemptOutput, Invoke
 from perdure.engine.step import Step
 from perdure.protocol import awakeables, ids
+from perdure.protocol import egress as egress_wire
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import message_type
 from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Timer
@@ -156,6 +157,14 @@ def _call(step: Step, inv: Invocation, m: Any) -> None:
 
 
 def _one_way_call(step: Step, inv: Invocation, m: Any) -> None:
+    if m.service_name == egress_wire.SERVICE:
+        if m.handler_name != egress_wire.HANDLER:
+            raise _InvalidCommand(f"{egress_wire.SERVICE} has one handler, {egress_wire.HANDLER}")
+        try:
+            egress.accept(step, inv, m)
+        except ValueError as e:
+            raise _InvalidCommand(str(e)) from e
+        return
     _child(step, inv, m, None, m.invoke_time or None)
 
 

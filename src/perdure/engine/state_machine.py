@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import deliveries, intake, lifecycle
+from perdure.engine import deliveries, egress, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
@@ -16,6 +16,7 @@ from perdure.engine.commands import (
     Command,
     CompleteSignal,
     Deliver,
+    EgressProduced,
     Expire,
     FireTimer,
     Ingest,
@@ -81,6 +82,8 @@ class StateMachine:
                 intake.reset_offset(step, command)
             case Deliver():
                 deliveries.apply(step, command)
+            case EgressProduced():
+                egress.produced(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

@@ -49,6 +49,7 @@ from perdure.storage.api import (
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
+    from perdure.kafka.egress import Egress
     from perdure.runtime.deployments import RemoteService
 
 log = logging.getLogger("perdure.node")
@@ -104,6 +105,7 @@ class Node(Client):
         self._parts: _Parts | None = None
         self.counters = Counters()
         self.kafka: KafkaIntake | None = None
+        self.egress: Egress | None = None  # produces what handlers emit (ctx.emit)
         self._sweeper: Sweeper | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._completion_listeners: list[Callable[[str], None]] = []
@@ -169,6 +171,11 @@ class Node(Client):
         self.kafka = KafkaIntake(self, member_file=members)
         catalog.add_listener(self._catalog_changed)
         await self.kafka.start()
+        from perdure.kafka.egress import Egress
+
+        self.egress = Egress(self)
+        effects.on_egress = self.egress.wake
+        await self.egress.start()
         self._sweeper = Sweeper(self.clock, catalog.registry, opened.reader, self._expire)
         if self.sweep_interval is not None:
             self._spawn(self._sweeper.every(self.sweep_interval))
@@ -277,6 +284,9 @@ class Node(Client):
 
     async def stop(self) -> None:
         """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
+        if self.egress is not None:
+            await self.egress.stop()
+            self.egress = None
         if self.kafka is not None:
             await self.kafka.stop()
             self.kafka = None
@@ -512,10 +522,11 @@ class Node(Client):
 class _Effects:
     """A partition's actions for the rest of the node: attempts run, completions answered."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("on_egress", "parts")
 
     def __init__(self) -> None:
         self.parts: _Parts | None = None  # set once the node's parts are built
+        self.on_egress: Callable[[int], None] | None = None  # the Kafka egress, once started
 
     def _parts(self) -> _Parts:
         assert self.parts is not None
@@ -544,6 +555,10 @@ class _Effects:
         running = self._parts().partitions.running.get(partition)
         if running is not None:
             running.poke()
+
+    def egress_pending(self, partition: int) -> None:
+        if self.on_egress is not None:
+            self.on_egress(partition)
 
 
 #: The public name (`perdure.Engine`): a node running every partition of its own database.

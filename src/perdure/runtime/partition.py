@@ -19,6 +19,7 @@ from perdure.engine.actions import (
     Action,
     Completed,
     Delivered,
+    EgressPending,
     Notify,
     ScheduleTimer,
     StartAttempt,
@@ -49,6 +50,7 @@ class Effects(Protocol):
     def abort(self, invocation_id: str) -> None: ...
     def completed(self, action: Completed) -> None: ...
     def delivered(self, partition: int) -> None: ...
+    def egress_pending(self, partition: int) -> None: ...
 
 
 class Partition:
@@ -161,3 +163,5 @@ class Partition:
                 effects.completed(action)
             elif type(action) is Delivered:
                 effects.delivered(action.partition)
+            elif type(action) is EgressPending:
+                effects.egress_pending(action.partition)

@@ -21,6 +21,7 @@ import msgspec
 
 from perdure.errors import JournalMismatchError, SerdeError, Suspended, TerminalError
 from perdure.protocol import awakeables
+from perdure.protocol import egress as egress_wire
 from perdure.protocol import messages as pm
 from perdure.protocol.vm import VM
 from perdure.retry import RetryPolicy
@@ -442,6 +443,38 @@ class Attempt:
         headers: Mapping[str, str] | None = None,
     ) -> SendFuture:
         return self._send_to(service, handler, key, arg, delay, idempotency_key, headers)
+
+    def emit(
+        self,
+        topic: str,
+        value: Any,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        cluster: str | None = None,
+    ) -> SendFuture:
+        """Produce a Kafka record once, after the commit: a send to `perdure.kafka/emit`."""
+        try:
+            target = egress_wire.target(topic, cluster)
+        except ValueError as e:
+            raise TerminalError(str(e), 400) from e
+        if isinstance(value, bytes):
+            payload = value
+        elif isinstance(value, str):
+            payload = value.encode()
+        else:
+            try:
+                payload = _JSON.encode(value)
+            except (TypeError, msgspec.EncodeError) as e:
+                raise SerdeError(f"cannot emit {type(value).__name__} to {topic!r}: {e}") from e
+        sent = [(k, v) for k, v in (headers or {}).items() if k != egress_wire.KEY_HEADER]
+        if key is not None:
+            raw = key.encode() if isinstance(key, str) else key
+            sent.append((egress_wire.KEY_HEADER, egress_wire.encode_key(raw)))
+        id_handle = self.vm.sys_send(
+            egress_wire.SERVICE, egress_wire.HANDLER, payload, key=target, headers=sent
+        )
+        return SendFuture(self, id_handle)
 
     def awakeable(self, *, type_hint: Any = None) -> tuple[str, DurableFuture]:
         """An id to hand to another system, and a future completed when it resolves or rejects it.

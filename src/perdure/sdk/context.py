@@ -142,6 +142,28 @@ class Context(Protocol):
         headers: Mapping[str, str] | None = None,
     ) -> SendHandle: ...
 
+    def emit(
+        self,
+        topic: str,
+        value: Any,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        cluster: str | None = None,
+    ) -> SendHandle:
+        """Produce a record to Kafka exactly once, after this step is committed.
+
+        The record is journaled with the handler's other commands (a replay does not emit it
+        again) and produced by the engine once the journal entry is durable; a crash after that
+        neither loses nor repeats it. `value`: bytes as is, str as UTF-8, anything else as JSON;
+        `key` decides the Kafka partition (murmur2, as Java clients); `headers` are the record's.
+        `cluster` names a configured Kafka cluster (default: the only one configured). Every
+        record carries its id in header `perdure.egress.id`, the handle's `invocation_id()`::
+
+            ctx.emit("orders-confirmed", {"order": order_id}, key=ctx.key())
+        """
+        ...
+
     def awakeable(self, *, type_hint: Any = None) -> tuple[str, DurableAwaitable[Any]]:
         """(id, future): give the id to another system; it completes the future over HTTP
         (`POST /restate/awakeables/{id}/resolve|reject`) or from a handler."""
