@@ -308,7 +308,7 @@ def report(header: str, sat: Result | None, pace: Result | None, rate: float, rs
     print("journal entries: counted from the store (sum of journal_length over the phase's invocations)")
 
 
-async def main() -> None:
+def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="saturation: invocations")
     parser.add_argument(
@@ -330,12 +330,23 @@ async def main() -> None:
     parser.add_argument("--phases", default="saturation,paced", help="comma-separated: saturation,paced")
     parser.add_argument("--timeout", type=float, default=120.0, help="abort a phase after this many seconds")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the saturation phase here")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], help="event loop (default: as perdure serves, PERDURE_LOOP)"
+    )
     args = parser.parse_args()
     if args.store not in ("sqlite", "memory:", "postgresql"):
         parser.error("--store must be 'sqlite', 'memory:' or 'postgresql'")
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     if not phases <= {"saturation", "paced"}:
         parser.error("--phases takes saturation and/or paced")
+    args.phases = phases
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
+    from perdure.runtime import loop as event_loop  # here: bench/instructions.py imports this module
+
+    phases = args.phases
 
     keys = [f"user{i:04d}" for i in range(args.keys)]
     rss: dict[str, float] = {}
@@ -378,10 +389,13 @@ async def main() -> None:
     header = (
         f"perdure core bench: {store}; {args.keys:,} keys; exclusive handler with 3 ctx.run + 1 ctx.set; "
         f"saturation {args.count:,} invocations x {args.in_flight:,} in flight; paced {args.rate:,.0f}/s for "
-        f"{args.duration:g} s (python {sys.version.split()[0]})"
+        f"{args.duration:g} s (python {sys.version.split()[0]}, {event_loop.current()} loop)"
     )
     report(header, sat, pace, args.rate, rss)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from perdure.runtime import loop as event_loop
+
+    arguments = parse()
+    event_loop.run(main(arguments), loop=arguments.loop)  # perdure's servers' loop and collector settings

@@ -7,7 +7,6 @@ perdure invocations list --status paused      # management over the admin API
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -156,6 +155,8 @@ def _configured(*, file: Path | None, flags: dict[str, Any], defaults: Settings)
 
 
 def _run_server(settings: Settings, title: str) -> None:
+    from perdure.runtime import loop as event_loop
+
     from .server import StartupError, run  # uvicorn and the engine: only for the server commands
 
     try:
@@ -166,12 +167,15 @@ def _run_server(settings: Settings, title: str) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        loop = event_loop.choice()  # PERDURE_LOOP, checked before anything starts (workers inherit it)
         if settings.workers > 1:
             from .workers import run as run_workers
 
             code = run_workers(settings, console())
         else:
-            code = asyncio.run(run(settings, app, title=title, console=console()))
+            code = event_loop.run(run(settings, app, title=title, console=console()), loop=loop)
+    except event_loop.LoopError as e:
+        raise CliError(str(e)) from None
     except StartupError as e:
         raise CliError(str(e), exit_code=e.exit_code) from None
     sys.exit(code)

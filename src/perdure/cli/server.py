@@ -32,6 +32,7 @@ from rich.markup import escape
 
 from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
 from perdure.errors import ConflictError, DatabaseInUse, InvalidInputError, UnknownTargetError
+from perdure.runtime import loop as event_loop
 from perdure.runtime.http import Served, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceBase, ServiceKind
@@ -114,7 +115,7 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
     else:
         sync = f" [dim](sqlite, synchronous={settings.synchronous})[/]"
     lines = [
-        f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}[/]",
+        f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}, {event_loop.current()} loop[/]",
         f"  services  {escape(_describe_services(running.engine.services()))}",
         f"  ingress   [cyan]{running.ingress.url}[/]",
         f"  admin     [cyan]{running.admin.url}[/]",
@@ -418,6 +419,7 @@ async def _serve_engine(
             running.reset = await _reset_embedded_offsets(engine)
         print_banner(console, settings, app, running, title=title)
         sys.stdout.flush()
+        event_loop.settle()  # what startup made lives as long as the process: out of the collector's way
         if on_ready is not None:
             on_ready(running)
         stopped = asyncio.ensure_future(stop.wait())

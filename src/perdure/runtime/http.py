@@ -71,8 +71,10 @@ async def serve(
     if sock is None:
         sock = listening_socket(host, port)
     host, bound_port = sock.getsockname()[:2]
+    # h11 always: uvicorn's "auto" would pick httptools where it happens to be installed (it comes
+    # with uvicorn[standard]), and the ingress' request handling is tested on h11.
     config = uvicorn.Config(
-        app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=5
+        app, http="h11", log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=5
     )
     server = _Server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=f"http-{bound_port}")
