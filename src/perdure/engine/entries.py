@@ -23,13 +23,18 @@ class _InvalidCommand(Exception):
     """The attempt sent a command its handler may not use; the attempt fails (and retries)."""
 
 
+_RUNNING = Status.RUNNING
+_COMMAND_MIN, _COMMAND_MAX, _CUSTOM_MIN = pm.COMMAND_MIN, pm.COMMAND_MAX, pm.CUSTOM_MIN
+
+
 def apply_output(step: Step, cmd: AttemptOutput) -> None:
     inv = step.load(cmd.invocation_id)
-    if inv is None or inv.status is not Status.RUNNING or inv.attempt != cmd.attempt:
+    attempt = cmd.attempt
+    if inv is None or inv.status is not _RUNNING or inv.attempt != attempt:
         return  # a stale attempt: its invocation has moved on
     for message in cmd.messages:
         code = message_type(message)
-        if pm.is_command(code):
+        if _COMMAND_MIN <= code <= _COMMAND_MAX or code >= _CUSTOM_MIN:  # pm.is_command, inlined
             try:
                 _command(step, inv, code, message)
             except _InvalidCommand as e:
@@ -44,7 +49,7 @@ def apply_output(step: Step, cmd: AttemptOutput) -> None:
                 )
                 return
             handler(step, inv, message)
-        if inv.status is not Status.RUNNING or inv.attempt != cmd.attempt:
+        if inv.status is not _RUNNING or inv.attempt != attempt:
             return  # the attempt ended (End, Suspension, Error)
 
 

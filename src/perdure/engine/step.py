@@ -41,8 +41,10 @@ class Partitioning:
 EVERYTHING = Partitioning()
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
+    """One command's work (built per command: slots keep its attribute reads cheap)."""
+
     txn: Transaction
     now: int
     registry: Registry
@@ -81,11 +83,17 @@ class Step:
 
     def append(self, inv: Invocation, *messages: Any) -> None:
         """Stage entries at the end of `inv`'s journal."""
-        _, entries = self._staged.setdefault(inv.id, (inv.journal_length, []))
+        staged = self._staged.get(inv.id)
+        if staged is None:
+            entries: list[Entry] = []
+            self._staged[inv.id] = (inv.journal_length, entries)
+        else:
+            entries = staged[1]
         for message in messages:
             entries.append(Entry(message_type(message), message.SerializeToString()))
-        inv.journal_length += len(messages)
-        self.counters.journal_entries += len(messages)
+        count = len(messages)
+        inv.journal_length += count
+        self.counters.journal_entries += count
         inv.last_progress_at = self.now
         inv.attempts_since_progress = 0
 

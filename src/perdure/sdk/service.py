@@ -61,24 +61,18 @@ class Handler:
     input_serde: serde.Serde
     output_serde: serde.Serde
     options: HandlerOptions
+    # Derived once: the ingress, router and invoker read them on every call.
+    keyed: bool = field(init=False)  # addressed by key (objects, workflows)
+    workflow_run: bool = field(init=False)  # the run-once handler of a workflow
+    exclusive: bool = field(init=False)  # holds its key's lock while running (queue per key)
+    qualified_name: str = field(init=False)  # "service/handler"
 
-    @property
-    def keyed(self) -> bool:
-        return self.service.kind is not ServiceKind.SERVICE
-
-    @property
-    def workflow_run(self) -> bool:
-        """The run-once handler of a workflow."""
-        return self.kind is HandlerKind.WORKFLOW
-
-    @property
-    def exclusive(self) -> bool:
-        """Holds its key's lock while running (queue per key)."""
-        return self.kind in (HandlerKind.EXCLUSIVE, HandlerKind.WORKFLOW)
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.service.name}/{self.name}"
+    def __post_init__(self) -> None:
+        init = object.__setattr__  # frozen
+        init(self, "keyed", self.service.kind is not ServiceKind.SERVICE)
+        init(self, "workflow_run", self.kind is HandlerKind.WORKFLOW)
+        init(self, "exclusive", self.kind in (HandlerKind.EXCLUSIVE, HandlerKind.WORKFLOW))
+        init(self, "qualified_name", f"{self.service.name}/{self.name}")
 
 
 def handler_of(target: Any) -> Handler:
