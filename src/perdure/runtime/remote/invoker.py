@@ -60,7 +60,9 @@ class RemoteInvoker:
         self._http1 = Http1Client(self._options)
         self._running: dict[str, Attempt] = {}
         self._tasks: dict[Attempt, asyncio.Task[None]] = {}
+        self._outbox: dict[Attempt, list[Any]] = {}  # emitted this loop turn, submitted at its end
         self.started = 0
+        self.submitted = 0  # AttemptOutput commands handed to the engine
 
     @property
     def active(self) -> int:
@@ -159,7 +161,26 @@ class RemoteInvoker:
                 log.exception("closing attempt %s #%d failed", attempt.invocation_id, attempt.action.attempt)
 
     def _emit(self, attempt: Attempt, messages: list[Any]) -> None:
-        if self._running.get(attempt.invocation_id) is attempt:
+        """Queue an attempt's messages; what one loop turn emits reaches the engine as one command.
+
+        A deployment's frames arrive one DATA frame at a time (a `ctx.run` is a RunCommand and
+        a ProposeRunCompletion, often in one socket read): each frame as its own AttemptOutput
+        cost the partition a command apply per frame. Order within an attempt is kept; the
+        engine still journals every message before it answers, so durability is unchanged."""
+        if self._running.get(attempt.invocation_id) is not attempt:
+            return
+        queued = self._outbox.get(attempt)
+        if queued is not None:
+            queued.extend(messages)
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+        self._outbox[attempt] = list(messages)
+
+    def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for attempt, messages in outbox.items():
+            self.submitted += 1
             self._submit(AttemptOutput(attempt.invocation_id, attempt.action.attempt, messages))
 
     def _finished(self, attempt: Attempt) -> None:
@@ -186,6 +207,7 @@ class RemoteInvoker:
         attempt = self._running.pop(invocation_id, None)
         if attempt is None:
             return
+        self._outbox.pop(attempt, None)  # it submits nothing more
         attempt.cancel()
         task = self._tasks.get(attempt)
         if task is not None:
