@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,9 @@ def main() -> None:
         return
     import perdure
 
+    if shutil.which("valgrind") is None:
+        print("instructions per invocation: skipped, valgrind is not installed (apt-get install valgrind)")
+        return
     base = callgrind(0, args)
     total = callgrind(args.count, args)
     per = (total - base) / args.count

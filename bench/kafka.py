@@ -53,6 +53,7 @@ import perdure
 from perdure.engine import catalog
 from perdure.engine.intake import record_id
 from perdure.kafka import Broker
+from perdure.runtime import loop as event_loop
 from perdure.sdk.service import KafkaSubscription
 
 TARGET_RATE = 4_000  # events/s at saturation
@@ -498,7 +499,7 @@ async def main(argv: list[str]) -> None:
         f"perdure kafka bench: sqlite synchronous={args.synchronous}; tansu broker; {PARTITIONS} partitions;"
         f" {args.keys:,} keys; exclusive handler with 3 ctx.run + 1 ctx.set; saturation {args.count:,}"
         f" records produced up front; paced {args.rate:,.0f}/s for {args.duration:g} s; options {shown}"
-        f" (python {sys.version.split()[0]})"
+        f" (python {sys.version.split()[0]}, {event_loop.current()} loop)"
     )
     report(header, sat, pace, args.rate, rss)
 
@@ -507,5 +508,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--produce-paced"]:
         bootstrap, topic, rate, duration, keys = sys.argv[2:7]
         asyncio.run(produce_paced(bootstrap, topic, float(rate), float(duration), int(keys)))
-    else:
-        asyncio.run(main(sys.argv[1:]))
+    else:  # the engine on perdure's servers' loop and collector settings (PERDURE_LOOP chooses)
+        event_loop.run(main(sys.argv[1:]))
