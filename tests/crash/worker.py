@@ -25,6 +25,7 @@ from typing import Any
 
 import perdure
 from perdure import ObjectContext, VirtualObject
+from perdure.runtime import loop as event_loop
 
 SERVICE = "crashy"
 HANDLER = "work"
@@ -110,7 +111,8 @@ def main() -> None:
         help="a step sleeps up to this long before its effect, half after",
     )
     args = parser.parse_args()
-    asyncio.run(run(args.store, args.log, args.invocations, args.keys, args.step_ms))
+    # the loop `perdure dev` runs on (uvloop where installed): SIGKILLs hit the servers' setup
+    event_loop.run(run(args.store, args.log, args.invocations, args.keys, args.step_ms))
 
 
 if __name__ == "__main__":
