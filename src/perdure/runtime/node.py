@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perdure.engine.actions import Action, Completed, Notify, StartAttempt
-from perdure.engine.commands import Cancel, Expire, KafkaRecord, Kill, Pause, Purge, Resume
+from perdure.engine.commands import (
+    Cancel,
+    Discard,
+    Expire,
+    KafkaRecord,
+    Kill,
+    MarkProduced,
+    Pause,
+    Purge,
+    Redrive,
+    Resume,
+)
 from perdure.engine.counters import Counters
 from perdure.errors import PerdureError
 from perdure.runtime.attempts import Attempts
@@ -41,8 +52,10 @@ from perdure.storage.api import (
     Database,
     Deployment,
     Failure,
+    Invocation,
     Outcome,
     Reader,
+    Status,
     StoreUnavailable,
     Subscription,
 )
@@ -435,6 +448,54 @@ class Node(Client):
         """Delete a completed invocation's record and journal."""
         await self._started().router.control(Purge(invocation_id))
 
+    def dead_letters(
+        self,
+        subscription: str | None = None,
+        *,
+        key: bytes | None = None,
+        state: str | None = "parked",
+        limit: int = 10_000,
+    ) -> list[Invocation]:
+        """Parked Kafka records (`Invocation.dead_letter`), in their original order: by subscription,
+        topic, partition, offset. `state` `parked` (default: not re-driven nor discarded yet),
+        `redriven`, or None for both; `key` the record key."""
+        found = []
+        for inv in self.reader().list_invocations(status=Status.PARKED, limit=limit):
+            letter = inv.dead_letter
+            if letter is None or (subscription is not None and letter.subscription != subscription):
+                continue
+            if (key is not None and letter.key != key) or (state is not None and letter.state != state):
+                continue
+            found.append(inv)
+        found.sort(key=lambda i: _letter_order(i))
+        return found
+
+    async def redrive(self, invocation_id: str) -> str:
+        """Run a parked Kafka record again (after a fix); returns the new invocation's id. Works
+        from any node of a cluster (the owner of the record's partition applies it)."""
+        from perdure.engine.deadletter import redrive_id
+
+        inv = self.reader().get_invocation(invocation_id)
+        n = len(inv.dead_letter.redrives) + 1 if inv is not None and inv.dead_letter is not None else 1
+        await self._started().router.control(Redrive(invocation_id))
+        return redrive_id(invocation_id, n)
+
+    async def discard(self, invocation_id: str) -> None:
+        """Give a parked Kafka record up: an ordinary failed invocation again."""
+        await self._started().router.control(Discard(invocation_id))
+
+    async def mark_produced(
+        self, invocation_id: str, checkpoint: int | None = None, produced: bool = False
+    ) -> bool:
+        """The dead-letter producer's progress on a parked record of this node (False: not here)."""
+        router = self._started().router
+        if router.partition_for(invocation_id) is None:
+            return False
+        await router.submit_checked(
+            MarkProduced(invocation_id, checkpoint, produced), invocation_id, invocation_id
+        )
+        return True
+
     async def complete_awakeable(
         self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
     ) -> None:
@@ -517,6 +578,12 @@ class Node(Client):
     async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
         """Continue a partition at `next_offset` after its log restarted (`Router.reset_offset`)."""
         await self._started().router.reset_offset(subscription_id, topic, partition, next_offset)
+
+
+def _letter_order(inv: Invocation) -> tuple[str, str, int, int, int]:
+    letter = inv.dead_letter
+    assert letter is not None
+    return (letter.subscription, letter.topic, letter.partition, letter.offset, inv.created_at)
 
 
 class _Effects:

@@ -1,0 +1,150 @@
+"""Dead letters with a real broker: `on.failure=park` parks a failed record and its key goes on;
+after a fix, a re-drive runs it once, in the key's original order; `key.missing=empty`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+import perdure
+from perdure import ObjectContext, TerminalError, VirtualObject
+from perdure.kafka import Broker
+from perdure.storage.api import Status
+
+from .helpers import FAST, wait_until
+
+Topic = Callable[..., Awaitable[str]]
+
+accounts = VirtualObject("accounts")
+broken: set[int] = set()  # record numbers the handler fails on, terminally (the "bug")
+runs: list[tuple[str, int]] = []
+
+
+@accounts.handler()
+async def apply(ctx: ObjectContext, event: dict[str, Any]) -> None:
+    runs.append((ctx.key(), event["n"]))
+    if event["n"] in broken:
+        raise TerminalError(f"cannot apply record {event['n']}")
+    seen = await ctx.get("seen") or []
+    seen.append(event["n"])
+    ctx.set("seen", seen)
+
+
+APP = perdure.App([accounts])
+
+
+async def subscribe(engine: perdure.Engine, broker: Broker, topic: str, **opts: str) -> str:
+    await engine.put_kafka_cluster("local", {"bootstrap.servers": broker.bootstrap_servers})
+    sub = await engine.create_subscription(
+        f"kafka://local/{topic}", "service://accounts/apply", {**FAST, **opts}
+    )
+    return sub.id
+
+
+def seen(engine: perdure.Engine, key: str) -> list[int]:
+    raw = engine.reader().get_all_state("accounts", key).get(b"seen")
+    return msgspec.json.decode(raw) if raw else []
+
+
+async def send(producer: AIOKafkaProducer, topic: str, key: bytes | None, n: int) -> None:
+    await producer.send_and_wait(
+        topic, msgspec.json.encode({"n": n}), key=key, headers=[("trace", b"t%d" % n)]
+    )
+
+
+async def test_park_then_redrive_after_a_fix(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic()
+    broken.clear()
+    runs.clear()
+    broken.update({1, 2})
+    async with perdure.Engine(APP) as engine:
+        sub = await subscribe(engine, broker, name, **{"on.failure": "park"})
+        for n in range(5):
+            await send(producer, name, b"K", n)
+        await producer.send_and_wait(name, b"not json", key=b"K")  # a poison record: parked too
+        await wait_until(lambda: seen(engine, "K") == [0, 3, 4], what="K's later records handled")
+        await wait_until(lambda: len(engine.dead_letters(sub)) == 3, what="three records parked")
+        parked = engine.dead_letters(sub)
+        letters = [p.dead_letter for p in parked]
+        assert [(d.offset, d.key, d.state) for d in letters if d] == [
+            (1, b"K", "parked"),
+            (2, b"K", "parked"),
+            (5, b"K", "parked"),
+        ]
+        first = letters[0]
+        assert first is not None and first.error.message == "cannot apply record 1" and first.attempts == 1
+        assert first.headers == [("trace", b"t1")] and msgspec.json.decode(first.value or b"") == {"n": 1}
+        assert first.topic == name and first.partition == 0 and first.subscription == sub
+        assert all(p.status is Status.PARKED for p in parked)
+        assert letters[2] is not None and letters[2].attempts == 0 and "rejected" in letters[2].error.message
+
+        broken.clear()  # the fix
+        before = len(runs)
+        new_ids = [await engine.redrive(p.id) for p in parked[:2]]
+        await wait_until(lambda: seen(engine, "K") == [0, 3, 4, 1, 2], what="re-driven in the key's order")
+        for new_id in new_ids:
+            await engine.attach(new_id)
+        assert runs[before:] == [("K", 1), ("K", 2)]  # once each
+        again = engine.reader().get_invocation(parked[0].id)
+        assert again is not None and again.dead_letter is not None
+        assert (
+            again.dead_letter.state == "redriven"
+            and [r.invocation_id for r in again.dead_letter.redrives] == new_ids[:1]
+        )
+        assert [p.id for p in engine.dead_letters(sub)] == [parked[2].id]  # only the poison one waits
+        try:
+            await engine.redrive(parked[0].id)
+        except perdure.ConflictError as e:
+            assert "redriven" in str(e)
+        else:
+            raise AssertionError("a second re-drive of the same record was accepted")
+        await engine.discard(parked[2].id)
+        assert engine.dead_letters(sub) == []
+        gone = engine.reader().get_invocation(parked[2].id)
+        assert gone is not None and gone.status is Status.COMPLETED and gone.dead_letter is not None
+        await asyncio.sleep(0.2)
+        assert seen(engine, "K") == [0, 3, 4, 1, 2]
+
+
+async def test_block_is_todays_behaviour(broker: Broker, topic: Topic, producer: AIOKafkaProducer) -> None:
+    name = await topic()
+    broken.clear()
+    broken.add(1)
+    async with perdure.Engine(APP) as engine:
+        sub = await subscribe(engine, broker, name)
+        for n in range(3):
+            await send(producer, name, b"B", n)
+        await wait_until(lambda: seen(engine, "B") == [0, 2])
+        assert engine.dead_letters(sub) == []  # a terminal error fails the invocation, as before
+
+
+async def test_key_missing_empty(broker: Broker, topic: Topic, producer: AIOKafkaProducer) -> None:
+    name = await topic()
+    broken.clear()
+    async with perdure.Engine(APP) as engine:
+        await subscribe(engine, broker, name, **{"key.missing": "empty"})
+        await send(producer, name, None, 7)
+        await wait_until(lambda: seen(engine, "") == [7], what="the keyless record at key ''")
+
+
+async def test_bad_policy_options_are_refused() -> None:
+    from perdure.kafka.options import OptionError, consumer_config
+
+    for bad in (
+        {"on.failure": "drop"},
+        {"rate": "0"},
+        {"max.concurrency": "x"},
+        {"ordering": "random"},
+        {"key.missing": "skip"},
+    ):
+        try:
+            consumer_config("s", {"bootstrap.servers": "127.0.0.1:1"}, bad)
+        except OptionError:
+            continue
+        raise AssertionError(f"{bad} accepted")
