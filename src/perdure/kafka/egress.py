@@ -181,8 +181,10 @@ class _Client:
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return dict(await self.consumer.end_offsets(list(tps)))
 
-    async def find(self, starts: Mapping[TopicPartition, int], wanted: set[bytes]) -> set[bytes]:
-        """Ids of `wanted` among the records from `starts` to the current end of each partition."""
+    async def find(
+        self, starts: Mapping[TopicPartition, int], wanted: set[bytes], *, header: str = wire.RECORD_ID_HEADER
+    ) -> set[bytes]:
+        """Ids of `wanted` (in `header`) among the records from `starts` to the current end of each partition."""
         ends = await self.end_offsets(list(starts))
         todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
         found: set[bytes] = set()
@@ -201,7 +203,7 @@ class _Client:
             for records in batches.values():
                 for r in records:
                     for name, value in r.headers or ():
-                        if name == wire.RECORD_ID_HEADER and value in wanted:
+                        if name == header and value in wanted:
                             found.add(value)
             for tp in list(todo):  # by position: gaps (compaction, retention) end a scan too
                 if await consumer.position(tp) >= ends[tp]:

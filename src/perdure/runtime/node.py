@@ -62,6 +62,7 @@ from perdure.storage.api import (
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
+    from perdure.kafka.deadletter import DeadLetterProducer
     from perdure.kafka.egress import Egress
     from perdure.runtime.deployments import RemoteService
 
@@ -119,6 +120,7 @@ class Node(Client):
         self.counters = Counters()
         self.kafka: KafkaIntake | None = None
         self.egress: Egress | None = None  # produces what handlers emit (ctx.emit)
+        self.dead_letter_producer: DeadLetterProducer | None = None  # on.failure=topic:NAME
         self._sweeper: Sweeper | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._completion_listeners: list[Callable[[str], None]] = []
@@ -189,6 +191,10 @@ class Node(Client):
         self.egress = Egress(self)
         effects.on_egress = self.egress.wake
         await self.egress.start()
+        from perdure.kafka.deadletter import DeadLetterProducer
+
+        self.dead_letter_producer = DeadLetterProducer(self)
+        await self.dead_letter_producer.start()
         self._sweeper = Sweeper(self.clock, catalog.registry, opened.reader, self._expire)
         if self.sweep_interval is not None:
             self._spawn(self._sweeper.every(self.sweep_interval))
@@ -297,6 +303,9 @@ class Node(Client):
 
     async def stop(self) -> None:
         """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
+        if self.dead_letter_producer is not None:
+            await self.dead_letter_producer.stop()
+            self.dead_letter_producer = None
         if self.egress is not None:
             await self.egress.stop()
             self.egress = None
