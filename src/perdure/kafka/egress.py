@@ -184,7 +184,7 @@ class _Client:
     async def find(
         self, starts: Mapping[TopicPartition, int], wanted: set[bytes], *, header: str = wire.RECORD_ID_HEADER
     ) -> set[bytes]:
-        """Ids of `wanted` (in `header`) among the records from `starts` to the current end of each partition."""
+        """Ids of `wanted` (in `header`) among the records from `starts` to each partition's current end."""
         ends = await self.end_offsets(list(starts))
         todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
         found: set[bytes] = set()
