@@ -77,7 +77,6 @@ class DeadLetterProducer:
     def __init__(self, engine: DeadLetterEngine, *, poll_interval: float = 0.5) -> None:
         self._engine = engine
         self._poll = poll_interval
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._clients: dict[tuple[tuple[str, str], ...], _Client] = {}
         self.produced = 0  # records put in a dead-letter topic by this process
@@ -97,15 +96,10 @@ class DeadLetterProducer:
             await client.stop()
         self._clients.clear()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def _run(self) -> None:
         delay = 0.5
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            self._wake.clear()
+            await asyncio.sleep(self._poll)
             try:
                 await self.round()
                 delay, self.error = 0.5, None

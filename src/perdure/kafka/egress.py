@@ -260,8 +260,13 @@ class Egress:
             if backoff:
                 await asyncio.sleep(backoff)  # a failed round waits out its backoff even when woken
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                # Not wait_for: on Python 3.11 it swallows a cancel that comes as the event is set
+                # (the event is set at start), and stop() would wait for this task forever.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=self._poll)
+                finally:
+                    waiter.cancel()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             failed = False
