@@ -148,3 +148,36 @@ async def test_bad_policy_options_are_refused() -> None:
         except OptionError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+async def test_redrive_from_any_node_of_a_cluster(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer, postgres: Callable[[], str]
+) -> None:
+    """Two engines on one PostgreSQL database (a cluster, 4 partitions): records parked in either
+    node's partitions are listed and re-driven from one node; each runs once, a key's in order."""
+    name = await topic()
+    url = postgres()
+    broken.clear()
+    runs.clear()
+    keys = [f"c{i}" for i in range(6)]
+    broken.update(range(100, 112))  # the first two records of each key fail
+    async with (
+        perdure.Engine(APP, store=url, partitions=4) as first,
+        perdure.Engine(APP, store=url) as second,
+    ):
+        await wait_until(lambda: len(first.partitions) + len(second.partitions) == 4, within=30)
+        sub = await subscribe(first, broker, name, **{"on.failure": "park"})
+        for n in range(100, 118):
+            await send(producer, name, keys[n % 6].encode(), n)
+        await wait_until(lambda: all(len(seen(first, k)) == 1 for k in keys), within=30, what="later records")
+        await wait_until(lambda: len(second.dead_letters(sub)) == 12, within=30, what="12 parked")
+        owners = {first.router.partition_for(i.id) is not None for i in first.dead_letters(sub)}
+        assert owners == {True, False}, "the parked records should be spread over both nodes"
+        broken.clear()
+        for inv in first.dead_letters(sub):  # from one node, in the original order
+            await first.redrive(inv.id)
+        for k in keys:
+            mine = [n for n in range(100, 118) if keys[n % 6] == k]
+            await wait_until(lambda k=k, mine=mine: seen(first, k) == [mine[2], mine[0], mine[1]], within=30)
+        assert first.dead_letters(sub) == [] and len(first.dead_letters(sub, state="redriven")) == 12
+        assert sorted(n for _, n in runs if n < 112).count(100) == 2  # failed once, re-driven once
