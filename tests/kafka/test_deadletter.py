@@ -4,6 +4,7 @@ after a fix, a re-drive runs it once, in the key's original order; `key.missing=
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,13 +35,33 @@ async def apply(ctx: ObjectContext, event: dict[str, Any]) -> None:
     ctx.set("seen", seen)
 
 
+flaky: set[int] = set()  # record numbers the handler raises an ordinary (retried) error on
+
+
+@accounts.handler(
+    "settle",
+    options=perdure.HandlerOptions(
+        retry_policy=perdure.RetryPolicy(initial_interval=timedelta(milliseconds=10), max_attempts=3)
+    ),
+)
+async def settle(ctx: ObjectContext, event: dict[str, Any]) -> None:
+    runs.append((ctx.key(), event["n"]))
+    if event["n"] in flaky:
+        raise RuntimeError(f"the bank is down for record {event['n']}")
+    seen = await ctx.get("seen") or []
+    seen.append(event["n"])
+    ctx.set("seen", seen)
+
+
 APP = perdure.App([accounts])
 
 
-async def subscribe(engine: perdure.Engine, broker: Broker, topic: str, **opts: str) -> str:
+async def subscribe(
+    engine: perdure.Engine, broker: Broker, topic: str, handler: str = "apply", **opts: str
+) -> str:
     await engine.put_kafka_cluster("local", {"bootstrap.servers": broker.bootstrap_servers})
     sub = await engine.create_subscription(
-        f"kafka://local/{topic}", "service://accounts/apply", {**FAST, **opts}
+        f"kafka://local/{topic}", f"service://accounts/{handler}", {**FAST, **opts}
     )
     return sub.id
 
@@ -110,6 +131,25 @@ async def test_park_then_redrive_after_a_fix(
         assert gone is not None and gone.status is Status.COMPLETED and gone.dead_letter is not None
         await asyncio.sleep(0.2)
         assert seen(engine, "K") == [0, 3, 4, 1, 2]
+
+
+async def test_retries_exhausted_park_the_record(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic()
+    flaky.clear()
+    flaky.add(1)
+    async with perdure.Engine(APP) as engine:
+        sub = await subscribe(engine, broker, name, "settle", **{"on.failure": "park"})
+        for n in range(3):
+            await send(producer, name, b"R", n)
+        await wait_until(lambda: seen(engine, "R") == [0, 2], what="R goes on after 3 attempts")
+        [parked] = engine.dead_letters(sub)
+        assert parked.dead_letter is not None and parked.dead_letter.attempts == 3
+        assert "the bank is down for record 1" in parked.dead_letter.error.message
+        flaky.clear()
+        await engine.attach(await engine.redrive(parked.id))
+        assert seen(engine, "R") == [0, 2, 1]
 
 
 async def test_block_is_todays_behaviour(broker: Broker, topic: Topic, producer: AIOKafkaProducer) -> None:
