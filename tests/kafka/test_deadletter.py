@@ -4,8 +4,8 @@ after a fix, a re-drive runs it once, in the key's original order; `key.missing=
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import msgspec
