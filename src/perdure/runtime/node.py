@@ -33,7 +33,7 @@ from perdure.engine.commands import (
     Resume,
 )
 from perdure.engine.counters import Counters
-from perdure.errors import PerdureError
+from perdure.errors import ConflictError, PerdureError
 from perdure.runtime.attempts import Attempts
 from perdure.runtime.catalog import Catalog
 from perdure.runtime.client import Client
@@ -485,7 +485,10 @@ class Node(Client):
         from perdure.engine.deadletter import redrive_id
 
         inv = self.reader().get_invocation(invocation_id)
-        n = len(inv.dead_letter.redrives) + 1 if inv is not None and inv.dead_letter is not None else 1
+        letter = inv.dead_letter if inv is not None else None
+        if letter is not None and letter.state != "parked":  # refused alike on every node
+            raise ConflictError(f"{invocation_id}: cannot re-drive a record that was {letter.state}")
+        n = len(letter.redrives) + 1 if letter is not None else 1
         await self._started().router.control(Redrive(invocation_id))
         return redrive_id(invocation_id, n)
 
