@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 import perdure
 from perdure import ObjectContext, TerminalError, VirtualObject
 from perdure.kafka import Broker
-from perdure.storage.api import Status
+from perdure.storage.api import Status, Subscription
 
 from .helpers import FAST, wait_until
 
@@ -221,3 +221,42 @@ async def test_redrive_from_any_node_of_a_cluster(
             await wait_until(lambda k=k, mine=mine: seen(first, k) == [mine[2], mine[0], mine[1]], within=30)
         assert first.dead_letters(sub) == [] and len(first.dead_letters(sub, state="redriven")) == 12
         assert sorted(n for _, n in runs if n < 112).count(100) == 2  # failed once, re-driven once
+
+
+class _Catalog:
+    """The engine's catalog as the dead-letter producer reads it (no broker needed here)."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+
+    def subscriptions(self) -> list[Subscription]:
+        return [self.sub]
+
+    def kafka_clusters(self) -> dict[str, dict[str, str]]:
+        return {"local": {"bootstrap.servers": "127.0.0.1:1", "security.protocol": "SASL_SSL"}}
+
+    def dead_letters(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    async def mark_produced(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+
+def test_the_dead_letter_producer_connects_with_the_subscriptions_security_options() -> None:
+    from perdure.kafka.deadletter import DeadLetterProducer
+    from perdure.kafka.egress import _Client
+
+    options = {
+        "on.failure": "topic:dead",
+        "security.protocol": "SASL_PLAINTEXT",  # the subscription's wins over the cluster's
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "dlq",
+        "sasl.password": "secret",
+    }
+    sub = Subscription("sub_1", "kafka://local/orders", "service://accounts/apply", options)
+    properties = DeadLetterProducer(_Catalog(sub))._properties(sub)
+    assert properties is not None
+    kwargs = _Client(properties).kwargs
+    assert kwargs["security_protocol"] == "SASL_PLAINTEXT" and kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("dlq", "secret")
+    assert kwargs["bootstrap_servers"] == "127.0.0.1:1"
