@@ -133,6 +133,31 @@ async def test_park_then_redrive_after_a_fix(
         assert seen(engine, "K") == [0, 3, 4, 1, 2]
 
 
+async def test_a_redrive_that_fails_again_is_parked_again(
+    broker: Broker, topic: Topic, producer: AIOKafkaProducer
+) -> None:
+    name = await topic()
+    broken.clear()
+    broken.add(9)
+    async with perdure.Engine(APP) as engine:
+        sub = await subscribe(engine, broker, name, **{"on.failure": "park"})
+        await send(producer, name, b"A", 9)
+        await wait_until(lambda: len(engine.dead_letters(sub)) == 1)
+        [parked] = engine.dead_letters(sub)
+        again = await engine.redrive(parked.id)  # not fixed yet
+        await wait_until(lambda: [i.id for i in engine.dead_letters(sub)] == [again], what="parked again")
+        [letter] = [i.dead_letter for i in engine.dead_letters(sub)]
+        assert (
+            letter is not None
+            and letter.redrive_of == parked.id
+            and letter.offset == parked.dead_letter.offset
+        )
+        assert letter.headers == [("trace", b"t9")]  # the record's own headers, without perdure's
+        broken.clear()
+        await engine.attach(await engine.redrive(again))
+        assert seen(engine, "A") == [9] and engine.dead_letters(sub) == []
+
+
 async def test_retries_exhausted_park_the_record(
     broker: Broker, topic: Topic, producer: AIOKafkaProducer
 ) -> None:
