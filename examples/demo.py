@@ -10,7 +10,9 @@ HTTP ingress, admin API and a local Kafka broker (cluster `local`) in one proces
    later updates queue behind it, while the other users — on the same partitions — go on;
 3. follows the invocations to completion (a progress bar for the other users, one for the five);
 4. shows per-user results (updates handled, the role kept in K/V state, in offset order), the
-   subscription's offsets per partition, a poison record that failed alone, and one HTTP call of
+   subscription's offsets per partition, a poison record parked by the subscription's
+   `on.failure=park` while its key went on — then the fix (the permission service learns the
+   record's permission) and `perdure dlq redrive`, which runs it once more — and one HTTP call of
    the same handler (Kafka and RPC, no code change);
 5. keeps running until Ctrl-C (or stops at once with --exit).
 
@@ -82,8 +84,13 @@ class Plan:
         return [u for u in self.users if u not in self.new_accounts]
 
 
-#: A poison record: truncated JSON, which the handler's input type cannot decode.
-POISON = b'{"profile": {"name": '
+#: A poison record: a permission the permission service does not know (yet), so the handler fails
+#: terminally on it. The subscription parks it (`on.failure=park`); after the fix, it is re-driven.
+NEW_PERMISSION = "auditor"
+
+
+def poison(user: str) -> bytes:
+    return json.dumps({"profile": {"name": user}, "permissions": [NEW_PERMISSION], "resources": []}).encode()
 
 
 def make_plan(users: int, updates: int, new: int) -> Plan:
@@ -95,7 +102,7 @@ def make_plan(users: int, updates: int, new: int) -> Plan:
     order = [(j, i) for j in range(math.ceil(updates / users)) for i in range(users)][:updates]
     for n, (j, i) in enumerate(order):
         if n == len(order) // 2:
-            plan.records.append((plan.poison_key, POISON))
+            plan.records.append((plan.poison_key, poison(plan.poison_key)))
         name, permissions = names[i], PERMISSIONS[(i + j) % len(PERMISSIONS)]
         profile = {"name": name, **({"account": "new"} if j == 0 and name in new_accounts else {})}
         update = {"profile": profile, "permissions": permissions, "resources": [f"disk-{j}"]}
@@ -193,7 +200,6 @@ ROLES = (
     "WHERE service_name = 'userUpdates' AND key = 'role'"
 )
 TOTALS = "SELECT count(*) AS n FROM sys_invocation WHERE target_service_name = 'userUpdates'"
-FAILED = "SELECT target, completion_failure FROM sys_invocation WHERE completion_result = 'failure'"
 
 
 def results_table(
@@ -252,6 +258,34 @@ def partitions_table(subscription: dict[str, Any], partitions: dict[str, int]) -
     return table
 
 
+def redrive_after_fix(http: httpx.Client, ingress: str, admin: str, subscription_id: str) -> None:
+    """The fix (the permission service learns the permission), then the parked record re-driven."""
+    show(
+        http,
+        f"7. The fix: the permission service learns {NEW_PERMISSION!r}",
+        f"{ingress}/permissionService/define",
+        body=NEW_PERMISSION,
+    )
+    [parked] = http.get(f"{admin}/dead-letters", params={"subscription": subscription_id}).json()[
+        "dead_letters"
+    ]
+    console.print("\n[bold]8. Re-drive the parked record: it runs once more, now with the fix[/]")
+    run_cli("dlq", "redrive", "--subscription", subscription_id, "--admin-url", admin)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        letter = http.get(f"{admin}/dead-letters/{parked['id']}").json()
+        if letter["redrives"] and letter["redrives"][-1]["status"] not in (None, "running", "pending"):
+            break
+        time.sleep(0.1)
+    run_cli("dlq", "show", parked["id"], "--admin-url", admin)
+    show(
+        http,
+        f"{parked['key']}'s state now: the re-driven record's role",
+        f"{admin}/state/userUpdates/{parked['key']}",
+        method="GET",
+    )
+
+
 def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
     """The tour; returns what to try next."""
     produced = len(plan.records)
@@ -269,7 +303,7 @@ def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
             body={
                 "source": f"kafka://local/{TOPIC}",
                 "sink": SINK,
-                "options": {"auto.offset.reset": "earliest"},
+                "options": {"auto.offset.reset": "earliest", "on.failure": "park"},
             },
         )
         if not answer.is_success:
@@ -277,7 +311,7 @@ def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
         subscription_id = answer.json()["id"]
         console.print(
             f"[dim]  (the same with the CLI: perdure subscriptions create kafka://local/{TOPIC} {SINK} "
-            "--option auto.offset.reset=earliest)[/]"
+            "--option auto.offset.reset=earliest --option on.failure=park)[/]"
         )
 
         console.print(
@@ -302,7 +336,7 @@ def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
         [totals] = query(http, admin, TOTALS)
         console.print(
             f"  {produced:,} records → {totals['n']:,} invocations: {sum(counts.values()):,} updates "
-            f"handled and 1 poison record failed. Each record exactly once."
+            f"handled and 1 poison record parked. Each record exactly once."
         )
         if plan.new_accounts and plan.new_accounts[0] in partitions:
             slow = plan.new_accounts[0]
@@ -325,18 +359,22 @@ def showcase(ingress: str, admin: str, bootstrap: str, plan: Plan) -> list[str]:
         )
         console.print(partitions_table(subscription, partitions))
 
-        console.print("\n[bold]6. The poison record failed alone (400, naming topic/partition/offset)[/]")
-        run_cli("sql", FAILED, "--admin-url", admin)
+        console.print(
+            "\n[bold]6. The poison record was parked (on.failure=park): its error, its record, and its key "
+            "went on[/]"
+        )
+        run_cli("dlq", "list", "--admin-url", admin)
         console.print(
             f"  {plan.poison_key}'s {plan.per_user[plan.poison_key]} good updates were all handled: a bad "
             "record never blocks its key or its partition."
         )
+        redrive_after_fix(http, ingress, admin, subscription_id)
 
         user = plan.new_accounts[0] if plan.new_accounts else plan.users[0]
         update = {"profile": {"name": user}, "permissions": ["admin", "billing"], "resources": ["disk-http"]}
         show(
             http,
-            "7. Kafka and RPC: the same handler, called over HTTP (same queue, same state)",
+            "9. Kafka and RPC: the same handler, called over HTTP (same queue, same state)",
             f"{ingress}/userUpdates/{user}/updateUserEvent",
             body=update,
         )

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import perdure
-from perdure import ObjectContext, TerminalError, VirtualObject
+from perdure import Context, ObjectContext, Service, TerminalError, VirtualObject
 
 NOT_READY = "NOT_READY"
 
@@ -46,6 +46,7 @@ class Systems:
         self.asked: dict[str, int] = {}
         self.roles: dict[str, str] = {}
         self.provisioned: dict[str, list[str]] = {}
+        self.unknown_permissions = {"auditor"}  # not supported by the permission service yet
 
     def update_profile(self, profile: dict[str, str]) -> str:
         name = profile["name"]
@@ -56,6 +57,9 @@ class Systems:
         return f"user-{name}"
 
     def set_permissions(self, user_id: str, permissions: list[str]) -> str:
+        unknown = sorted(set(permissions) & self.unknown_permissions)
+        if unknown:  # a bad record for this version: retrying cannot help
+            raise TerminalError(f"the permission service does not know {', '.join(unknown)}", status_code=422)
         role_id = f"role-{'-'.join(sorted(permissions)) or 'none'}"
         self.roles[user_id] = role_id
         return role_id
@@ -97,7 +101,21 @@ async def update_user_event(ctx: ObjectContext, event: UserUpdate) -> str:
     return role_id
 
 
-app = perdure.App([user_updates])
+#: The permission service's admin side: teaching it a permission is the demo's "fix"
+#: (examples/demo.py then re-drives the record that failed on it: `perdure dlq redrive`).
+permission_service = Service("permissionService")
+
+
+@permission_service.handler()
+async def define(ctx: Context, permission: str) -> str:
+    def add() -> str:
+        systems.unknown_permissions.discard(permission)
+        return f"the permission service knows {permission} now"
+
+    return await ctx.run("define permission", add)
+
+
+app = perdure.App([user_updates, permission_service])
 
 # --- the demo -----------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def test_demo_feeds_the_example_from_kafka_and_stops(tmp_path: Path) -> None:
     assert rows and all(updates == "40/40" for updates in rows.values()), rows
     assert re.search(r"^ user07 .* ✓ .* new account: slept 5 s", out, re.MULTILINE)
     assert re.search(r"^ 38 more\s+38 × all\s+38 × ✓", out, re.MULTILINE)
-    assert "2,001 records → 2,001 invocations: 2,000 updates handled and 1 poison record failed" in out
+    assert "2,001 records → 2,001 invocations: 2,000 updates handled and 1 poison record parked" in out
     assert "A slow key holds up its own queue, never its partition." in out
     # The new accounts slept 5 s; everyone else was done long before.
     slow = [float(s) for s in re.findall(r"^ user\d\d .* (\d+\.\d) s\s+new account", out, re.MULTILINE)]
@@ -51,7 +51,16 @@ def test_demo_feeds_the_example_from_kafka_and_stops(tmp_path: Path) -> None:
     partitions = re.findall(r"^user-updates/(\d)\s+\d+\s+(\d+)\s+(\d+)\s+0\s+0\s+no", out, re.MULTILINE)
     assert len(partitions) == 4 and sum(int(c) for _, c, _ in partitions) == 2001
     assert all(consumed == high for _, consumed, high in partitions)
-    assert re.search(r"record user-updates/\d/\d+ rejected by userUpdates/updateUserEvent", out)
+    # The poison record parked, the fix, the re-drive (once), the record's effect in the state
+    assert re.search(
+        r"^inv_\w+\s+sub_\w+\s+user-updates/\d/\d+\s+user03\s+the permission service does not know auditor",
+        out,
+        re.MULTILINE,
+    )
+    assert '200 "the permission service knows auditor now"' in out
+    assert len(re.findall(r"^re-driven inv_\w+ as inv_\w+$", out, re.MULTILINE)) == 1
+    assert re.search(r"re-driven\s+\S+ as inv_\w+ \(completed\)", out)
+    assert '"key":"user03","state":{"role":"role-auditor"}' in out
     assert '200 "role-admin-billing"' in out  # over HTTP
     # The state as the admin API answered it, under the curl line that asked
     assert re.search(

@@ -42,7 +42,7 @@ USERS, UPDATES, NEW_ACCOUNTS = 12, 240, 2
 WAIT_S = 60.0  # the longest any fixture waits for the server (every wait is bounded)
 
 sys.path.insert(0, str(ROOT / "examples"))
-from demo import POISON, make_plan  # noqa: E402  (the demo's records: the same users, one poison record)
+from demo import make_plan, poison  # noqa: E402  (the demo's records: the same users, one poison record)
 
 
 @dataclass
@@ -94,7 +94,7 @@ async def _feed(bootstrap: str) -> tuple[int, tuple[int, int], Any]:
     try:
         sent = [(value, await producer.send(TOPIC, value, key=key.encode())) for key, value in plan.records]
         await producer.flush()
-        [future] = [f for value, f in sent if value == POISON]
+        [future] = [f for value, f in sent if value == poison(plan.poison_key)]
         metadata = await future
     finally:
         await producer.stop()

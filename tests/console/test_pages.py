@@ -105,11 +105,11 @@ def test_the_kafka_page_shows_lag_going_to_zero_and_the_poison_record(page: Any,
         expect(row).to_have_attribute("data-lag", "0")
     partition, offset = seeded.poison
     poison = card.locator(f'table.failures tr[data-offset="{offset}"]')
-    expect(poison).to_contain_text(f"user-updates/{partition}/{offset}")  # the failure names it
+    expect(poison).to_contain_text("the permission service does not know auditor")  # its failure
     expect(poison.locator("td").nth(1)).to_have_text(str(partition))
     poison.get_by_role("link").click()
     expect(page.locator("dl.facts")).to_contain_text("failed")
-    expect(page.locator("dl.facts")).to_contain_text(f"user-updates/{partition}/{offset}")
+    expect(page.locator("dl.facts")).to_contain_text("the permission service does not know auditor")
     open_console(page, seeded, "#/kafka")
     expect(page.locator("section.subscription dd.rate")).not_to_have_text("…")
     print(screenshot(page, "kafka"))

@@ -13,7 +13,17 @@ import pytest
 from perdure.storage import memory
 from perdure.storage import postgres as postgres_backend
 from perdure.storage import sqlite as sqlite_backend
-from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Store, Transaction
+from perdure.storage.api import (
+    Caller,
+    DeadLetter,
+    Failure,
+    Invocation,
+    Outcome,
+    Redrive,
+    Status,
+    Store,
+    Transaction,
+)
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 
@@ -94,6 +104,26 @@ def full_invocation(id: str = "inv-1") -> Invocation:
         deployment_id="dp_1",
         waiting_named_signals=["go"],
         protocol_version=7,
+        on_failure="topic:dead",
+        queue_key="k-1",
+        dead_letter=DeadLetter(
+            subscription="sub_1",
+            topic="orders",
+            partition=3,
+            offset=42,
+            key=b"\xffk",
+            headers=[("trace", b"\x00t")],
+            value=b'{"n": 1}',
+            error=Failure(code=500, message="bad record"),
+            attempts=3,
+            policy="topic:dead",
+            parked_at=1_700_000_004_000,
+            state="redriven",
+            redrives=[Redrive(at=1_700_000_005_000, invocation_id="inv-9")],
+            redrive_of="inv-0",
+            checkpoint=17,
+            produced=True,
+        ),
     )
 
 

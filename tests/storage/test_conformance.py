@@ -61,6 +61,24 @@ async def test_invocation_round_trips_every_field(store: Store) -> None:
     assert store.reader().get_invocation("inv-1") == original
 
 
+async def test_parked_invocations_are_listed_and_counted(store: Store) -> None:
+    """Dead letters: a parked invocation (status PARKED, with its `dead_letter`) is found by status,
+    counted, and leaves the status when discarded — on every backend."""
+    parked = full_invocation("p-1")
+    parked.status = Status.PARKED
+    async with committed(store) as t:
+        t.put_invocation(parked)
+        t.put_invocation(inv("other", status=Status.COMPLETED))
+    reader = store.reader()
+    assert reader.list_invocations(status=Status.PARKED) == [parked]
+    assert reader.count_invocations()[Status.PARKED] == 1
+    assert reader.completed_before(2**62) == [(0, "other")]  # parked records never expire
+    parked.status = Status.COMPLETED
+    async with committed(store) as t:
+        t.put_invocation(parked)
+    assert store.reader().list_invocations(status=Status.PARKED) == []
+
+
 async def test_put_invocation_replaces_and_delete_removes(store: Store) -> None:
     first = inv("a", status=Status.PENDING)
     async with committed(store) as t:

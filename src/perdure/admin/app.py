@@ -19,6 +19,7 @@ from perdure import __version__
 from perdure.admin import (
     activity,
     cluster,
+    deadletters,
     deployments,
     invocations,
     kafka,
@@ -88,6 +89,7 @@ class Admin:
                 ("GET", "/state/(?P<service>[^/]+)/(?P<key>.+)", self.get_state),
                 ("POST", "/query", self.query),
                 *kafka.Endpoints(engine).routes(),
+                *deadletters.Endpoints(engine).routes(),
                 *deployments.Endpoints(engine).routes(),
                 *(self._console_routes() if console else ()),
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perdure.admin import kafka
+from perdure.admin import deadletters, kafka
 from perdure.runtime.node import Engine
 from perdure.storage.api import Status
 
@@ -67,4 +67,10 @@ def render(engine: Engine) -> str:
     out.one("inbox_depth", "gauge", "Invocations waiting in a key's queue.", counts[Status.PENDING])
     for family in kafka.metric_families(engine.kafka):
         out.family(*family)
+    out.family(
+        "dead_letters",
+        "gauge",
+        "Kafka records parked by their subscription's on.failure policy, not yet re-driven or discarded.",
+        deadletters.metric_samples(engine),
+    )
     return out.text()

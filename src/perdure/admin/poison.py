@@ -29,7 +29,7 @@ SELECT record, input FROM (
     SELECT i.record, (SELECT perdure_entry(j.type, j.payload, 'entry_json') FROM perdure_journal AS j
                       WHERE j.invocation_id = i.id AND j.idx = 0) AS input
     FROM perdure_invocation AS i
-    WHERE i.status = 'completed' AND i.service = :service AND i.handler = :handler
+    WHERE i.status IN ('completed', 'parked') AND i.service = :service AND i.handler = :handler
         AND perdure_failed(i.record)
     ORDER BY i.created_at DESC, i.id DESC)
 WHERE json_extract(input, '$.headers."restate.subscription.id"') = :subscription

@@ -81,11 +81,30 @@ PUBLIC = (
         b.seq AS sequence_number,
         perdure_time(i.created_at) AS created_at
     FROM perdure_inbox AS b LEFT JOIN perdure_invocation AS i ON i.id = b.invocation_id""",
+    # Parked Kafka records (docs/kafka.md, "Dead letters"): parked, re-driven, and discarded ones
+    # still within their retention.
+    f"""CREATE TEMP VIEW sys_dead_letter AS SELECT
+        id,
+        {_F.format("dead_letter.subscription")} AS subscription_id,
+        {_F.format("dead_letter.topic")} AS topic,
+        {_F.format("dead_letter.partition")} AS partition,
+        {_F.format("dead_letter.offset")} AS offset,
+        perdure_utf8({_F.format("dead_letter.key")}) AS record_key,
+        perdure_utf8({_F.format("dead_letter.value")}) AS record_value,
+        {_F.format("dead_letter.error.code")} AS error_code,
+        {_F.format("dead_letter.error.message")} AS error_message,
+        {_F.format("dead_letter.attempts")} AS attempts,
+        {_F.format("dead_letter.policy")} AS policy,
+        CASE WHEN status = 'parked' THEN {_F.format("dead_letter.state")} ELSE 'discarded' END AS state,
+        {_F.format("dead_letter.redrive_of")} AS redrive_of,
+        perdure_time({_F.format("dead_letter.parked_at")}) AS parked_at,
+        service || '/' || handler AS target
+    FROM perdure_invocation WHERE perdure_field(record, 'dead_letter') IS NOT NULL""",
 )
 
 PUBLIC_VIEWS = frozenset(
     {"sys_invocation", "sys_invocation_status", "sys_journal", "state", "sys_keyed_service_status"}
-    | {"sys_inbox"}
+    | {"sys_inbox", "sys_dead_letter"}
 )
 
 #: What a query may read besides a SQLite store's physical tables.

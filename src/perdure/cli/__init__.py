@@ -262,6 +262,9 @@ from .subscriptions import kafka_clusters, subscriptions  # noqa: E402  (kept ne
 
 cli.add_command(kafka_clusters)
 cli.add_command(subscriptions)
+from .dlq import dlq  # noqa: E402
+
+cli.add_command(dlq)
 from .deployments import deployments  # noqa: E402
 
 cli.add_command(deployments)

@@ -21,6 +21,7 @@ STATUS_STYLES = {
     "suspended": "magenta",
     "backing-off": "yellow",
     "paused": "bold yellow",
+    "parked": "red",
     "killed": "red",
     "failed": "red",
 }

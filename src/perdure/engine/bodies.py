@@ -30,6 +30,8 @@ class Invoked(_Body, tag="invoke", kw_only=True):
     caller: Caller | None = None
     execute_at: int | None = None
     failure: Failure | None = None
+    on_failure: str | None = None
+    queue_key: str | None = None
 
 
 class Notified(_Body, tag="notify"):
@@ -69,7 +71,7 @@ class Controlled(_Body, tag="control"):
     """An operator's resume, pause or purge that reached a node which does not own the invocation."""
 
     invocation_id: str
-    verb: str  # "resume" | "pause" | "purge"
+    verb: str  # "resume" | "pause" | "purge" | "redrive" | "discard"
 
 
 Body = Invoked | Notified | Signaled | Stopped | Attached | Controlled

@@ -24,6 +24,8 @@ class Invoke:
     execute_at: int | None = None  # ms since epoch; None or past = now
     failure: Failure | None = None  # create it already failed (e.g. a Kafka record its handler rejects)
     fresh: bool = False  # the id was just generated at random: no invocation can have it yet
+    on_failure: str | None = None  # a Kafka record's dead-letter policy: "park" or "topic:NAME"
+    queue_key: str | None = None  # a service invocation queued FIFO on this key (Kafka ordering=key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ class Ingest:
     partition: int
     records: Sequence[KafkaRecord]
     rejected: Mapping[int, Failure] = field(default_factory=dict)
+    on_failure: str = "block"  # the subscription's dead-letter policy (`perdure.kafka.options.Policy`)
+    key_missing: str = "fail"  # a record without a key for a keyed sink: "fail", or "empty" (key "")
+    ordering: str | None = None  # "key": a service sink's records queue per Kafka key
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +162,39 @@ class Recover:
     reason: str = field(default="start")
 
 
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    """Run a parked Kafka record again (after a fix): a new invocation of the same input, queued
+    behind its key's others; the parked one records it (`DeadLetter.redrives`)."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Drop a parked record: it becomes an ordinary failed invocation, forgotten after its retention."""
+
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkProduced:
+    """The dead-letter producer's progress on a parked record of a `topic:` policy: the topic
+    partition's `checkpoint` (stored before the first produce), or `produced`."""
+
+    invocation_id: str
+    checkpoint: int | None = None
+    produced: bool = False
+
+
 Command = (
     Invoke
     | AttemptOutput
     | FireTimer
     | Resume
+    | Redrive
+    | Discard
+    | MarkProduced
     | Kill
     | Cancel
     | CompleteSignal

@@ -17,3 +17,4 @@ class Counters:
     expired: int = 0  # completed invocations deleted after their retention
     deliveries_sent: int = 0  # effects written for another partition
     deliveries_applied: int = 0  # effects of other partitions applied here
+    parked: int = 0  # Kafka records parked in the dead-letter store

@@ -8,7 +8,7 @@ partition).
 
 from __future__ import annotations
 
-from perdure.engine import bodies, lifecycle
+from perdure.engine import bodies, deadletter, lifecycle
 from perdure.engine.commands import Deliver, Invoke
 from perdure.engine.step import Step, decode_entry
 from perdure.storage.api import Entry
@@ -37,6 +37,8 @@ def _effect(step: Step, body: bodies.Body) -> None:
                     caller=body.caller,
                     execute_at=body.execute_at,
                     failure=body.failure,
+                    on_failure=body.on_failure,
+                    queue_key=body.queue_key,
                 ),
             )
         case bodies.Notified():
@@ -58,5 +60,11 @@ def _effect(step: Step, body: bodies.Body) -> None:
             else:
                 lifecycle.attach(step, body.invocation_id, body.caller)
         case bodies.Controlled():
-            control = {"resume": lifecycle.resume, "pause": lifecycle.pause, "purge": lifecycle.purge}
+            control = {
+                "resume": lifecycle.resume,
+                "pause": lifecycle.pause,
+                "purge": lifecycle.purge,
+                "redrive": deadletter.redrive,
+                "discard": deadletter.discard,
+            }
             control[body.verb](step, body.invocation_id)

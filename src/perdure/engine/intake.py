@@ -92,7 +92,11 @@ def plan(
             continue  # already ingested (re-read after a crash or rebalance)
         where = f"{cmd.topic}/{cmd.partition}/{record.offset}"
         failure = cmd.rejected.get(record.offset)
-        key = object_key(record.key) if keyed and record.key is not None else None
+        raw_key = record.key if record.key is not None or cmd.key_missing != "empty" else b""
+        key = object_key(raw_key) if keyed and raw_key is not None else None
+        queue_key = None
+        if not keyed and cmd.ordering == "key" and record.key is not None:
+            queue_key = object_key(record.key)  # a service sink's records, FIFO per Kafka key
         if failure is None and keyed and key is None:
             failure = Failure(400, f"record {where} has no key, but {service}/{handler} is keyed by it")
         if info is not None and info.workflow_run and key is not None:
@@ -100,7 +104,13 @@ def plan(
             invocation_id = ids.workflow_id(service, key)
         else:
             invocation_id = record_id(
-                cmd.subscription_id, cmd.topic, cmd.partition, record.offset, service, key, epoch
+                cmd.subscription_id,
+                cmd.topic,
+                cmd.partition,
+                record.offset,
+                service,
+                key if key is not None else queue_key,
+                epoch,
             )
         invokes.append((
             record.offset,
@@ -112,6 +122,8 @@ def plan(
                 input=record.value or b"",
                 headers=headers(cmd.subscription_id, cmd.topic, cmd.partition, record),
                 failure=failure,
+                on_failure=None if cmd.on_failure == "block" else cmd.on_failure,
+                queue_key=queue_key,
             ),
         ))  # fmt: skip
         next_offset = record.offset + 1

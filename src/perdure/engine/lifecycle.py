@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from perdure.defaults import RETENTION_MS
-from perdure.engine import bodies
+from perdure.engine import bodies, deadletter
 from perdure.engine.actions import (
     AbortAttempt,
     Accepted,
@@ -31,6 +31,9 @@ from perdure.protocol import ids
 from perdure.protocol import messages as pm
 from perdure.protocol.codec import message_type
 from perdure.storage.api import Caller, Failure, Invocation, Outcome, Status, Timer
+
+#: Statuses with a result: completed, or parked (failed, its Kafka record in the dead-letter store).
+FINISHED = frozenset({Status.COMPLETED, Status.PARKED})
 
 
 def _seed(invocation_id: str) -> int:
@@ -51,6 +54,8 @@ def invoke(step: Step, cmd: Invoke) -> None:
                 caller=cmd.caller,
                 execute_at=cmd.execute_at,
                 failure=cmd.failure,
+                on_failure=cmd.on_failure,
+                queue_key=cmd.queue_key,
             )
         )
         return
@@ -69,6 +74,7 @@ def invoke(step: Step, cmd: Invoke) -> None:
         callers=[cmd.caller] if cmd.caller is not None else [],
         random_seed=_seed(cmd.invocation_id),
         last_progress_at=step.now,
+        on_failure=cmd.on_failure,
     )
     step.track(inv, fresh=cmd.fresh)
     step.counters.invocations_created += 1
@@ -89,6 +95,8 @@ def invoke(step: Step, cmd: Invoke) -> None:
         complete(step, inv, _failed(400, f"{cmd.service}/{cmd.handler} is keyed: a key is required"))
         return
     inv.exclusive = info.exclusive
+    if not info.keyed and cmd.queue_key is not None:  # a service's Kafka records, FIFO per record key
+        inv.exclusive, inv.queue_key = True, cmd.queue_key
     if cmd.execute_at is not None and cmd.execute_at > step.now:
         inv.status = Status.SCHEDULED
         inv.execute_at = cmd.execute_at
@@ -103,7 +111,7 @@ def _attach(step: Step, inv: Invocation, cmd: Invoke) -> None:
     """A repeated Invoke (idempotency key, retried send): join the existing invocation."""
     step.actions.append(Accepted(inv.id, previously=True))
     caller = cmd.caller
-    if inv.status is Status.COMPLETED and inv.outcome is not None:
+    if inv.status in FINISHED and inv.outcome is not None:
         step.actions.append(Completed(inv.id, inv.outcome))
         if caller is not None:
             answer(step, caller, caller_result(caller, inv.outcome))
@@ -113,14 +121,22 @@ def _attach(step: Step, inv: Invocation, cmd: Invoke) -> None:
 
 def enqueue(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None:
     """Start now, or queue behind the invocation holding the key."""
-    if inv.exclusive and inv.key is not None:
+    key = lock_key(inv)
+    if key is not None:
         txn = step.txn
-        if txn.get_lock(inv.service, inv.key) is not None:
+        if txn.get_lock(inv.service, key) is not None:
             inv.status = Status.PENDING
-            txn.inbox_push(inv.service, inv.key, inv.id)
+            txn.inbox_push(inv.service, key, inv.id)
             return
-        txn.set_lock(inv.service, inv.key, inv.id)
+        txn.set_lock(inv.service, key, inv.id)
     start(step, inv, journal)
+
+
+def lock_key(inv: Invocation) -> str | None:
+    """The key an exclusive invocation holds while it runs: its object's, or its queue's."""
+    if not inv.exclusive:
+        return None
+    return inv.key if inv.key is not None else inv.queue_key
 
 
 def start(step: Step, inv: Invocation, journal: list[Any] | None = None) -> None:
@@ -191,7 +207,7 @@ def attach(step: Step, target_id: str, caller: Caller) -> None:
     target = step.load(target_id)
     if target is None:
         answer(step, caller, caller_result(caller, _failed(404, "invocation not found")))
-    elif target.status is Status.COMPLETED and target.outcome is not None:
+    elif target.status in FINISHED and target.outcome is not None:
         answer(step, caller, caller_result(caller, target.outcome))
     elif caller not in target.callers:
         target.callers.append(caller)
@@ -204,7 +220,7 @@ def peek(step: Step, target_id: str, caller: Caller) -> None:
         return
     target = step.load(target_id)
     cid = caller.completion_id
-    if target is None or target.status is not Status.COMPLETED or target.outcome is None:
+    if target is None or target.status not in FINISHED or target.outcome is None:
         message = pm.GetInvocationOutputCompletion(completion_id=cid, void=pm.Void())
     else:
         message = result_notification(pm.GetInvocationOutputCompletion, cid, target.outcome)
@@ -216,7 +232,7 @@ def notify(step: Step, inv: Invocation, message: Any, handle: int | str) -> None
 
     `handle` is the completion id, minus the signal index, or the signal's name.
     """
-    if inv.status is Status.COMPLETED:
+    if inv.status in FINISHED:
         return
     step.append(inv, message)
     if inv.status is Status.RUNNING:
@@ -247,7 +263,9 @@ def suspend(
         start(step, inv)
 
 
-def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
+def complete(step: Step, inv: Invocation, outcome: Outcome, *, operator: bool = False) -> None:
+    """`inv` has its result. A failed Kafka record of a parking subscription is parked (not when an
+    operator killed or cancelled it)."""
     inv.status = Status.COMPLETED
     if outcome.failure is None:
         step.counters.completed_ok += 1
@@ -270,9 +288,12 @@ def complete(step: Step, inv: Invocation, outcome: Outcome) -> None:
         inv.retention_until = step.now + retention
     for caller in inv.callers:
         answer(step, caller, caller_result(caller, outcome))
+    if inv.on_failure is not None and outcome.failure is not None and not operator:
+        deadletter.park(step, inv, outcome.failure)
     step.actions.append(Completed(inv.id, outcome))
-    if inv.exclusive and inv.key is not None:
-        release_key(step, inv.service, inv.key, inv.id)
+    key = lock_key(inv)
+    if key is not None:
+        release_key(step, inv.service, key, inv.id)
 
 
 def release_key(step: Step, service: str, key: str, holder: str) -> None:
@@ -317,7 +338,7 @@ def fail_attempt(
         return
     policy = info.retry_policy
     if policy.exhausted(inv.failures, step.now - inv.last_progress_at):
-        if policy.on_max_attempts == "kill":
+        if policy.on_max_attempts == "kill" or inv.on_failure is not None:  # killed, or parked
             message = f"gave up after {inv.failures} attempts; last error: {failure.message}"
             complete(step, inv, _failed(failure.code or 500, message))
         else:
@@ -371,14 +392,16 @@ def _control(
     return inv
 
 
-_UNFINISHED = set(Status) - {Status.COMPLETED}
+_UNFINISHED = set(Status) - FINISHED
 #: The statuses each operator control applies to (else it is refused with 409).
 CONTROLLABLE: dict[str, set[Status]] = {
     "resume": {Status.PAUSED},
     "pause": {Status.RUNNING, Status.BACKING_OFF, Status.SUSPENDED},
     "kill": _UNFINISHED,
     "cancel": _UNFINISHED,
-    "purge": {Status.COMPLETED},
+    "purge": set(FINISHED),
+    "redrive": {Status.PARKED},
+    "discard": {Status.PARKED},
 }
 
 
@@ -411,9 +434,9 @@ def kill(step: Step, invocation_id: str, report: bool = True) -> None:
         kill(step, child, report=False)
     if inv.status is Status.RUNNING:
         step.actions.append(AbortAttempt(inv.id))
-    elif inv.status is Status.PENDING and inv.key is not None:
-        step.txn.inbox_remove(inv.service, inv.key, inv.id)
-    complete(step, inv, _failed(409, "killed"))
+    elif inv.status is Status.PENDING and (key := lock_key(inv)) is not None:
+        step.txn.inbox_remove(inv.service, key, inv.id)
+    complete(step, inv, _failed(409, "killed"), operator=True)
 
 
 def expire(step: Step, invocation_ids: Sequence[str]) -> None:
@@ -439,9 +462,9 @@ def cancel(step: Step, invocation_id: str, report: bool = True) -> None:
     if inv is None:
         return
     if inv.status in (Status.PENDING, Status.SCHEDULED):
-        if inv.status is Status.PENDING and inv.key is not None:
-            step.txn.inbox_remove(inv.service, inv.key, inv.id)
-        complete(step, inv, _failed(409, "cancelled"))
+        if inv.status is Status.PENDING and (key := lock_key(inv)) is not None:
+            step.txn.inbox_remove(inv.service, key, inv.id)
+        complete(step, inv, _failed(409, "cancelled"), operator=True)
         return
     signal(step, inv, pm.CANCEL_SIGNAL, pm.SignalNotification(idx=pm.CANCEL_SIGNAL, void=pm.Void()))
     if inv.status in (Status.BACKING_OFF, Status.PAUSED):

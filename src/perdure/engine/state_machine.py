@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.engine import deliveries, egress, intake, lifecycle
+from perdure.engine import deadletter, deliveries, egress, intake, lifecycle
 from perdure.engine.actions import Action
 from perdure.engine.commands import (
     AttemptOutput,
@@ -16,15 +16,18 @@ from perdure.engine.commands import (
     Command,
     CompleteSignal,
     Deliver,
+    Discard,
     EgressProduced,
     Expire,
     FireTimer,
     Ingest,
     Invoke,
     Kill,
+    MarkProduced,
     Pause,
     Purge,
     Recover,
+    Redrive,
     ResetOffset,
     Resume,
 )
@@ -84,6 +87,12 @@ class StateMachine:
                 deliveries.apply(step, command)
             case EgressProduced():
                 egress.produced(step, command)
+            case Redrive():
+                deadletter.redrive(step, command.invocation_id)
+            case Discard():
+                deadletter.discard(step, command.invocation_id)
+            case MarkProduced():
+                deadletter.mark_produced(step, command)
             case Recover():
                 lifecycle.recover(step)
         step.flush()

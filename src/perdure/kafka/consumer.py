@@ -22,8 +22,9 @@ from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untype
 
 from perdure.engine.commands import KafkaRecord
 from perdure.errors import UnknownTargetError
+from perdure.kafka.flow import Concurrency, Rate
 from perdure.kafka.members import MemberFile, leave
-from perdure.kafka.options import OptionError, consumer_config, parse_sink, parse_source
+from perdure.kafka.options import OptionError, consumer_config, parse_sink, parse_source, policy
 from perdure.kafka.pending import Slot, Tracker
 from perdure.kafka.stats import PartitionStats, SubscriptionStats
 from perdure.storage.api import Subscription
@@ -132,6 +133,8 @@ class SubscriptionConsumer:
         self._fatal: BaseException | None = None
         self._last_commit = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._concurrency: Concurrency | None = None
+        self._rate: Rate | None = None
 
     @property
     def id(self) -> str:
@@ -162,12 +165,17 @@ class SubscriptionConsumer:
             if self.cluster_properties is None:
                 raise OptionError(f"no Kafka cluster named {cluster!r}")
             config = consumer_config(self.id, self.cluster_properties, self.subscription.options)
+            flow = policy(self.subscription.options)
             self.group_id = config.group_id
             if not self.sink_exists(service, handler):
                 raise UnknownTargetError(f"the sink {self.subscription.sink} is not a registered handler")
         except (OptionError, UnknownTargetError) as e:
             self._fail_for_good(e)
             return
+        if flow.max_concurrency is not None:
+            self._concurrency = Concurrency(flow.max_concurrency, self._in_flight)
+        if flow.rate is not None:
+            self._rate = Rate(flow.rate)
         delay = self.retry_initial
         while True:
             before = self.records
@@ -271,8 +279,31 @@ class SubscriptionConsumer:
         # while this one succeeded, the stored next offset would jump over its records.
         if previous is not None:
             await asyncio.wait([previous])
+        size = len(records)
+        if self._concurrency is not None:
+            size = min(size, self._concurrency.limit)
+        if self._rate is not None:
+            size = min(size, self._rate.chunk)
+        for start in range(0, len(records), size):
+            if not await self._ingest_chunk(part, records[start : start + size]):
+                return
+
+    async def _ingest_chunk(self, part: _Partition, records: list[KafkaRecord]) -> bool:
+        """Accept `records` once flow control lets them in; False when the rest must wait for a re-read."""
+        concurrency = self._concurrency
+        if concurrency is not None:
+            await concurrency.acquire(len(records))
+        try:
+            if self._rate is not None:
+                await self._rate.take(len(records))
+            return await self._accept(part, records)
+        finally:
+            if concurrency is not None:
+                concurrency.release(len(records))
+
+    async def _accept(self, part: _Partition, records: list[KafkaRecord]) -> bool:
         if not part.assigned or part.failed is not None or self._fatal is not None:
-            return  # revoked or failed meanwhile: re-read from the stored offset
+            return False  # revoked or failed meanwhile: re-read from the stored offset
         self.tracker.begin()
         try:
             ids = await self.engine.ingest(self.id, part.tp.topic, part.tp.partition, records)
@@ -282,7 +313,7 @@ class SubscriptionConsumer:
         except UnknownTargetError as e:  # the sink is gone: no point retrying
             self.tracker.end()
             self._fatal = e
-            return
+            return False
         except Exception as e:
             self.tracker.end()
             part.failed = records[0].offset
@@ -294,13 +325,22 @@ class SubscriptionConsumer:
                 self.error,
                 part.delay,
             )
-            return
+            return False
         self.tracker.end(part.slot, ids)
         self.records += len(records)
         part.delay = self.retry_initial
         part.next_offset = records[-1].offset + 1  # batches of a partition are applied one by one
         if self.state == "retrying" and not any(p.failed is not None for p in self._parts.values()):
             self.state, self.error = "running", None
+        return True
+
+    def _in_flight(self) -> int:
+        return sum(len(p.slot) for p in self._parts.values())
+
+    def _completed(self, part: _Partition) -> None:
+        self._maybe_resume(part)
+        if self._concurrency is not None:
+            self._concurrency.changed()
 
     def _backpressure(self, part: _Partition) -> None:
         """Pause a partition with more than `max_pending` invocations accepted or queued, not completed."""
@@ -400,7 +440,7 @@ class SubscriptionConsumer:
                 part = self._parts[key] = _Partition(
                     TopicPartition(tp.topic, tp.partition), self.retry_initial
                 )
-                part.slot.on_completed = lambda _slot, part=part: self._maybe_resume(part)
+                part.slot.on_completed = lambda _slot, part=part: self._completed(part)
             part.assigned = True
             part.committed = None
             part.failed, part.retry_at, part.held = None, 0.0, False  # a new assignment is not paused

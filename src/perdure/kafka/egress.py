@@ -181,8 +181,10 @@ class _Client:
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return dict(await self.consumer.end_offsets(list(tps)))
 
-    async def find(self, starts: Mapping[TopicPartition, int], wanted: set[bytes]) -> set[bytes]:
-        """Ids of `wanted` among the records from `starts` to the current end of each partition."""
+    async def find(
+        self, starts: Mapping[TopicPartition, int], wanted: set[bytes], *, header: str = wire.RECORD_ID_HEADER
+    ) -> set[bytes]:
+        """Ids of `wanted` (in `header`) among the records from `starts` to each partition's current end."""
         ends = await self.end_offsets(list(starts))
         todo = {tp: start for tp, start in starts.items() if start < ends[tp]}
         found: set[bytes] = set()
@@ -201,7 +203,7 @@ class _Client:
             for records in batches.values():
                 for r in records:
                     for name, value in r.headers or ():
-                        if name == wire.RECORD_ID_HEADER and value in wanted:
+                        if name == header and value in wanted:
                             found.add(value)
             for tp in list(todo):  # by position: gaps (compaction, retention) end a scan too
                 if await consumer.position(tp) >= ends[tp]:
@@ -258,8 +260,13 @@ class Egress:
             if backoff:
                 await asyncio.sleep(backoff)  # a failed round waits out its backoff even when woken
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                # Not wait_for: on Python 3.11 it swallows a cancel that comes as the event is set
+                # (the event is set at start), and stop() would wait for this task forever.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=self._poll)
+                finally:
+                    waiter.cancel()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             failed = False

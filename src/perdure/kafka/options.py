@@ -191,7 +191,7 @@ def consumer_config(
     `fetch.wait.max.ms` = 100.
     Auto-commit is always off. Raises `OptionError`.
     """
-    merged = {**cluster_properties, **options}
+    merged = {k: v for k, v in {**cluster_properties, **options}.items() if k not in POLICY_OPTIONS}
     kwargs: dict[str, Any] = {
         "group_id": subscription_id,
         "client_id": "perdure",
@@ -228,10 +228,74 @@ def consumer_config(
         raise OptionError("no bootstrap.servers: give it in the cluster's properties")
     if "partition_assignment_strategy" in kwargs:
         kwargs["partition_assignment_strategy"] = _assignors(kwargs["partition_assignment_strategy"])
+    policy({k: str(v) for k, v in options.items() if k in POLICY_OPTIONS})  # refuse bad values now
     if ssl:
         kwargs["ssl_context"] = _ssl_context(ssl)
     kwargs["enable_auto_commit"] = False
     return ConsumerConfig(group_id=str(kwargs["group_id"]), kwargs=kwargs)
+
+
+#: perdure's own subscription options (not Kafka client settings): what happens to a record whose
+#: invocation fails, flow control, and records without a key. `policy()` parses them.
+POLICY_OPTIONS = frozenset({"on.failure", "max.concurrency", "rate", "ordering", "key.missing"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A subscription's perdure options (docs/kafka.md, "Dead letters" and "Flow control").
+
+    `on_failure`: `block` (the key waits for a failing invocation, Restate's behaviour), `park`
+    (a record whose invocation fails for good is parked in the dead-letter store and its key goes
+    on), or `topic:NAME` (parked, and produced to the Kafka topic NAME). `max_concurrency`: at most
+    this many invocations of the subscription accepted and not completed (None: no limit). `rate`:
+    records accepted per second (None: no limit). `ordering`: `key` (FIFO per Kafka key), `none`
+    (records of a key may run concurrently), or None (not given: keyed sinks are FIFO per key
+    anyway, service sinks run a partition's records concurrently, as Restate does).
+    `key_missing`: `fail` (a record without a key for a keyed sink is a failed invocation) or
+    `empty` (it goes to the key "", as in Restate).
+    """
+
+    on_failure: str = "block"
+    max_concurrency: int | None = None
+    rate: float | None = None
+    ordering: str | None = None
+    key_missing: str = "fail"
+
+    @property
+    def parks(self) -> bool:
+        return self.on_failure != "block"
+
+    @property
+    def dead_letter_topic(self) -> str | None:
+        return self.on_failure[6:] if self.on_failure.startswith("topic:") else None
+
+
+def policy(options: Mapping[str, str]) -> Policy:
+    """The perdure options of a subscription (`POLICY_OPTIONS`); raises `OptionError` for bad values."""
+    on_failure = str(options.get("on.failure", "block")).strip()
+    if on_failure not in ("block", "park") and not (on_failure.startswith("topic:") and len(on_failure) > 6):
+        raise OptionError(f"on.failure must be block, park or topic:NAME, not {on_failure!r}")
+    max_concurrency = rate = None
+    if "max.concurrency" in options:
+        max_concurrency = _int("max.concurrency", str(options["max.concurrency"]))
+        if max_concurrency < 1:
+            raise OptionError(f"max.concurrency must be at least 1, not {max_concurrency}")
+    if "rate" in options:
+        try:
+            rate = float(options["rate"])
+        except ValueError:
+            raise OptionError(
+                f"rate must be a number of records per second, not {options['rate']!r}"
+            ) from None
+        if not rate > 0:
+            raise OptionError(f"rate must be positive, not {options['rate']!r}")
+    ordering = None
+    if "ordering" in options:
+        ordering = _choice({"key": "key", "none": "none"})("ordering", str(options["ordering"]))
+    key_missing = _choice({"fail": "fail", "empty": "empty"})(
+        "key.missing", str(options.get("key.missing", "fail"))
+    )
+    return Policy(on_failure, max_concurrency, rate, ordering, key_missing)
 
 
 def _assignors(value: str) -> tuple[type[Any], ...]:

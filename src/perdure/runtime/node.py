@@ -20,9 +20,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perdure.engine.actions import Action, Completed, Notify, StartAttempt
-from perdure.engine.commands import Cancel, Expire, KafkaRecord, Kill, Pause, Purge, Resume
+from perdure.engine.commands import (
+    Cancel,
+    Discard,
+    Expire,
+    KafkaRecord,
+    Kill,
+    MarkProduced,
+    Pause,
+    Purge,
+    Redrive,
+    Resume,
+)
 from perdure.engine.counters import Counters
-from perdure.errors import PerdureError
+from perdure.errors import ConflictError, PerdureError
 from perdure.runtime.attempts import Attempts
 from perdure.runtime.catalog import Catalog
 from perdure.runtime.client import Client
@@ -41,14 +52,17 @@ from perdure.storage.api import (
     Database,
     Deployment,
     Failure,
+    Invocation,
     Outcome,
     Reader,
+    Status,
     StoreUnavailable,
     Subscription,
 )
 
 if TYPE_CHECKING:
     from perdure.kafka import KafkaIntake
+    from perdure.kafka.deadletter import DeadLetterProducer
     from perdure.kafka.egress import Egress
     from perdure.runtime.deployments import RemoteService
 
@@ -106,6 +120,7 @@ class Node(Client):
         self.counters = Counters()
         self.kafka: KafkaIntake | None = None
         self.egress: Egress | None = None  # produces what handlers emit (ctx.emit)
+        self.dead_letter_producer: DeadLetterProducer | None = None  # on.failure=topic:NAME
         self._sweeper: Sweeper | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._completion_listeners: list[Callable[[str], None]] = []
@@ -176,6 +191,10 @@ class Node(Client):
         self.egress = Egress(self)
         effects.on_egress = self.egress.wake
         await self.egress.start()
+        from perdure.kafka.deadletter import DeadLetterProducer
+
+        self.dead_letter_producer = DeadLetterProducer(self)
+        await self.dead_letter_producer.start()
         self._sweeper = Sweeper(self.clock, catalog.registry, opened.reader, self._expire)
         if self.sweep_interval is not None:
             self._spawn(self._sweeper.every(self.sweep_interval))
@@ -284,6 +303,9 @@ class Node(Client):
 
     async def stop(self) -> None:
         """Stop: in-memory attempts are dropped (they resume from their journals next time)."""
+        if self.dead_letter_producer is not None:
+            await self.dead_letter_producer.stop()
+            self.dead_letter_producer = None
         if self.egress is not None:
             await self.egress.stop()
             self.egress = None
@@ -435,6 +457,57 @@ class Node(Client):
         """Delete a completed invocation's record and journal."""
         await self._started().router.control(Purge(invocation_id))
 
+    def dead_letters(
+        self,
+        subscription: str | None = None,
+        *,
+        key: bytes | None = None,
+        state: str | None = "parked",
+        limit: int = 10_000,
+    ) -> list[Invocation]:
+        """Parked Kafka records (`Invocation.dead_letter`), in their original order: by subscription,
+        topic, partition, offset. `state` `parked` (default: not re-driven nor discarded yet),
+        `redriven`, or None for both; `key` the record key."""
+        found = []
+        for inv in self.reader().list_invocations(status=Status.PARKED, limit=limit):
+            letter = inv.dead_letter
+            if letter is None or (subscription is not None and letter.subscription != subscription):
+                continue
+            if (key is not None and letter.key != key) or (state is not None and letter.state != state):
+                continue
+            found.append(inv)
+        found.sort(key=lambda i: _letter_order(i))
+        return found
+
+    async def redrive(self, invocation_id: str) -> str:
+        """Run a parked Kafka record again (after a fix); returns the new invocation's id. Works
+        from any node of a cluster (the owner of the record's partition applies it)."""
+        from perdure.engine.deadletter import redrive_id
+
+        inv = self.reader().get_invocation(invocation_id)
+        letter = inv.dead_letter if inv is not None else None
+        if letter is not None and letter.state != "parked":  # refused alike on every node
+            raise ConflictError(f"{invocation_id}: cannot re-drive a record that was {letter.state}")
+        n = len(letter.redrives) + 1 if letter is not None else 1
+        await self._started().router.control(Redrive(invocation_id))
+        return redrive_id(invocation_id, n)
+
+    async def discard(self, invocation_id: str) -> None:
+        """Give a parked Kafka record up: an ordinary failed invocation again."""
+        await self._started().router.control(Discard(invocation_id))
+
+    async def mark_produced(
+        self, invocation_id: str, checkpoint: int | None = None, produced: bool = False
+    ) -> bool:
+        """The dead-letter producer's progress on a parked record of this node (False: not here)."""
+        router = self._started().router
+        if router.partition_for(invocation_id) is None:
+            return False
+        await router.submit_checked(
+            MarkProduced(invocation_id, checkpoint, produced), invocation_id, invocation_id
+        )
+        return True
+
     async def complete_awakeable(
         self, awakeable_id: str, value: bytes | None = None, failure: Failure | None = None
     ) -> None:
@@ -517,6 +590,12 @@ class Node(Client):
     async def reset_offset(self, subscription_id: str, topic: str, partition: int, next_offset: int) -> None:
         """Continue a partition at `next_offset` after its log restarted (`Router.reset_offset`)."""
         await self._started().router.reset_offset(subscription_id, topic, partition, next_offset)
+
+
+def _letter_order(inv: Invocation) -> tuple[str, str, int, int, int]:
+    letter = inv.dead_letter
+    assert letter is not None
+    return (letter.subscription, letter.topic, letter.partition, letter.offset, inv.created_at)
 
 
 class _Effects:

@@ -26,12 +26,14 @@ from perdure.engine.commands import (
     Cancel,
     Command,
     CompleteSignal,
+    Discard,
     Ingest,
     Invoke,
     KafkaRecord,
     Kill,
     Pause,
     Purge,
+    Redrive,
     ResetOffset,
     Resume,
 )
@@ -260,7 +262,7 @@ class Router:
             if invocation_id in self._waiters:
                 reader = reader or self.reader()
                 inv = reader.get_invocation(invocation_id)
-                if inv is None or inv.outcome is None or inv.status is not Status.COMPLETED:
+                if inv is None or inv.outcome is None or inv.status not in (Status.COMPLETED, Status.PARKED):
                     continue
                 for waiter in self._waiters.pop(invocation_id, ()):
                     if not waiter.done():
@@ -298,7 +300,7 @@ class Router:
                 raise error(f"{name}: {action.reason}")
         return actions
 
-    async def control(self, command: Resume | Pause | Kill | Cancel | Purge) -> None:
+    async def control(self, command: Resume | Pause | Kill | Cancel | Purge | Redrive | Discard) -> None:
         await self.submit_checked(command, command.invocation_id, command.invocation_id)
 
     async def complete_awakeable(
@@ -369,7 +371,13 @@ class Router:
                     rejected[record.offset] = Failure(
                         400, f"record {where} rejected by {h.qualified_name}: {e}"
                     )
-        command = Ingest(subscription_id, sub.sink, topic, partition, records, rejected)
+        from perdure.kafka.options import policy  # the Kafka package only where Kafka is used
+
+        options = policy(sub.options)
+        command = Ingest(
+            subscription_id, sub.sink, topic, partition, records, rejected,
+            on_failure=options.on_failure, key_missing=options.key_missing, ordering=options.ordering,
+        )  # fmt: skip
         if self.whole is None:
             return await self._ingest_in_cluster(command)
         created = []
@@ -395,6 +403,7 @@ class Router:
                 bodies.encode(bodies.Invoked(
                     invocation_id=i.invocation_id, service=i.service, handler=i.handler, key=i.key,
                     input=i.input, headers=list(i.headers), failure=i.failure,
+                    on_failure=i.on_failure, queue_key=i.queue_key,
                 )),
             )
             for offset, i in invokes

@@ -32,6 +32,7 @@ class Status(enum.StrEnum):
     BACKING_OFF = "backing-off"  # last attempt failed, waits for its retry timer
     PAUSED = "paused"  # retries exhausted (or paused by an operator); resume to continue
     COMPLETED = "completed"  # has a result: a value or a terminal failure
+    PARKED = "parked"  # failed for good, its Kafka record kept in the dead-letter store (`dead_letter`)
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -56,6 +57,41 @@ class Caller(msgspec.Struct, frozen=True):
     invocation_id: str
     completion_id: int
     attach: bool = False
+
+
+class Redrive(msgspec.Struct, frozen=True):
+    """One re-drive of a parked record: when, and the invocation it started."""
+
+    at: int  # ms since epoch
+    invocation_id: str
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A Kafka record parked by its subscription's `on.failure` policy (`park` or `topic:NAME`).
+
+    The invocation stays with status PARKED — failed, its key released — until it is discarded;
+    `state` says what happened to it since: `parked` (waiting), `redriven` (`redrives` lists the
+    invocations that ran it again) or `discarded`. For `topic:NAME`, `checkpoint` is the dead-letter
+    topic partition's end offset stored before the first produce (the record, if produced, is at or
+    past it) and `produced` says it is in the topic.
+    """
+
+    subscription: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    value: bytes | None
+    error: Failure
+    attempts: int
+    policy: str  # "park" | "topic:NAME"
+    parked_at: int = 0
+    state: str = "parked"
+    redrives: list[Redrive] = msgspec.field(default_factory=list)
+    redrive_of: str | None = None  # this invocation was a re-drive of that parked one
+    checkpoint: int | None = None
+    produced: bool = False
 
 
 class Invocation(msgspec.Struct, kw_only=True):
@@ -92,6 +128,9 @@ class Invocation(msgspec.Struct, kw_only=True):
     random_seed: int = 0
     deployment_id: str | None = None  # pinned at the first attempt; None: served in-process
     protocol_version: int = 0  # service protocol version pinned with the deployment
+    on_failure: str | None = None  # a Kafka record's dead-letter policy ("park", "topic:NAME")
+    queue_key: str | None = None  # the key an exclusive service invocation queues on (Kafka ordering=key)
+    dead_letter: DeadLetter | None = None  # set when parked
 
 
 class Timer(msgspec.Struct, frozen=True):

@@ -241,6 +241,9 @@ class Rows:
         rows.append(row)
 
 
+_FINISHED = ("completed", "parked")
+
+
 def prepare(w: Writes, partition: int, epoch: int | None, seq: int, inbox_seq: int) -> Rows:
     """The rows that apply `w` to a database holding everything committed before it."""
     out = Rows(partition, None if epoch is None else (partition, epoch, seq, inbox_seq))
@@ -258,7 +261,7 @@ def prepare(w: Writes, partition: int, epoch: int | None, seq: int, inbox_seq: i
             continue
         assert ident is not None
         service, handler, key, created_at = ident
-        if status == "completed" and old.status != "completed":
+        if status in _FINISHED and old.status not in _FINISHED:
             out.completed.append(id)
         add(
             "inv_in",

@@ -4,7 +4,7 @@ import { get } from "../api.js";
 import { badge, errorBox, h, invocationLink, relative, replace, table, time } from "../dom.js";
 import { poll } from "../poll.js";
 
-const STATUSES = ["", "pending", "scheduled", "running", "suspended", "backing-off", "paused", "completed"];
+const STATUSES = ["", "pending", "scheduled", "running", "suspended", "backing-off", "paused", "completed", "parked"];
 // Age choices → created_after / created_before, relative to now.
 const AGES = {
   "": ["any age", null, null],

@@ -5,7 +5,7 @@ import { activityChart } from "../chart.js";
 import { badge, errorBox, h, link, replace, table } from "../dom.js";
 import { poll } from "../poll.js";
 
-const STATUSES = ["pending", "scheduled", "running", "suspended", "backing-off", "paused", "completed"];
+const STATUSES = ["pending", "scheduled", "running", "suspended", "backing-off", "paused", "completed", "parked"];
 
 export function mount(root) {
   const counts = h("div", { class: "tiles" });
