@@ -142,10 +142,12 @@ class Endpoints:
 
     async def redrive_many(self, request: Request) -> Response:
         body = request.json() or {}
+        usage = 'send {"subscription": ID} and/or {"key": K}: which parked records to re-drive'
         if not isinstance(body, dict) or not (body.get("subscription") or body.get("key") is not None):
-            raise HTTPError(
-                400, 'send {"subscription": ID} and/or {"key": K}: which parked records to re-drive'
-            )
+            raise HTTPError(400, usage)
+        for field in ("subscription", "key"):
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise HTTPError(400, f"{field!r} must be a string; {usage}")
         records = self._select(body.get("subscription"), body.get("key"), "parked", MAX_LIMIT)
         return Response(200, {"redriven": await self._redrive(records)})
 
