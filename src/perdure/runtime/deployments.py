@@ -125,7 +125,7 @@ def _handler_options(service: mf.ServiceManifest, handler: mf.HandlerManifest) -
 
 
 def deployment_id() -> str:
-    return "dp_" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
+    return "dp_1" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
 
 
 async def discover(
