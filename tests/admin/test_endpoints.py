@@ -52,7 +52,10 @@ async def test_unknown_paths_and_methods(open_admin: OpenAdmin) -> None:
     response = await env.client.post("/services")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET"
-    assert (await env.client.get("/v2/services")).status_code == 404
+    assert (await env.client.get("/v5/services")).status_code == 404
+    # /v2 … /v4: the same API in restate-server 1.7's shapes (what Restate's CLI calls)
+    listed = (await env.client.get("/v4/services")).json()["services"]
+    assert all(s["deployment_id"].startswith("dp_1") and s["public"] for s in listed)
 
 
 async def test_services(open_admin: OpenAdmin) -> None:
