@@ -10,13 +10,15 @@ One query runs in two steps, in a worker thread:
    SQL (an indexed lookup for one invocation), then run the query on them for real.
 
 A query that reads a whole table still reads it whole. Only one read-only statement is allowed
-(DataFusion's SQL options refuse DDL, DML and `SET`-like statements), and the time limit is
-checked while reading the store and between result batches.
+(DataFusion's SQL options refuse DDL, DML and `SET`-like statements), and the time limit holds
+while reading the store and while DataFusion runs (past it the caller gets an error at once; the
+abandoned execution ends on its own thread, as DataFusion cannot be interrupted).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,23 +76,42 @@ def run(
         )
         if time.monotonic() > deadline:
             raise QueryError(f"the query ran longer than {timeout:g} s and was stopped")
-    try:
-        frame = ctx.sql_with_options(statement, _READ_ONLY)
-        schema = frame.schema()
-        batches: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in frame.execute_stream():
-            record = batch.to_pyarrow()
-            batches.append(record)
-            rows += record.num_rows
-            if rows > max_rows:
-                break
-            if time.monotonic() > deadline:
-                raise QueryError(f"the query ran longer than {timeout:g} s and was stopped")
-    except QueryError:
-        raise
-    except Exception as e:
-        raise QueryError(_message(e)) from None
+    remaining = deadline - time.monotonic()
+    outcome: dict[str, Any] = {}
+
+    def execute() -> None:
+        try:
+            outcome["answer"] = _execute(ctx, statement, max_rows)
+        except BaseException as e:
+            outcome["error"] = e
+
+    # DataFusion cannot be interrupted from Python: past the time limit the answer is an error
+    # at once, and the abandoned execution finishes (or fails) on its own thread.
+    worker = threading.Thread(target=execute, name="perdure-query", daemon=True)
+    worker.start()
+    worker.join(max(remaining, 0.0))
+    if worker.is_alive():
+        raise QueryError(f"the query ran longer than {timeout:g} s and was stopped")
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, QueryError):
+            raise error
+        raise QueryError(_message(error)) from None
+    answer: Answer = outcome["answer"]
+    return answer
+
+
+def _execute(ctx: datafusion.SessionContext, statement: str, max_rows: int) -> Answer:
+    frame = ctx.sql_with_options(statement, _READ_ONLY)
+    schema = frame.schema()
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in frame.execute_stream():
+        record = batch.to_pyarrow()
+        batches.append(record)
+        rows += record.num_rows
+        if rows > max_rows:
+            break
     table = pa.Table.from_batches(batches, schema=schema)
     if table.num_rows > max_rows:
         return Answer(table.slice(0, max_rows), truncated=True)
