@@ -39,6 +39,7 @@ from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Sen
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
+from perdure.runtime.deployments import deployment_id
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
 from perdure.storage.api import SqlStore, StoreUnavailable
@@ -200,6 +201,14 @@ class Admin:
             body = {"deployments": listed}
         elif path.startswith("/deployments"):
             body = _restate_deployment(body)
+            if body.get("id") is None:  # a dry run: Restate's CLI wants the id it would get
+                known = [
+                    d.id for d in self.engine.deployments() if d.uri.rstrip("/") == body["uri"].rstrip("/")
+                ]
+                body["id"] = known[0] if known else deployment_id()
+                for service in body["services"]:
+                    service["deployment_id"] = body["id"]
+                return Response(200 if known else 201, body, response.headers, response.content_type)
         elif path == "/services":
             body = {"services": [_restate_service(s) for s in body.get("services", [])]}
         elif path.startswith("/services/") and path.count("/") == 2:

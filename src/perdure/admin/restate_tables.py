@@ -158,8 +158,8 @@ def _schema(spec: str) -> pa.Schema:
 SCHEMAS: dict[str, pa.Schema] = {name: _schema(spec) for name, spec in _SPEC.items()}
 
 #: In-process services have no deployment; Restate's CLI wants a `dp_…` id all the same.
-IN_PROCESS_DEPLOYMENT_ID = "dp_1" + ids.base62(
-    int.from_bytes(hashlib.blake2b(b"perdure in-process", digest_size=16).digest(), "big"), 22
+IN_PROCESS_DEPLOYMENT_ID = ids.resource_id(
+    "dp", hashlib.blake2b(b"perdure in-process", digest_size=16).digest()
 )
 
 #: Restate's error code of a failed attempt that will be retried (the handler threw).

@@ -119,3 +119,18 @@ def partition_key_of(invocation_id: str) -> int:
 def partition_of(invocation_id: str, partitions: int) -> int:
     """The partition (of `partitions`) that owns an invocation: its partition key modulo the count."""
     return partition_key_of(invocation_id) % partitions
+
+
+_RESOURCE_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def resource_id(prefix: str, ulid: bytes) -> str:
+    """A ULID-backed id as restate-server writes it (`dp_1…` deployments): prefix, version `1`,
+    then the 16 bytes as one little-endian u128 in base62 over `0-9a-zA-Z`, zero-padded to 22.
+    Restate's CLI decodes these ids, so perdure's must have this exact form."""
+    value = int.from_bytes(ulid, "little")
+    digits = []
+    while value:
+        value, rem = divmod(value, 62)
+        digits.append(_RESOURCE_ALPHABET[rem])
+    return f"{prefix}_1" + "".join(reversed(digits)).rjust(22, "0")
