@@ -38,6 +38,7 @@ from perdure.admin import (
 from perdure.admin.http import HTTPError, Receive, Request, Response, Scope, Send, error, read_request
 from perdure.admin.http import send_response as _send
 from perdure.admin.query import Database, QueryError
+from perdure.defaults import ABORT_TIMEOUT
 from perdure.errors import ConflictError, PerdureError, UnknownTargetError
 from perdure.runtime.deployments import deployment_id
 from perdure.runtime.node import Engine
@@ -208,6 +209,8 @@ class Admin:
                 body["id"] = known[0] if known else deployment_id()
                 for service in body["services"]:
                     service["deployment_id"] = body["id"]
+                    existing = self.engine.service(service["name"])
+                    service["revision"] = 1 if existing is None else getattr(existing, "revision", 1) + 1
                 return Response(200 if known else 201, body, response.headers, response.content_type)
         elif path == "/services":
             body = {"services": [_restate_service(s) for s in body.get("services", [])]}
@@ -458,13 +461,13 @@ def _restate_service(service: dict[str, Any]) -> dict[str, Any]:
     policy = out.get("retry_policy")
     if isinstance(policy, dict) and isinstance(policy.get("on_max_attempts"), str):
         out["retry_policy"] = {**policy, "on_max_attempts": policy["on_max_attempts"].capitalize()}
-    out.setdefault("abort_timeout", "1m")
+    out.setdefault("abort_timeout", render.duration(ABORT_TIMEOUT))
     out.setdefault("enable_lazy_state", False)
     out["handlers"] = [
         {
             "public": True,
-            "input_description": h.get("input_content_type") or "none",
-            "output_description": h.get("output_content_type") or "none",
+            "input_description": _description(h.get("input_content_type"), h.get("input_json_schema")),
+            "output_description": _description(h.get("output_content_type"), h.get("output_json_schema")),
             **h,
         }
         for h in out.get("handlers", [])
@@ -472,12 +475,23 @@ def _restate_service(service: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _description(content_type: Any, schema: Any) -> str:
+    """How restate-server describes a handler's input or output: `none`, `JSON string`, `JSON
+    object`, … when the JSON schema names a type, else the content type."""
+    if not content_type:
+        return "none"
+    if isinstance(schema, dict) and isinstance(schema.get("type"), str) and "json" in str(content_type):
+        return f"JSON {schema['type']}"
+    return str(content_type)
+
+
 def _restate_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
     out = dict(deployment)
     if isinstance(out.get("created_at"), int):
         out["created_at"] = _rfc3339(out["created_at"])
     out.setdefault("sdk_version", None)
-    out["services"] = [_restate_service(s) if "handlers" in s else s for s in out.get("services", [])]
+    services_ = [_restate_service(s) if "handlers" in s else s for s in out.get("services", [])]
+    out["services"] = sorted(services_, key=lambda s: str(s.get("name")))  # restate-server's order
     return out
 
 
