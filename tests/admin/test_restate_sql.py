@@ -195,7 +195,7 @@ def test_equality_filters_are_pushed_to_the_store() -> None:
         "sys_invocation": [{"id": frozenset({"inv_1a"})}]
     }
     assert _plan("SELECT * FROM sys_invocation WHERE id IN ('inv_1a', 'inv_1b') AND status = 'running'") == {
-        "sys_invocation": [{"id": frozenset({"inv_1a", "inv_1b"})}]
+        "sys_invocation": [{"id": frozenset({"inv_1a", "inv_1b"}), "status": frozenset({"running"})}]
     }
     found = _plan(
         "SELECT * FROM sys_journal j JOIN sys_invocation i ON i.id = j.id"
@@ -205,6 +205,9 @@ def test_equality_filters_are_pushed_to_the_store() -> None:
     assert found["sys_invocation"] == [{"id": frozenset({"inv_1a"})}]
     assert _plan("SELECT * FROM state WHERE service_name = 'a' AND service_key = 'k'") == {
         "state": [{"service_name": frozenset({"a"}), "service_key": frozenset({"k"})}]
+    }
+    assert _plan("SELECT id FROM sys_invocation WHERE status != 'completed' AND status != 'paused'") == {
+        "sys_invocation": [{"status!": frozenset({"completed", "paused"})}]
     }
     # An OR across columns, or no filter at all: the table is read whole.
     assert _plan("SELECT * FROM sys_invocation WHERE id = 'a' OR status = 'x'") == {"sys_invocation": [{}]}

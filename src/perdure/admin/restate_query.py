@@ -36,7 +36,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 _READ_ONLY = datafusion.SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _LAYER = sql.Layer(views=(), functions={}, readable=frozenset(), describe=", ".join(sorted(rt.SCHEMAS)))
-_EQ_OPS = ("=",)
+_EQ_OPS = ("=", "!=")
 
 
 @dataclass
@@ -154,13 +154,18 @@ def _walk(plan: Any, parent: Any, found: dict[str, list[dict[str, frozenset[str]
 
 def _equalities(expr: Any, table: str) -> dict[str, frozenset[str]]:
     """`column -> values` for the conjuncts of `expr` that are `col = 'x'`, `col IN ('x', …)`
-    or an OR of such equalities on one column."""
+    or an OR of such equalities on one column; `column! -> values` for `col != 'x'`."""
     variant = expr.to_variant()
     kind = type(variant).__name__
     if kind == "BinaryExpr" and variant.op() == "AND":
         left, right = _equalities(variant.left(), table), _equalities(variant.right(), table)
         for column, values in right.items():
-            left[column] = left[column] & values if column in left else values
+            if column not in left:
+                left[column] = values
+            elif column.endswith("!"):  # `col != a AND col != b`: neither
+                left[column] = left[column] | values
+            else:
+                left[column] = left[column] & values
         return left
     one = _one_column(expr, table)
     return {one[0]: one[1]} if one is not None else {}
@@ -171,21 +176,22 @@ def _one_column(expr: Any, table: str) -> tuple[str, frozenset[str]] | None:
     kind = type(variant).__name__
     if kind == "BinaryExpr" and variant.op() == "OR":
         left, right = _one_column(variant.left(), table), _one_column(variant.right(), table)
-        if left is None or right is None or left[0] != right[0]:
+        if left is None or right is None or left[0] != right[0] or left[0].endswith("!"):
             return None
         return left[0], left[1] | right[1]
     if kind == "BinaryExpr" and variant.op() in _EQ_OPS:
         for col, val in ((variant.left(), variant.right()), (variant.right(), variant.left())):
             column, value = _column(col, table), _string(val)
             if column is not None and value is not None:
-                return column, frozenset({value})
+                suffix = "!" if variant.op() == "!=" else ""  # `col!`: must not be one of these
+                return column + suffix, frozenset({value})
         return None
-    if kind == "InList" and not variant.negated():
+    if kind == "InList":
         column = _column(variant.expr(), table)
         values = [_string(v) for v in variant.list()]
         if column is None or any(v is None for v in values):
             return None
-        return column, frozenset(v for v in values if v is not None)
+        return column + ("!" if variant.negated() else ""), frozenset(v for v in values if v is not None)
     return None
 
 

@@ -168,9 +168,19 @@ RETRYABLE_ERROR_CODE = "RT0007"
 _INVOCATIONS = frozenset({"sys_invocation", "sys_invocation_status", "sys_invocation_state"})
 _KEYED_TABLES = frozenset({"state", "sys_keyed_service_status", "sys_inbox", "sys_promise"})
 
-#: Per table, the columns whose equality filters are pushed to the store, and the base column.
+#: Per table, the columns whose equality filters are pushed to the store, and the base column
+#: (`column!`: an inequality, `status != 'completed'`).
 PUSHDOWN: dict[str, dict[str, str]] = {
-    **{t: {"id": "id", "target_service_name": "service", "target_service_key": "key"} for t in _INVOCATIONS},
+    **{
+        t: {
+            "id": "id",
+            "target_service_name": "service",
+            "target_service_key": "key",
+            "status": "status",  # Restate's status names are perdure's
+            "status!": "status",
+        }
+        for t in _INVOCATIONS
+    },
     "sys_journal": {"id": "invocation_id"},
     "sys_journal_events": {"id": "invocation_id"},
     **{t: {"service_name": "service", "service_key": "key"} for t in _KEYED_TABLES},
@@ -242,7 +252,8 @@ def _where(table: str, filters: Filters, alias: str = "") -> tuple[str, list[Any
             base = mapping.get(column)
             if base is None:
                 continue
-            ands.append(f"{alias}{base} IN ({', '.join('?' * len(values))})")
+            negated = "NOT " if column.endswith("!") else ""
+            ands.append(f"{alias}{base} {negated}IN ({', '.join('?' * len(values))})")
             params.extend(sorted(values))
         if not ands:
             return "", []
