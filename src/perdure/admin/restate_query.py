@@ -65,11 +65,12 @@ def run(
     except Exception as e:  # DataFusion reports planning errors as plain exceptions
         raise QueryError(_message(e)) from None
     filters = pushdown(plan)
+    columns = scanned_columns(plan)
     mentioned = {t for t in rt.SCHEMAS if re.search(rf"\b{t}\b", statement, re.IGNORECASE)}
     reader = rt.Reader(base, timeout)
     tables = rt.Tables(reader, catalog)
     for name in sorted(mentioned):
-        table = tables.build(name, filters if name in filters else {})
+        table = tables.build(name, filters if name in filters else {}, columns.get(name))
         ctx.deregister_table(name)
         ctx.register_record_batches(
             name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]]
@@ -129,6 +130,32 @@ def pushdown(plan: Any) -> dict[str, list[dict[str, frozenset[str]]]]:
     """Per Restate table, the equality conditions each of its scans in `plan` must meet."""
     found: dict[str, list[dict[str, frozenset[str]]]] = {}
     _walk(plan, None, found)
+    return found
+
+
+def scanned_columns(plan: Any) -> dict[str, frozenset[str] | None]:
+    """Per Restate table, the columns its scans in `plan` read (None: unknown, read them all)."""
+    found: dict[str, frozenset[str] | None] = {}
+
+    def walk(node: Any) -> None:
+        variant = node.to_variant()
+        if type(variant).__name__ == "TableScan":
+            name = str(variant.table_name()).rsplit(".", 1)[-1]
+            if name in rt.SCHEMAS:
+                read: frozenset[str] | None
+                try:
+                    read = frozenset(str(column) for _, column in variant.projection())
+                except Exception:  # a projection this version does not describe: read everything
+                    read = None
+                if name in found:
+                    before = found[name]
+                    found[name] = None if before is None or read is None else before | read
+                else:
+                    found[name] = read
+        for child in node.inputs():
+            walk(child)
+
+    walk(plan)
     return found
 
 

@@ -186,6 +186,21 @@ PUSHDOWN: dict[str, dict[str, str]] = {
     **{t: {"service_name": "service", "service_key": "key"} for t in _KEYED_TABLES},
 }
 
+#: The invocation columns the base table holds as they are (no record to decode).
+_BASE_INVOCATION_COLUMNS = frozenset(
+    {
+        "id",
+        "partition_key",
+        "target",
+        "target_service_name",
+        "target_service_key",
+        "target_handler_name",
+        "target_service_ty",
+        "status",
+        "created_at",
+    }
+)
+
 _DECODE = msgspec.msgpack.Decoder(Invocation).decode
 _NO_LAYER = sql.Layer(views=(), functions={}, readable=frozenset())
 _DAY_MS = 86_400_000
@@ -295,12 +310,48 @@ class Tables:
         self.catalog = catalog
         self._invocations: dict[str, Invocation] | None = None
 
-    def build(self, table: str, filters: Filters) -> pa.Table:
+    def build(self, table: str, filters: Filters, columns: frozenset[str] | None = None) -> pa.Table:
+        """The rows of `table` the filters allow; `columns`: the only ones the query reads (None:
+        any), which lets invocation tables skip decoding records when the base columns suffice."""
         schema = SCHEMAS[table]
+        if table in _INVOCATIONS and columns is not None and columns <= _BASE_INVOCATION_COLUMNS:
+            return self._invocations_from_base(table, filters)
         make: Callable[[Filters], Iterable[Mapping[str, Any]]] | None = getattr(self, "_" + table, None)
         if make is None:
             return schema.empty_table()
         return _columns(schema, make(filters))
+
+    def _invocations_from_base(self, table: str, filters: Filters) -> pa.Table:
+        """Invocation rows from the base table's own columns, no record decoded (whole-table
+        counts, status breakdowns, target lists); the other columns stay NULL: unread."""
+        where, params = _where(table, filters)
+        if table == "sys_invocation_state":
+            where = (where + " AND" if where else " WHERE") + " status != 'completed'"
+        rows = self.reader.rows(
+            f"SELECT id, service, handler, key, status, created_at FROM perdure_invocation{where}", params
+        )
+        ty = {s.name: s.ty for s in self.catalog.services}
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(6)]
+        ids_, services, handlers, keys, statuses, created = columns
+        targets = [
+            f"{s}/{h}" if k is None else f"{s}/{k}/{h}"
+            for s, k, h in zip(services, keys, handlers, strict=True)
+        ]
+        data: dict[str, Any] = {
+            "id": ids_,
+            "partition_key": [ids.partition_key_of(i) for i in ids_],
+            "target": targets,
+            "target_service_name": services,
+            "target_service_key": keys,
+            "target_handler_name": handlers,
+            "target_service_ty": [ty.get(s) for s in services],
+            "status": statuses,
+            "created_at": created,
+        }
+        schema = SCHEMAS[table]
+        n = len(ids_)
+        arrays = [pa.array(data[f.name], f.type) if f.name in data else pa.nulls(n, f.type) for f in schema]
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     # ---- invocations
 
