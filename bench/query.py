@@ -92,6 +92,11 @@ async def measure(db: Path, runs: int, count: int) -> list[tuple[str, float, flo
             ),
             ("count(*) of all invocations", "SELECT count(*) FROM sys_invocation", True),
             (
+                "whole table, a column only records hold",
+                "SELECT max(journal_size) FROM sys_invocation",
+                True,
+            ),
+            (
                 "status counts (whole table)",
                 "SELECT status, count(*) FROM sys_invocation GROUP BY status",
                 True,
