@@ -64,7 +64,7 @@ async def test_the_schema_is_restate_1_7s(open_admin: OpenAdmin) -> None:
     assert mismatched == []
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
 async def test_restate_documentation_queries_run_unchanged(open_admin: OpenAdmin, store: str) -> None:
     env = await open_admin(store)
     ids = await scenario(env)
