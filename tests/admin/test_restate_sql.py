@@ -4,6 +4,7 @@ filters pushed to the store, and the read-only guard and time limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,9 @@ import datafusion
 import pyarrow as pa
 import pytest
 
+import perdure
 from perdure.admin import restate_query, restate_tables
+from perdure.testing import Harness
 
 from .conftest import Env, OpenAdmin
 from .handlers import deposit, flaky, refuse, relay
@@ -250,3 +253,44 @@ async def test_base_columns_alone_need_no_record_and_agree_with_the_records(open
     assert fast == [{k: v for k, v in r.items() if k != "journal_size"} for r in full]
     (count,) = await rows(env, "SELECT count(*) AS n FROM sys_invocation")
     assert count == {"n": len(full)}
+
+
+signup = perdure.Workflow("signup")
+
+
+@signup.main()
+async def signup_run(ctx: perdure.WorkflowContext, email: str) -> str:
+    ctx.set("status", "waiting")
+    return str(await ctx.promise("link").value())
+
+
+@signup.handler()
+async def signup_click(ctx: perdure.WorkflowSharedContext, secret: str) -> None:
+    await ctx.promise("link").resolve(secret)
+
+
+async def test_workflow_promises_and_no_engine_records_in_state() -> None:
+    async with Harness(perdure.App([signup])) as h:
+
+        async def query(sql: str) -> list[dict[str, Any]]:
+            base = h.store.sql_base(True)
+            answer = await asyncio.to_thread(restate_query.run, sql, base, restate_tables.Catalog())
+            return restate_query.json_rows(answer.table)
+
+        await h.generic_send("signup", "signup_run", b'"ann@example.com"', key="ann")
+        await h.settle()
+        (waiting,) = await query("SELECT * FROM sys_promise")
+        assert waiting == {
+            "partition_key": waiting["partition_key"],
+            "service_name": "signup",
+            "service_key": "ann",
+            "key": "link",
+            "completed": False,
+        }
+        await h.generic_send("signup", "signup_click", b'"s3cret"', key="ann")
+        await h.settle()
+        (done,) = await query("SELECT key, completed, completion_success_value_utf8 FROM sys_promise")
+        assert done == {"key": "link", "completed": True, "completion_success_value_utf8": '"s3cret"'}
+        assert await query("SELECT service_name, key FROM state") == [
+            {"service_name": "signup", "key": "status"}
+        ]

@@ -24,7 +24,9 @@ import pyarrow as pa
 
 from perdure import __version__
 from perdure.admin.journal import render_entry, type_name
+from perdure.engine.promises import Promise
 from perdure.engine.step import decode_entry
+from perdure.engine.system import SYSTEM
 from perdure.protocol import ids
 from perdure.protocol import messages as pm
 from perdure.storage import sql
@@ -166,7 +168,7 @@ IN_PROCESS_DEPLOYMENT_ID = ids.resource_id(
 RETRYABLE_ERROR_CODE = "RT0007"
 
 _INVOCATIONS = frozenset({"sys_invocation", "sys_invocation_status", "sys_invocation_state"})
-_KEYED_TABLES = frozenset({"state", "sys_keyed_service_status", "sys_inbox", "sys_promise"})
+_KEYED_TABLES = frozenset({"state", "sys_keyed_service_status", "sys_inbox"})
 
 #: Per table, the columns whose equality filters are pushed to the store, and the base column
 #: (`column!`: an inequality, `status != 'completed'`).
@@ -202,6 +204,7 @@ _BASE_INVOCATION_COLUMNS = frozenset(
 )
 
 _DECODE = msgspec.msgpack.Decoder(Invocation).decode
+_DECODE_PROMISE = msgspec.msgpack.Decoder(Promise).decode
 _NO_LAYER = sql.Layer(views=(), functions={}, readable=frozenset())
 _DAY_MS = 86_400_000
 
@@ -479,7 +482,10 @@ class Tables:
 
     def _state(self, filters: Filters) -> list[dict[str, Any]]:
         where, params = _where("state", filters)
-        rows = self.reader.rows(f"SELECT service, key, name, value FROM perdure_state{where}", params)
+        # the engine's own records (workflow promises: `sys_promise`) are not user state
+        where = (where + " AND" if where else " WHERE") + " service != ?"
+        statement = f"SELECT service, key, name, value FROM perdure_state{where}"
+        rows = self.reader.rows(statement, [*params, SYSTEM])
         out = []
         for service, key, name, value in rows:
             name_b, value_b = bytes(name), bytes(value)
@@ -495,6 +501,29 @@ class Tables:
                     "value_length": len(value_b),
                 }
             )
+        return out
+
+    def _sys_promise(self, filters: Filters) -> list[dict[str, Any]]:
+        """Workflow promises, kept by the engine as state of its system object (`engine.promises`)."""
+        statement = "SELECT key, name, value FROM perdure_state WHERE service = ? AND key LIKE 'promises/%'"
+        out = []
+        for key, name, value in self.reader.rows(statement, [SYSTEM]):
+            _, workflow, workflow_key = str(key).split("/", 2)
+            promise = _DECODE_PROMISE(bytes(value))
+            outcome = promise.outcome
+            row: dict[str, Any] = {
+                "partition_key": ids.partition_key(workflow, workflow_key),
+                "service_name": workflow,
+                "service_key": workflow_key,
+                "key": bytes(name).decode("utf-8", "replace"),
+                "completed": outcome is not None,
+            }
+            if outcome is not None and outcome.failure is not None:
+                row["completion_failure"] = _failure_text(outcome.failure.code, outcome.failure.message)
+            elif outcome is not None:
+                row["completion_success_value"] = outcome.value or b""
+                row["completion_success_value_utf8"] = _utf8(outcome.value or b"")
+            out.append(row)
         return out
 
     def _sys_keyed_service_status(self, filters: Filters) -> list[dict[str, Any]]:
