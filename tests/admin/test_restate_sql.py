@@ -139,6 +139,12 @@ async def test_values_in_restate_formats(open_admin: OpenAdmin) -> None:
     assert done["target_service_ty"] == "virtual_object"
     assert done["completion_retention"] == "PT86400S" and done["created_at"].endswith("Z")
     assert done["pinned_deployment_id"] == restate_tables.IN_PROCESS_DEPLOYMENT_ID
+    relay = ids["relay"]
+    called = await rows(env, f"SELECT invoked_id, invoked_target FROM sys_journal WHERE id = '{relay}'")
+    invoked = {r["invoked_target"]: r["invoked_id"] for r in called if "invoked_id" in r}
+    assert sorted(invoked) == ["account/carol/deposit", "greeter/greet"]
+    assert by_id[invoked["greeter/greet"]]["invoked_by_id"] == relay  # a call: the caller is known
+    assert by_id[invoked["account/carol/deposit"]]["target"] == "account/carol/deposit"  # a send
     children = [r for r in by_id.values() if r.get("invoked_by_id") == ids["relay"]]
     assert children and all(c["invoked_by"] == "service" for c in children)
     assert all(c["invoked_by_target"] == "greeter/relay" for c in children)

@@ -473,10 +473,15 @@ class Tables:
             f" LEFT JOIN perdure_invocation AS i ON i.id = j.invocation_id{where}"
             " ORDER BY j.invocation_id, j.idx"
         )
-        return [
-            _journal_row(inv_id, idx, code, bytes(payload), modified)
-            for inv_id, idx, code, payload, modified in self.reader.rows(statement, params)
-        ]
+        out = []
+        commands: dict[str, int] = {}  # per invocation: commands seen so far (Input is command 0)
+        workflows = frozenset(s.name for s in self.catalog.services if s.ty == "workflow")
+        for inv_id, idx, code, payload, _ in self.reader.rows(statement, params):
+            command_index = commands.get(inv_id, 0)
+            if _is_command(code):
+                commands[inv_id] = command_index + 1
+            out.append(_journal_row(inv_id, idx, code, bytes(payload), command_index, workflows))
+        return out
 
     # ---- keyed services
 
@@ -593,7 +598,13 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-def _journal_row(inv_id: str, idx: int, code: int, payload: bytes, modified: int | None) -> dict[str, Any]:
+def _is_command(code: int) -> bool:
+    return 0x0400 <= code < 0x8000
+
+
+def _journal_row(
+    inv_id: str, idx: int, code: int, payload: bytes, command_index: int, workflows: frozenset[str] | None
+) -> dict[str, Any]:
     entry = Entry(code, payload)
     rendered = render_entry(idx, entry)
     row: dict[str, Any] = {
@@ -617,6 +628,15 @@ def _journal_row(inv_id: str, idx: int, code: int, payload: bytes, modified: int
     elif code in (pm.TYPE_OF[pm.CallCommand], pm.TYPE_OF[pm.OneWayCallCommand]):
         parts = [message.service_name, message.key, message.handler_name]
         row["invoked_target"] = "/".join(p for p in parts if p)
+        # the id the engine gave the call (`engine.entries._child`); a call to a workflow may be its
+        # run (an id per workflow key) or a shared handler: not told apart here, left NULL
+        key = message.key or None
+        if message.HasField("idempotency_key"):
+            row["invoked_id"] = ids.idempotent_id(
+                message.service_name, message.handler_name, key, message.idempotency_key
+            )
+        elif workflows is None or message.service_name not in workflows:
+            row["invoked_id"] = ids.child_id(inv_id, command_index, message.service_name, key)
     elif code in (pm.TYPE_OF.get(pm.GetPromiseCommand), pm.TYPE_OF.get(pm.PeekPromiseCommand)):
         row["promise_name"] = message.key
     return row
