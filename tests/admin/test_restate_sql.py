@@ -300,3 +300,16 @@ async def test_workflow_promises_and_no_engine_records_in_state() -> None:
         assert await query("SELECT service_name, key FROM state") == [
             {"service_name": "signup", "key": "status"}
         ]
+
+
+async def test_subqueries_see_every_row(open_admin: OpenAdmin) -> None:
+    env = await open_admin()
+    ids = await scenario(env)
+    # the outer scan is narrowed to one id; the scalar subquery must still count them all
+    (row,) = await rows(
+        env,
+        "SELECT id, (SELECT count(*) FROM sys_invocation) AS n FROM sys_invocation"
+        f" WHERE id = '{ids['done']}'",
+    )
+    everything = await rows(env, "SELECT id FROM sys_invocation")
+    assert row == {"id": ids["done"], "n": len(everything)} and len(everything) > 1

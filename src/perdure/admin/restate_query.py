@@ -70,7 +70,13 @@ def run(
     reader = rt.Reader(base, timeout)
     tables = rt.Tables(reader, catalog)
     for name in sorted(mentioned):
-        table = tables.build(name, filters if name in filters else {}, columns.get(name))
+        # A scan the plan walk did not see (a subquery kept inside an expression) must see every
+        # row: push nothing down unless each FROM/JOIN of the table was seen as a scan.
+        referenced = len(re.findall(rf"\b(?:from|join)\s+{name}\b", statement, re.IGNORECASE))
+        seen = filters.get(name, [])
+        narrowed = filters if name in filters and referenced <= len(seen) else {}
+        wanted = columns.get(name) if referenced <= len(seen) else None
+        table = tables.build(name, narrowed, wanted)
         ctx.deregister_table(name)
         ctx.register_record_batches(
             name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]]
