@@ -14,8 +14,8 @@
 Setup creates `.venv` next to this file and installs perdure with its dev extras; it is redone
 only when pyproject.toml changes. It installs Debian's chromium for the web console's browser
 tests when it is missing and this runs as root with apt-get (elsewhere it says how; those tests
-fail without a browser, they never skip). With npm on PATH it also installs restate-server and the
-TypeScript SDK (for the interop tests) into .cache/node, redone only when
+fail without a browser, they never skip). With npm on PATH it also installs restate-server, the
+restate CLI and the TypeScript SDK (for the interop tests) into .cache/node, redone only when
 tests/interop/package.json changes.
 """
 
@@ -37,7 +37,7 @@ PY = BIN / "python"
 STAMP = VENV / ".perdure-installed"
 NODE = ROOT / ".cache" / "node"
 NODE_PACKAGE = ROOT / "tests" / "interop" / "package.json"
-SKIPPED = "the interop tests with restate-server and the TypeScript SDK will be skipped"
+SKIPPED = "the interop tests with restate-server, the restate CLI and the TypeScript SDK will be skipped"
 NODE_STAMP = NODE / ".perdure-installed"
 # bench/ files that are not benchmarks: apps the benchmarks serve, and the chaos soak (minutes
 # of kills and restarts: run it on its own, `.venv/bin/python bench/soak.py`)
@@ -90,8 +90,8 @@ def setup_python() -> None:
 
 
 def setup_node() -> None:
-    """restate-server and the TypeScript SDK for the interop tests, from npm into .cache/node
-    (ignored by git); redone only when tests/interop/package.json changes. Without npm (or node)
+    """restate-server, the restate CLI and the TypeScript SDK for the interop tests, from npm into
+    .cache/node (ignored by git); redone only when tests/interop/package.json changes. Without npm (or node)
     those tests are skipped."""
     npm = shutil.which("npm")
     if npm is None:
@@ -100,7 +100,7 @@ def setup_node() -> None:
     want = hashlib.sha256(NODE_PACKAGE.read_bytes()).hexdigest()
     if NODE_STAMP.exists() and NODE_STAMP.read_text() == want:
         return
-    print("installing restate-server and the TypeScript SDK (npm) into .cache/node ...", flush=True)
+    print("installing restate-server, the restate CLI and the TS SDK (npm) into .cache/node ...", flush=True)
     NODE.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(NODE_PACKAGE, NODE / "package.json")
     # --ignore-scripts: the server binary comes as a platform package; no install script is needed

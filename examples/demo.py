@@ -151,7 +151,7 @@ async def produce(bootstrap: str, plan: Plan) -> dict[str, int]:
 
 
 def query(http: httpx.Client, admin: str, sql: str) -> list[dict[str, Any]]:
-    response = http.post(f"{admin}/query", json={"query": sql})
+    response = http.post(f"{admin}/query", json={"query": sql}, headers={"accept": "application/json"})
     response.raise_for_status()
     rows: list[dict[str, Any]] = response.json()["rows"]
     return rows

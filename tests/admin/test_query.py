@@ -21,14 +21,14 @@ from .handlers import deposit, flaky, greet, refuse, wait
 
 
 async def rows(env: Env, query: str) -> list[dict[str, Any]]:
-    response = await env.client.post("/query", json={"query": query})
+    response = await env.client.post("/query?dialect=sqlite", json={"query": query})
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()["rows"]
     return result
 
 
 async def refused(env: Env, query: str) -> str:
-    response = await env.client.post("/query", json={"query": query})
+    response = await env.client.post("/query?dialect=sqlite", json={"query": query})
     assert response.status_code == 400, (query, response.text)
     assert response.json()["restate_code"] is None
     message: str = response.json()["message"]
@@ -185,7 +185,7 @@ async def test_sql_errors_and_bad_bodies(open_admin: OpenAdmin) -> None:
     assert "syntax error" in await refused(env, "SELECT FROM WHERE")
     assert await refused(env, "SELECT * FROM invoices") == "no such table: invoices"
     for body in (b"not json", b"[]", b'{"query": 1}', b"{}"):
-        response = await env.client.post("/query", content=body)
+        response = await env.client.post("/query?dialect=sqlite", content=body)
         assert response.status_code == 400, body
 
 
@@ -203,9 +203,9 @@ async def test_slow_queries_are_stopped(open_admin: OpenAdmin) -> None:
 async def test_rows_are_capped(open_admin: OpenAdmin) -> None:
     env = await open_admin(max_rows=5)
     query = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) SELECT x FROM c"
-    response = await env.client.post("/query", json={"query": query})
+    response = await env.client.post("/query?dialect=sqlite", json={"query": query})
     assert response.json() == {"rows": [{"x": i} for i in range(1, 6)], "truncated": True}
-    response = await env.client.post("/query", json={"query": "VALUES (1), (2)"})
+    response = await env.client.post("/query?dialect=sqlite", json={"query": "VALUES (1), (2)"})
     assert response.json() == {"rows": [{"column1": 1}, {"column1": 2}]}
 
 

@@ -33,6 +33,8 @@ class Request:
     query: dict[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)  # path parameters, filled by the router
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    api_version: int | None = None  # 1-4 when the path had Restate's `/vN` prefix
 
     def json(self) -> Any:
         """The body as JSON; 400 when it is not."""
@@ -102,7 +104,8 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
         if not message.get("more_body", False):
             break
     path = scope.get("path") or unquote(scope.get("raw_path", b"/").decode("latin-1"))
-    return Request(scope["method"].upper(), path, query, b"".join(chunks))
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+    return Request(scope["method"].upper(), path, query, b"".join(chunks), headers=headers)
 
 
 async def send_response(send: Send, response: Response) -> None:

@@ -13,6 +13,8 @@ from perdure.admin import activity, keys, poison
 from perdure.admin.invocations import MAX_LIMIT
 from perdure.storage.api import Status
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
 _ERROR = {
     "type": "object",
     "properties": {"message": {"type": "string"}, "restate_code": {"type": ["string", "null"]}},
@@ -113,7 +115,16 @@ ROUTES: list[Route] = [
         for verb, status in (("cancel", 202), ("kill", 200), ("purge", 200), ("pause", 200), ("resume", 200))
     ),
     ("GET", "/state/{service}/{key}", "An object's state", (200,), (404, 503), [], None),
-    ("POST", "/query", "Read-only SQL over the documented views", (200,), (400, 503), [], _QUERY),
+    (
+        "POST",
+        "/query",
+        "Read-only SQL in Restate's schema and dialect (Arrow IPC, or JSON when accepted);"
+        " dialect=sqlite: perdure's SQLite views",
+        (200,),
+        (400, 503),
+        [("dialect", {"type": "string", "enum": ["restate", "sqlite"]})],
+        _QUERY,
+    ),
     ("GET", "/kafka-clusters", "Registered Kafka clusters", (200,), (503,), [], None),
     ("POST", "/kafka-clusters", "Register a Kafka cluster", (200, 201), (400, 409, 503), [], _CLUSTER),
     ("GET", "/kafka-clusters/{name}", "One Kafka cluster", (200,), (404, 503), [], None),
@@ -205,6 +216,9 @@ def document(version: str) -> dict[str, Any]:
     for method, path, summary, ok, errors, query, body in ROUTES:
         media = "text/plain" if path == "/metrics" else "application/json"
         operation: dict[str, Any] = {"summary": summary, "responses": _responses(ok, errors, media)}
+        if path == "/query":  # Arrow IPC unless the client accepts JSON, as restate-server answers
+            for status in ok:
+                operation["responses"][str(status)]["content"][ARROW_STREAM] = {}
         parameters = [
             {
                 "name": name,

@@ -33,7 +33,9 @@ class AdminClient:
                 f"bad admin URL {url!r}: it must start with http:// — e.g. --admin-url {DEFAULT_ADMIN_URL}"
             )
         try:
-            self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+            self._http = httpx.Client(
+                base_url=self.url, timeout=timeout, trust_env=False, headers={"accept": "application/json"}
+            )
         except (httpx.InvalidURL, ValueError) as e:
             raise CliError(f"bad admin URL {url!r}: {e} — e.g. --admin-url {DEFAULT_ADMIN_URL}") from None
 

@@ -1,4 +1,7 @@
-"""Invocation ids in Restate's form: `inv_1` + base62(u64 partition key) + base62(u128 uuid).
+"""Invocation ids in Restate's exact form: `inv_1` + base62(u64 partition key) + base62(u128 uuid),
+each number byte-swapped (restate-server encodes `to_be()` of the integer on a little-endian
+machine) and written most significant digit first over Restate's alphabet `0-9a-zA-Z`, zero-padded
+to 11 and 22 digits. Restate's CLI decodes ids, so any other encoding breaks it.
 
 The raw form (`StartMessage.id`) is 24 bytes: 8 of partition key, 16 of uuid. Keyed targets
 take their partition key from a hash of (service, key), so every invocation of one key lands on
@@ -12,7 +15,7 @@ import hashlib
 import os
 
 PREFIX = "inv_1"
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # Restate's base62
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 _KEY_WIDTH, _UUID_WIDTH = 11, 22
 LENGTH = len(PREFIX) + _KEY_WIDTH + _UUID_WIDTH
@@ -47,8 +50,16 @@ def partition_key(service: str, key: str | None) -> int:
     return int.from_bytes(_digest(service, key, size=8), "big")
 
 
+def _swapped(value: int, size: int) -> int:
+    return int.from_bytes(value.to_bytes(size, "big"), "little")
+
+
 def encode(partition: int, uuid: bytes) -> str:
-    return PREFIX + base62(partition, _KEY_WIDTH) + base62(int.from_bytes(uuid, "big"), _UUID_WIDTH)
+    return (
+        PREFIX
+        + base62(_swapped(partition, 8), _KEY_WIDTH)
+        + base62(int.from_bytes(uuid, "little"), _UUID_WIDTH)
+    )
 
 
 def to_bytes(invocation_id: str) -> bytes:
@@ -69,7 +80,7 @@ def to_bytes(invocation_id: str) -> bytes:
         uuid = uuid * 62 + d
     if partition >= 1 << 64 or uuid >= 1 << 128:
         raise ValueError(f"malformed invocation id {invocation_id!r}: out of range")
-    return partition.to_bytes(8, "big") + uuid.to_bytes(16, "big")
+    return partition.to_bytes(8, "little") + uuid.to_bytes(16, "little")
 
 
 def is_valid(invocation_id: str) -> bool:
@@ -113,9 +124,16 @@ def partition_key_of(invocation_id: str) -> int:
             key = key * 62 + _INDEX[c]
     except KeyError:
         return 0
-    return key
+    return _swapped(key, 8) if key < 1 << 64 else 0
 
 
 def partition_of(invocation_id: str, partitions: int) -> int:
     """The partition (of `partitions`) that owns an invocation: its partition key modulo the count."""
     return partition_key_of(invocation_id) % partitions
+
+
+def resource_id(prefix: str, ulid: bytes) -> str:
+    """A ULID-backed id as restate-server writes it (`dp_1…` deployments): prefix, version `1`,
+    then the 16 bytes as one little-endian u128 in base62 over `0-9a-zA-Z`, zero-padded to 22.
+    Restate's CLI decodes these ids, so perdure's must have this exact form."""
+    return f"{prefix}_1" + base62(int.from_bytes(ulid, "little"), 22)

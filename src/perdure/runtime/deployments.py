@@ -12,6 +12,7 @@ deployment in the catalog (`perdure.runtime.catalog`); its services are routable
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +24,7 @@ import msgspec
 from perdure.engine import deployments as catalog
 from perdure.errors import InvalidInputError, PerdureError, SerdeError
 from perdure.protocol import manifest as mf
-from perdure.protocol.ids import base62
+from perdure.protocol.ids import resource_id
 from perdure.retry import DEFAULT
 from perdure.sdk import serde
 from perdure.sdk.options import HandlerOptions
@@ -125,7 +126,9 @@ def _handler_options(service: mf.ServiceManifest, handler: mf.HandlerManifest) -
 
 
 def deployment_id() -> str:
-    return "dp_" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
+    """A new `dp_…` id, a ULID (48-bit creation time in ms, 80 random bits) in Restate's form."""
+    ulid = (time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(10)
+    return resource_id("dp", ulid)
 
 
 async def discover(

@@ -1,0 +1,646 @@
+"""Restate 1.7's SQL tables over perdure's store: Arrow schemas and the rows that fill them.
+
+The schema is restate-server 1.7.12's, column for column and type for type (as its
+`information_schema.columns` lists them; tests/admin/data/ keeps that listing and a test compares).
+`Tables.fetch` reads only what one query needs from the store's base layer
+(`perdure.storage.sql`), narrowed by the equality filters `restate_query` found in the query, and
+builds Arrow record batches in Restate's value formats: `[code] message` failures, `RT0007` as
+the error code of a retryable failure, ids `inv_…`/`dp_…`, times as UTC timestamps, retentions as
+durations. Tables of features perdure does not have (vqueues, concurrency rules and limits,
+locks, the scheduler) exist with their columns and no rows, so queries naming them still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from perdure import __version__
+from perdure.admin.journal import render_entry, type_name
+from perdure.engine.promises import Promise
+from perdure.engine.step import decode_entry
+from perdure.engine.system import SYSTEM
+from perdure.protocol import ids
+from perdure.protocol import messages as pm
+from perdure.storage import sql
+from perdure.storage.api import Entry, Invocation, Status
+
+_TYPES: dict[str, pa.DataType] = {
+    "s": pa.large_utf8(),
+    "u64": pa.uint64(),
+    "u32": pa.uint32(),
+    "b": pa.bool_(),
+    "ts": pa.timestamp("ms", tz="+00:00"),
+    "dur": pa.duration("ms"),
+    "bin": pa.large_binary(),
+    "[u32]": pa.list_(pa.uint32()),
+    "[s]": pa.list_(pa.large_utf8()),
+}
+
+# restate-server 1.7.12's tables: `column:type` (`!`: not nullable), in its column order.
+_SPEC = {
+    "state": (
+        "partition_key:u64 scope:s service_name:s service_key:s key:s key_length:u64 value_utf8:s "
+        "value:bin value_length:u64 "
+    ),
+    "sys_deployment": (
+        "id:s ty:s endpoint:s created_at:ts min_service_protocol_version:u32 "
+        "max_service_protocol_version:u32 services:[s] "
+    ),
+    "sys_inbox": ("partition_key:u64 service_name:s service_key:s id:s sequence_number:u64 created_at:ts "),
+    "sys_invocation": (
+        "id:s vqueue_id:s target:s target_service_name:s target_service_key:s target_handler_name:s "
+        "target_service_ty:s scope:s limit_key:s idempotency_key:s invoked_by:s invoked_by_service_name:s "
+        "invoked_by_id:s invoked_by_subscription_id:s invoked_by_target:s restarted_from:s "
+        "pinned_deployment_id:s pinned_service_protocol_version:u32 trace_id:s journal_size:u32 "
+        "journal_commands_size:u32 created_at:ts created_using_restate_version:s modified_at:ts "
+        "inboxed_at:ts scheduled_at:ts scheduled_start_at:ts running_at:ts completed_at:ts "
+        "completion_retention:dur journal_retention:dur suspended_waiting_for_completions:[u32] "
+        "suspended_waiting_for_signals:[u32] suspended_waiting_future_json:s retry_count:u64 "
+        "last_start_at:ts next_retry_at:ts last_attempt_deployment_id:s last_attempt_server:s "
+        "last_failure:s last_failure_error_code:s last_failure_related_entry_index:u64 "
+        "last_failure_related_entry_name:s last_failure_related_entry_type:s "
+        "last_failure_related_command_index:u64 last_failure_related_command_name:s "
+        "last_failure_related_command_type:s last_awaiting_on_future_json:s status:s! completion_result:s "
+        "completion_failure:s "
+    ),
+    "sys_invocation_state": (
+        "partition_key:u64 id:s in_flight:b retry_count:u64 last_start_at:ts last_attempt_deployment_id:s "
+        "last_attempt_server:s next_retry_at:ts last_failure:s last_failure_error_code:s "
+        "last_failure_related_command_index:u64 last_failure_related_command_name:s "
+        "last_failure_related_command_type:s last_failure_related_entry_index:u64 "
+        "last_failure_related_entry_name:s last_failure_related_entry_type:s "
+        "last_awaiting_on_future_json:s "
+    ),
+    "sys_invocation_status": (
+        "partition_key:u64 id:s vqueue_id:s status:s completion_result:s completion_failure:s target:s "
+        "target_service_name:s target_service_key:s target_handler_name:s target_service_ty:s scope:s "
+        "limit_key:s idempotency_key:s invoked_by:s invoked_by_id:s invoked_by_subscription_id:s "
+        "invoked_by_service_name:s invoked_by_target:s restarted_from:s pinned_deployment_id:s "
+        "pinned_service_protocol_version:u32 trace_id:s journal_size:u32 journal_commands_size:u32 "
+        "created_at:ts created_using_restate_version:s modified_at:ts inboxed_at:ts scheduled_at:ts "
+        "scheduled_start_at:ts running_at:ts completed_at:ts completion_retention:dur "
+        "journal_retention:dur suspended_waiting_for_completions:[u32] "
+        "suspended_waiting_for_signals:[u32] suspended_waiting_future_json:s "
+    ),
+    "sys_journal": (
+        "partition_key:u64 id:s index:u32 entry_type:s name:s completed:b invoked_id:s invoked_target:s "
+        "sleep_wakeup_at:ts promise_name:s raw:bin raw_length:u64 version:u32 entry_json:s "
+        "entry_lite_json:s appended_at:ts "
+    ),
+    "sys_journal_events": (
+        "partition_key:u64 id:s after_journal_entry_index:u32 appended_at:ts event_type:s event_json:s "
+    ),
+    "sys_keyed_service_status": ("partition_key:u64 service_name:s service_key:s invocation_id:s "),
+    "sys_locks": ("partition_key:u64 scope:s lock_name:s acquired_at:ts acquired_by:s "),
+    "sys_promise": (
+        "partition_key:u64 scope:s service_name:s service_key:s key:s completed:b "
+        "completion_success_value:bin completion_success_value_utf8:s completion_failure:s "
+    ),
+    "sys_rules": ("pattern:s concurrency:u32 description:s disabled:b version:u32 last_modified:ts "),
+    "sys_scheduler": (
+        "partition_key:u64 id:s num_inbox:u64 status:s head_entry_id:s scheduled_at:ts blocked_on:s "
+        "blocked_on_json:s invoker_concurrency_block_duration:dur throttling_rules_block_duration:dur "
+        "invoker_throttling_block_duration:dur invoker_memory_block_duration:dur "
+        "concurrency_rules_block_duration:dur lock_block_duration:dur "
+        "deployment_concurrency_block_duration:dur "
+    ),
+    "sys_service": ("name:s revision:u64 public:b ty:s deployment_id:s "),
+    "sys_user_limits": (
+        "partition_key:u64 scope:s l1:s l2:s level:s usage:u32 concurrency_limit:u32 rule_pattern:s "
+        "available:u32 num_waiters:u64 "
+    ),
+    "sys_vqueue_entry_status": (
+        "partition_key:u64 entry_id:s vqueue_id:s stage:s status:s has_lock:b next_at:ts "
+        "sequence_number:u64 entry_kind:s created_at:ts transitioned_at:ts num_attempts:u32 "
+        "num_errors:u32 num_pauses:u32 num_suspensions:u32 num_yields:u32 first_attempt_at:ts "
+        "latest_attempt_at:ts first_runnable_at:ts deployment:s needed_memory:u64 retry_attempts:u32 "
+        "retry_count_since_last_stored_command:u32 latest_attempt_blocked_on_invoker_concurrency:dur "
+        "latest_attempt_blocked_on_throttling_rules:dur latest_attempt_blocked_on_invoker_throttling:dur "
+        "latest_attempt_blocked_on_invoker_memory:dur latest_attempt_blocked_on_concurrency_rules:dur "
+        "latest_attempt_blocked_on_lock:dur latest_attempt_blocked_on_deployment_concurrency:dur "
+        "total_blocked_on_invoker_concurrency:dur total_blocked_on_throttling_rules:dur "
+        "total_blocked_on_invoker_throttling:dur total_blocked_on_invoker_memory:dur "
+        "total_blocked_on_concurrency_rules:dur total_blocked_on_lock:dur "
+        "total_blocked_on_deployment_concurrency:dur "
+    ),
+    "sys_vqueue_meta": (
+        "partition_key:u64 id:s is_active:b queue_is_paused:b service_name:s scope:s limit_key:s "
+        "lock_name:s created_at:ts last_enqueued_at:ts last_start_at:ts last_attempt_at:ts "
+        "last_finish_at:ts avg_queue_duration:dur avg_inbox_duration:dur avg_run_duration:dur "
+        "avg_suspension_duration:dur avg_end_to_end_duration:dur avg_blocked_on_concurrency_rules:dur "
+        "avg_blocked_on_invoker_concurrency:dur avg_blocked_on_invoker_throttling:dur "
+        "avg_blocked_on_lock:dur num_inbox:u64 num_running:u64 num_suspended:u64 num_paused:u64 "
+        "num_finished:u64 "
+    ),
+    "sys_vqueues": (
+        "partition_key:u64 id:s stage:s status:s has_lock:b run_at:ts sequence_number:u64 entry_id:s "
+        "entry_kind:s created_at:ts transitioned_at:ts num_attempts:u32 num_errors:u32 num_pauses:u32 "
+        "num_suspensions:u32 num_yields:u32 first_attempt_at:ts latest_attempt_at:ts first_runnable_at:ts "
+        "deployment:s "
+    ),
+}
+
+
+def _schema(spec: str) -> pa.Schema:
+    fields = []
+    for item in spec.split():
+        name, ty = item.split(":")
+        fields.append(pa.field(name, _TYPES[ty.rstrip("!")], nullable=not ty.endswith("!")))
+    return pa.schema(fields)
+
+
+SCHEMAS: dict[str, pa.Schema] = {name: _schema(spec) for name, spec in _SPEC.items()}
+
+#: In-process services have no deployment; Restate's CLI wants a `dp_…` id all the same.
+IN_PROCESS_DEPLOYMENT_ID = ids.resource_id(
+    "dp", hashlib.blake2b(b"perdure in-process", digest_size=16).digest()
+)
+
+#: Restate's error code of a failed attempt that will be retried (the handler threw).
+RETRYABLE_ERROR_CODE = "RT0007"
+
+_INVOCATIONS = frozenset({"sys_invocation", "sys_invocation_status", "sys_invocation_state"})
+_KEYED_TABLES = frozenset({"state", "sys_keyed_service_status", "sys_inbox"})
+
+#: Per table, the columns whose equality filters are pushed to the store, and the base column
+#: (`column!`: an inequality, `status != 'completed'`).
+PUSHDOWN: dict[str, dict[str, str]] = {
+    **{
+        t: {
+            "id": "id",
+            "target_service_name": "service",
+            "target_service_key": "key",
+            "status": "status",  # Restate's status names are perdure's
+            "status!": "status",
+        }
+        for t in _INVOCATIONS
+    },
+    "sys_journal": {"id": "invocation_id"},
+    "sys_journal_events": {"id": "invocation_id"},
+    **{t: {"service_name": "service", "service_key": "key"} for t in _KEYED_TABLES},
+}
+
+#: The invocation columns the base table holds as they are (no record to decode).
+_BASE_INVOCATION_COLUMNS = frozenset(
+    {
+        "id",
+        "partition_key",
+        "target",
+        "target_service_name",
+        "target_service_key",
+        "target_handler_name",
+        "target_service_ty",
+        "status",
+        "created_at",
+    }
+)
+
+_DECODE = msgspec.msgpack.Decoder(Invocation).decode
+_DECODE_PROMISE = msgspec.msgpack.Decoder(Promise).decode
+_NO_LAYER = sql.Layer(views=(), functions={}, readable=frozenset())
+_DAY_MS = 86_400_000
+
+#: Equality filters of one query, per table: one dict per scan of the table (column -> the values
+#: it may have); a table absent, or one with an empty dict among its scans, is read whole.
+Filters = Mapping[str, Sequence[Mapping[str, frozenset[str]]]]
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    name: str
+    revision: int
+    public: bool
+    ty: str  # service | virtual_object | workflow
+    deployment_id: str
+    completion_retention_ms: int = _DAY_MS
+    journal_retention_ms: int = _DAY_MS
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    id: str
+    endpoint: str
+    created_at: int
+    min_protocol: int
+    max_protocol: int
+    services: tuple[str, ...]
+    server: str | None = None  # the SDK's name and version, as the deployment announced it
+
+
+@dataclass
+class Catalog:
+    """What the admin knows beyond the store: services and deployments."""
+
+    services: list[ServiceRow] = field(default_factory=list)
+    deployments: list[DeploymentRow] = field(default_factory=list)
+
+    def service(self, name: str) -> ServiceRow | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+@dataclass
+class Reader:
+    """Reads the base layer for one query (blocking: run it in a worker thread)."""
+
+    base: sql.Base
+    timeout: float
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return sql.run(self.base, _NO_LAYER, statement, params, timeout=self.timeout, max_rows=1 << 30).rows
+
+
+def _where(table: str, filters: Filters, alias: str = "") -> tuple[str, list[Any]]:
+    """`WHERE …` for the base table behind `table`, from the query's equality filters."""
+    scans = filters.get(table)
+    if not scans or any(not scan for scan in scans):
+        return "", []
+    mapping = PUSHDOWN.get(table, {})
+    ors, params = [], []
+    for scan in scans:
+        ands = []
+        for column, values in sorted(scan.items()):
+            base = mapping.get(column)
+            if base is None:
+                continue
+            negated = "NOT " if column.endswith("!") else ""
+            ands.append(f"{alias}{base} {negated}IN ({', '.join('?' * len(values))})")
+            params.extend(sorted(values))
+        if not ands:
+            return "", []
+        ors.append("(" + " AND ".join(ands) + ")")
+    return " WHERE " + " OR ".join(ors), params
+
+
+def _entry_type(code: int) -> str:
+    """Restate's `Command: Run`, `Notification: Run`, … from perdure's message names."""
+    name = type_name(code)
+    for suffix, kind in (
+        ("CompletionNotification", "Notification"),
+        ("Notification", "Notification"),
+        ("Command", "Command"),
+        ("Message", "Event"),
+    ):
+        if name.endswith(suffix):
+            return f"{kind}: {name[: -len(suffix)]}"
+    return name
+
+
+def _failure_text(code: int, message: str) -> str:
+    return f"[{code}] {message}"
+
+
+def _columns(schema: pa.Schema, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    data: dict[str, list[Any]] = {f.name: [] for f in schema}
+    for row in rows:
+        for name, values in data.items():
+            values.append(row.get(name))
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+class Tables:
+    """Builds the Arrow tables one query reads."""
+
+    def __init__(self, reader: Reader, catalog: Catalog) -> None:
+        self.reader = reader
+        self.catalog = catalog
+        self._invocations: dict[str, Invocation] | None = None
+
+    def build(self, table: str, filters: Filters, columns: frozenset[str] | None = None) -> pa.Table:
+        """The rows of `table` the filters allow; `columns`: the only ones the query reads (None:
+        any), which lets invocation tables skip decoding records when the base columns suffice."""
+        schema = SCHEMAS[table]
+        if table in _INVOCATIONS and columns is not None and columns <= _BASE_INVOCATION_COLUMNS:
+            return self._invocations_from_base(table, filters)
+        make: Callable[[Filters], Iterable[Mapping[str, Any]]] | None = getattr(self, "_" + table, None)
+        if make is None:
+            return schema.empty_table()
+        return _columns(schema, make(filters))
+
+    def _invocations_from_base(self, table: str, filters: Filters) -> pa.Table:
+        """Invocation rows from the base table's own columns, no record decoded (whole-table
+        counts, status breakdowns, target lists); the other columns stay NULL: unread."""
+        where, params = _where(table, filters)
+        if table == "sys_invocation_state":
+            where = (where + " AND" if where else " WHERE") + " status != 'completed'"
+        rows = self.reader.rows(
+            f"SELECT id, service, handler, key, status, created_at FROM perdure_invocation{where}", params
+        )
+        ty = {s.name: s.ty for s in self.catalog.services}
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(6)]
+        ids_, services, handlers, keys, statuses, created = columns
+        targets = [
+            f"{s}/{h}" if k is None else f"{s}/{k}/{h}"
+            for s, k, h in zip(services, keys, handlers, strict=True)
+        ]
+        data: dict[str, Any] = {
+            "id": ids_,
+            "partition_key": [ids.partition_key_of(i) for i in ids_],
+            "target": targets,
+            "target_service_name": services,
+            "target_service_key": keys,
+            "target_handler_name": handlers,
+            "target_service_ty": [ty.get(s) for s in services],
+            "status": statuses,
+            "created_at": created,
+        }
+        schema = SCHEMAS[table]
+        n = len(ids_)
+        arrays = [pa.array(data[f.name], f.type) if f.name in data else pa.nulls(n, f.type) for f in schema]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # ---- invocations
+
+    def _load_invocations(self, table: str, filters: Filters) -> list[Invocation]:
+        where, params = _where(table, filters)
+        rows = self.reader.rows(f"SELECT record FROM perdure_invocation{where}", params)
+        return [_DECODE(bytes(r[0])) for r in rows]
+
+    def _callers(self, invocations: Sequence[Invocation]) -> dict[str, tuple[str, str | None, str]]:
+        wanted = sorted({c.invocation_id for i in invocations for c in i.callers if not c.attach})
+        found: dict[str, tuple[str, str | None, str]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            statement = f"SELECT id, service, key, handler FROM perdure_invocation WHERE id IN ({marks})"
+            for caller_id, service, key, handler in self.reader.rows(statement, chunk):
+                found[caller_id] = (service, key, handler)
+        return found
+
+    def _invocation_rows(self, table: str, filters: Filters) -> list[dict[str, Any]]:
+        invocations = self._load_invocations(table, filters)
+        callers = self._callers(invocations)
+        return [self._invocation_row(i, callers) for i in invocations]
+
+    def _invocation_row(
+        self, inv: Invocation, callers: Mapping[str, tuple[str, str | None, str]]
+    ) -> dict[str, Any]:
+        service = self.catalog.service(inv.service)
+        done = inv.status is Status.COMPLETED
+        parts = [inv.service, inv.key, inv.handler] if inv.key is not None else [inv.service, inv.handler]
+        caller = next((c for c in inv.callers if not c.attach), None)
+        deployment = inv.deployment_id or (IN_PROCESS_DEPLOYMENT_ID if inv.attempt > 0 else None)
+        row: dict[str, Any] = {
+            "partition_key": ids.partition_key_of(inv.id),
+            "id": inv.id,
+            "target": "/".join(p for p in parts if p is not None),
+            "target_service_name": inv.service,
+            "target_service_key": inv.key,
+            "target_handler_name": inv.handler,
+            "target_service_ty": service.ty if service is not None else None,
+            "idempotency_key": inv.idempotency_key,
+            "invoked_by": "service" if caller is not None else "ingress",
+            "pinned_deployment_id": deployment,
+            "pinned_service_protocol_version": (inv.protocol_version or None) if deployment else None,
+            "journal_size": inv.journal_length,
+            "journal_commands_size": inv.command_count,
+            "created_at": inv.created_at,
+            "created_using_restate_version": f"perdure {__version__}",
+            "modified_at": inv.completed_at if done and inv.completed_at is not None else inv.modified_at,
+            "inboxed_at": inv.modified_at if inv.status is Status.PENDING else None,
+            "status": "pending" if inv.status is Status.PENDING else str(inv.status),
+        }
+        if caller is not None:
+            row["invoked_by_id"] = caller.invocation_id
+            known = callers.get(caller.invocation_id)
+            if known is not None:
+                c_service, c_key, c_handler = known
+                row["invoked_by_service_name"] = c_service
+                row["invoked_by_target"] = "/".join(p for p in (c_service, c_key, c_handler) if p is not None)
+        if inv.execute_at is not None:
+            row["scheduled_at"] = inv.created_at
+            row["scheduled_start_at"] = inv.execute_at
+        if inv.attempt > 0:
+            row["running_at"] = inv.execute_at if inv.execute_at is not None else inv.created_at
+        if service is not None:
+            row["completion_retention"] = service.completion_retention_ms
+            row["journal_retention"] = service.journal_retention_ms
+        if inv.status is Status.SUSPENDED:
+            row["suspended_waiting_for_completions"] = list(inv.waiting_completions)
+            row["suspended_waiting_for_signals"] = list(inv.waiting_signals)
+        if done:
+            row["completed_at"] = inv.completed_at
+            outcome = inv.outcome
+            if outcome is not None:
+                row["completion_result"] = "failure" if outcome.failure is not None else "success"
+                if outcome.failure is not None:
+                    row["completion_failure"] = _failure_text(outcome.failure.code, outcome.failure.message)
+        else:
+            row.update(self._attempt_columns(inv, deployment))
+        return row
+
+    def _attempt_columns(self, inv: Invocation, deployment: str | None) -> dict[str, Any]:
+        """The `sys_invocation_state` part: how the attempts went (not for completed invocations)."""
+        row: dict[str, Any] = {
+            "in_flight": inv.status is Status.RUNNING,
+            "retry_count": inv.failures if inv.attempt > 0 else None,
+            "last_start_at": inv.last_progress_at or None if inv.attempt > 0 else None,
+            "next_retry_at": inv.next_retry_at,
+            "last_attempt_deployment_id": deployment if inv.attempt > 0 else None,
+        }
+        if inv.attempt > 0 and deployment is not None:
+            known = next((d for d in self.catalog.deployments if d.id == deployment), None)
+            row["last_attempt_server"] = known.server if known is not None else f"perdure/{__version__}"
+        failure = inv.last_failure
+        if failure is not None:
+            row["last_failure"] = _failure_text(failure.code, failure.message)
+            row["last_failure_error_code"] = RETRYABLE_ERROR_CODE
+        return row
+
+    def _sys_invocation(self, filters: Filters) -> list[dict[str, Any]]:
+        return self._invocation_rows("sys_invocation", filters)
+
+    def _sys_invocation_status(self, filters: Filters) -> list[dict[str, Any]]:
+        return self._invocation_rows("sys_invocation_status", filters)
+
+    def _sys_invocation_state(self, filters: Filters) -> list[dict[str, Any]]:
+        rows = self._invocation_rows("sys_invocation_state", filters)
+        return [r for r in rows if r["status"] != "completed"]
+
+    # ---- journals
+
+    def _sys_journal(self, filters: Filters) -> list[dict[str, Any]]:
+        where, params = _where("sys_journal", filters, "j.")
+        statement = (
+            "SELECT j.invocation_id, j.idx, j.type, j.payload, i.modified_at FROM perdure_journal AS j"
+            f" LEFT JOIN perdure_invocation AS i ON i.id = j.invocation_id{where}"
+            " ORDER BY j.invocation_id, j.idx"
+        )
+        out = []
+        commands: dict[str, int] = {}  # per invocation: commands seen so far (Input is command 0)
+        workflows = frozenset(s.name for s in self.catalog.services if s.ty == "workflow")
+        for inv_id, idx, code, payload, _ in self.reader.rows(statement, params):
+            command_index = commands.get(inv_id, 0)
+            if _is_command(code):
+                commands[inv_id] = command_index + 1
+            out.append(_journal_row(inv_id, idx, code, bytes(payload), command_index, workflows))
+        return out
+
+    # ---- keyed services
+
+    def _state(self, filters: Filters) -> list[dict[str, Any]]:
+        where, params = _where("state", filters)
+        # the engine's own records (workflow promises: `sys_promise`) are not user state
+        where = (where + " AND" if where else " WHERE") + " service != ?"
+        statement = f"SELECT service, key, name, value FROM perdure_state{where}"
+        rows = self.reader.rows(statement, [*params, SYSTEM])
+        out = []
+        for service, key, name, value in rows:
+            name_b, value_b = bytes(name), bytes(value)
+            out.append(
+                {
+                    "partition_key": ids.partition_key(service, key),
+                    "service_name": service,
+                    "service_key": key,
+                    "key": name_b.decode("utf-8", "replace"),
+                    "key_length": len(name_b),
+                    "value_utf8": _utf8(value_b),
+                    "value": value_b,
+                    "value_length": len(value_b),
+                }
+            )
+        return out
+
+    def _sys_promise(self, filters: Filters) -> list[dict[str, Any]]:
+        """Workflow promises, kept by the engine as state of its system object (`engine.promises`)."""
+        statement = "SELECT key, name, value FROM perdure_state WHERE service = ? AND key LIKE 'promises/%'"
+        out = []
+        for key, name, value in self.reader.rows(statement, [SYSTEM]):
+            _, workflow, workflow_key = str(key).split("/", 2)
+            promise = _DECODE_PROMISE(bytes(value))
+            outcome = promise.outcome
+            row: dict[str, Any] = {
+                "partition_key": ids.partition_key(workflow, workflow_key),
+                "service_name": workflow,
+                "service_key": workflow_key,
+                "key": bytes(name).decode("utf-8", "replace"),
+                "completed": outcome is not None,
+            }
+            if outcome is not None and outcome.failure is not None:
+                row["completion_failure"] = _failure_text(outcome.failure.code, outcome.failure.message)
+            elif outcome is not None:
+                row["completion_success_value"] = outcome.value or b""
+                row["completion_success_value_utf8"] = _utf8(outcome.value or b"")
+            out.append(row)
+        return out
+
+    def _sys_keyed_service_status(self, filters: Filters) -> list[dict[str, Any]]:
+        where, params = _where("sys_keyed_service_status", filters)
+        rows = self.reader.rows(f"SELECT service, key, invocation_id FROM perdure_lock{where}", params)
+        return [
+            {
+                "partition_key": ids.partition_key(s, k),
+                "service_name": s,
+                "service_key": k,
+                "invocation_id": i,
+            }
+            for s, k, i in rows
+        ]
+
+    def _sys_inbox(self, filters: Filters) -> list[dict[str, Any]]:
+        where, params = _where("sys_inbox", filters, "b.")
+        statement = (
+            "SELECT b.service, b.key, b.invocation_id, b.seq, i.created_at FROM perdure_inbox AS b"
+            f" LEFT JOIN perdure_invocation AS i ON i.id = b.invocation_id{where}"
+        )
+        return [
+            {
+                "partition_key": ids.partition_key(s, k),
+                "service_name": s,
+                "service_key": k,
+                "id": i,
+                "sequence_number": seq,
+                "created_at": created,
+            }
+            for s, k, i, seq, created in self.reader.rows(statement, params)
+        ]
+
+    # ---- the catalog
+
+    def _sys_service(self, filters: Filters) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": s.name,
+                "revision": s.revision,
+                "public": s.public,
+                "ty": s.ty,
+                "deployment_id": s.deployment_id,
+            }
+            for s in self.catalog.services
+        ]
+
+    def _sys_deployment(self, filters: Filters) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": d.id,
+                "ty": "http",
+                "endpoint": d.endpoint,
+                "created_at": d.created_at,
+                "min_service_protocol_version": d.min_protocol,
+                "max_service_protocol_version": d.max_protocol,
+                "services": list(d.services),
+            }
+            for d in self.catalog.deployments
+        ]
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_command(code: int) -> bool:
+    return 0x0400 <= code < 0x8000
+
+
+def _journal_row(
+    inv_id: str, idx: int, code: int, payload: bytes, command_index: int, workflows: frozenset[str] | None
+) -> dict[str, Any]:
+    entry = Entry(code, payload)
+    rendered = render_entry(idx, entry)
+    row: dict[str, Any] = {
+        "partition_key": ids.partition_key_of(inv_id),
+        "id": inv_id,
+        "index": idx,
+        "entry_type": _entry_type(code),
+        "name": rendered.get("name") or "",
+        "raw": payload,
+        "raw_length": len(payload),
+        "version": 2,
+        "entry_json": json.dumps(rendered, default=str),
+        "entry_lite_json": json.dumps({"type": type_name(code), "name": rendered.get("name")}),
+    }
+    try:
+        message = decode_entry(entry)
+    except Exception:  # an entry this version cannot decode still shows, raw
+        return row
+    if code == pm.TYPE_OF[pm.SleepCommand]:
+        row["sleep_wakeup_at"] = int(message.wake_up_time)
+    elif code in (pm.TYPE_OF[pm.CallCommand], pm.TYPE_OF[pm.OneWayCallCommand]):
+        parts = [message.service_name, message.key, message.handler_name]
+        row["invoked_target"] = "/".join(p for p in parts if p)
+        # the id the engine gave the call (`engine.entries._child`); a call to a workflow may be its
+        # run (an id per workflow key) or a shared handler: not told apart here, left NULL
+        key = message.key or None
+        if message.HasField("idempotency_key"):
+            row["invoked_id"] = ids.idempotent_id(
+                message.service_name, message.handler_name, key, message.idempotency_key
+            )
+        elif workflows is None or message.service_name not in workflows:
+            row["invoked_id"] = ids.child_id(inv_id, command_index, message.service_name, key)
+    elif code in (pm.TYPE_OF.get(pm.GetPromiseCommand), pm.TYPE_OF.get(pm.PeekPromiseCommand)):
+        row["promise_name"] = message.key
+    return row
+
+
+def duration_ms(value: timedelta | None, default_ms: int = _DAY_MS) -> int:
+    return default_ms if value is None else round(value.total_seconds() * 1000)
