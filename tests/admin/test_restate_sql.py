@@ -313,3 +313,41 @@ async def test_subqueries_see_every_row(open_admin: OpenAdmin) -> None:
     )
     everything = await rows(env, "SELECT id FROM sys_invocation")
     assert row == {"id": ids["done"], "n": len(everything)} and len(everything) > 1
+
+
+async def test_a_parked_kafka_record_is_a_completed_failure_in_restates_tables() -> None:
+    # Restate has no `parked`: a dead letter failed for good, which its tables call completed,
+    # for filters pushed to the store as for the rest.
+    from perdure.engine import catalog
+    from perdure.engine.commands import Ingest, KafkaRecord
+    from perdure.engine.registry import HandlerInfo, Registry
+    from perdure.engine.state_machine import StateMachine
+    from perdure.storage.api import Failure
+    from perdure.storage.memory import Store
+
+    registry = Registry()
+    registry.add("obj", HandlerInfo("h", keyed=True, exclusive=True))
+    store, machine = Store(), StateMachine(registry, lambda: 1_000)
+    sub = catalog.subscription_id("kafka://c/t", "service://obj/h")
+    txn = store.begin()
+    batch = [KafkaRecord(offset=0, key=b"k", value=b"bad", headers=())]
+    machine.apply(
+        txn, Ingest(sub, "service://obj/h", "t", 0, batch, {0: Failure(400, "bad")}, on_failure="park")
+    )
+    await store.commit(txn)
+
+    async def query(sql: str) -> list[dict[str, Any]]:
+        answer = await asyncio.to_thread(
+            restate_query.run, sql, store.sql_base(True), restate_tables.Catalog()
+        )
+        return restate_query.json_rows(answer.table)
+
+    (row,) = await query("SELECT status, completion_result FROM sys_invocation")
+    assert row == {"status": "completed", "completion_result": "failure"}
+    assert await query("SELECT status FROM sys_invocation WHERE status = 'completed'") == [
+        {"status": "completed"}
+    ]
+    assert await query("SELECT id FROM sys_invocation WHERE status != 'completed'") == []
+    assert await query("SELECT count(*) AS n FROM sys_invocation_state") == [{"n": 0}]
+    (cheap,) = await query("SELECT status FROM sys_invocation WHERE target_service_name = 'obj'")
+    assert cheap == {"status": "completed"}

@@ -132,6 +132,30 @@ async def test_the_partition_count_is_fixed_when_the_database_is_created(postgre
         Database(url, partitions=8)
 
 
+async def test_invocations_with_ids_of_the_first_encoding_are_refused_not_misrouted(
+    postgres: Postgres,
+) -> None:
+    url = postgres()
+    database = Database(url, partitions=4)
+    try:
+        store = database.take_partition(1)
+        async with committed(store) as t:
+            t.put_invocation(inv("old"))
+        await store.close()
+    finally:
+        await database.close()
+    with psycopg.connect(url, autocommit=True) as conn:  # as a database written before the marker
+        conn.execute("DELETE FROM meta WHERE name = 'id_format'")
+    with pytest.raises(SchemaError, match="ids use the encoding of perdure before"):
+        Database(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # no invocations: the marker is just added
+        conn.execute("DELETE FROM invocations")
+    again = Database(url)
+    await again.close()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'id_format'").fetchone() == (2,)
+
+
 def test_an_unreachable_database_is_one_clear_error() -> None:
     from perdure.storage.api import StoreUnavailable
 

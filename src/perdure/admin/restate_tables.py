@@ -207,6 +207,9 @@ _DECODE = msgspec.msgpack.Decoder(Invocation).decode
 _DECODE_PROMISE = msgspec.msgpack.Decoder(Promise).decode
 _NO_LAYER = sql.Layer(views=(), functions={}, readable=frozenset())
 _DAY_MS = 86_400_000
+#: perdure statuses Restate has no word for: `pending` is in the key's inbox; a parked Kafka record
+#: (dead letter) has failed for good, which Restate calls completed.
+_STATUS = {Status.PENDING: "pending", Status.PARKED: "completed"}
 
 #: Equality filters of one query, per table: one dict per scan of the table (column -> the values
 #: it may have); a table absent, or one with an empty dict among its scans, is read whole.
@@ -271,6 +274,8 @@ def _where(table: str, filters: Filters, alias: str = "") -> tuple[str, list[Any
             if base is None:
                 continue
             negated = "NOT " if column.endswith("!") else ""
+            if base == "status" and "completed" in values:
+                values = values | {Status.PARKED.value}  # shown as completed (`_STATUS`)
             ands.append(f"{alias}{base} {negated}IN ({', '.join('?' * len(values))})")
             params.extend(sorted(values))
         if not ands:
@@ -329,7 +334,7 @@ class Tables:
         counts, status breakdowns, target lists); the other columns stay NULL: unread."""
         where, params = _where(table, filters)
         if table == "sys_invocation_state":
-            where = (where + " AND" if where else " WHERE") + " status != 'completed'"
+            where = (where + " AND" if where else " WHERE") + " status NOT IN ('completed', 'parked')"
         rows = self.reader.rows(
             f"SELECT id, service, handler, key, status, created_at FROM perdure_invocation{where}", params
         )
@@ -348,7 +353,7 @@ class Tables:
             "target_service_key": keys,
             "target_handler_name": handlers,
             "target_service_ty": [ty.get(s) for s in services],
-            "status": statuses,
+            "status": [_STATUS.get(Status(s), s) for s in statuses],
             "created_at": created,
         }
         schema = SCHEMAS[table]
@@ -383,7 +388,8 @@ class Tables:
         self, inv: Invocation, callers: Mapping[str, tuple[str, str | None, str]]
     ) -> dict[str, Any]:
         service = self.catalog.service(inv.service)
-        done = inv.status is Status.COMPLETED
+        # a parked Kafka record (perdure's dead letters) has failed for good: Restate calls that completed
+        done = inv.status is Status.COMPLETED or inv.status is Status.PARKED
         parts = [inv.service, inv.key, inv.handler] if inv.key is not None else [inv.service, inv.handler]
         caller = next((c for c in inv.callers if not c.attach), None)
         deployment = inv.deployment_id or (IN_PROCESS_DEPLOYMENT_ID if inv.attempt > 0 else None)
@@ -405,7 +411,7 @@ class Tables:
             "created_using_restate_version": f"perdure {__version__}",
             "modified_at": inv.completed_at if done and inv.completed_at is not None else inv.modified_at,
             "inboxed_at": inv.modified_at if inv.status is Status.PENDING else None,
-            "status": "pending" if inv.status is Status.PENDING else str(inv.status),
+            "status": _STATUS.get(inv.status, str(inv.status)),
         }
         if caller is not None:
             row["invoked_by_id"] = caller.invocation_id

@@ -20,6 +20,28 @@ MAX_PARTITIONS = 1024
 _LOCK = 0x70657264757265  # pg_advisory_xact_lock key: "perdure"
 
 
+#: How invocation ids encode their partition key: 2 is restate-server's exact encoding (byte-swapped
+#: integers over `0-9a-zA-Z`, `perdure.protocol.ids`); databases without the marker were written
+#: with perdure's first encoding.
+ID_FORMAT = 2
+
+
+def _check_id_format(conn: psycopg.Connection[tuple[object, ...]], partitions: int) -> None:
+    """Refuse a database whose invocations carry ids of the first encoding when it has several
+    partitions: this perdure would read their partition keys differently and look for them in
+    the wrong partition. With one partition, or no invocations yet, the marker is just added."""
+    if conn.execute("SELECT 1 FROM meta WHERE name = 'id_format'").fetchone() is not None:
+        return
+    if partitions > 1 and conn.execute("SELECT 1 FROM invocations LIMIT 1").fetchone() is not None:
+        raise SchemaError(
+            "this database holds invocations whose ids use the encoding of perdure before Restate's"
+            " exact id format; with several partitions this perdure would look for them in the wrong"
+            " partition. Let its invocations finish with the perdure that wrote them, then start"
+            " this one on a new database"
+        )
+    conn.execute("INSERT INTO meta (name, value) VALUES ('id_format', %s)", (ID_FORMAT,))
+
+
 def migrate(conn: psycopg.Connection[tuple[object, ...]], partitions: int | None) -> int:
     """Bring the schema to the newest version; returns the database's partition count.
 
@@ -54,8 +76,10 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], partitions: int | None
                 "INSERT INTO partition_leases (partition) SELECT generate_series(0, %s - 1)", (count,)
             )
             conn.execute("INSERT INTO meta (name, value) VALUES ('catalog_version', 0)")
+            conn.execute("INSERT INTO meta (name, value) VALUES ('id_format', %s)", (ID_FORMAT,))
             return count
         stored = int(str(row[0]))
+        _check_id_format(conn, stored)
         if partitions is not None and partitions != stored:
             raise SchemaError(
                 f"this database was created with {stored} partitions, not {partitions}: the count is fixed"
