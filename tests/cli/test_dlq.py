@@ -111,7 +111,9 @@ def test_dlq_list_show_redrive_discard(running: DlqRunning) -> None:
     metrics = httpx.get(f"{running.admin}/metrics").text
     assert f'perdure_dead_letters{{subscription="{sub}"}} 0' in metrics
     rows = httpx.post(
-        f"{running.admin}/query", json={"query": "SELECT offset, state FROM sys_dead_letter ORDER BY offset"}
+        f"{running.admin}/query",
+        json={"query": 'SELECT "offset", state FROM sys_dead_letter ORDER BY "offset"'},
+        headers={"accept": "application/json"},
     ).json()
     assert [(r["offset"], r["state"]) for r in rows["rows"]] == [
         (2, "redriven"),

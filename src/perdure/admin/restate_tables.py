@@ -42,6 +42,7 @@ _TYPES: dict[str, pa.DataType] = {
     "bin": pa.large_binary(),
     "[u32]": pa.list_(pa.uint32()),
     "[s]": pa.list_(pa.large_utf8()),
+    "i64": pa.int64(),
 }
 
 # restate-server 1.7.12's tables: `column:type` (`!`: not nullable), in its column order.
@@ -148,6 +149,14 @@ _SPEC = {
     ),
 }
 
+#: perdure's own tables, next to Restate's: parked Kafka records (docs/kafka.md, "Dead letters").
+PERDURE_SPEC = {
+    "sys_dead_letter": (
+        "id:s subscription_id:s topic:s partition:i64 offset:i64 record_key:s record_value:s "
+        "error_code:i64 error_message:s attempts:i64 policy:s state:s redrive_of:s parked_at:ts target:s "
+    ),
+}
+
 
 def _schema(spec: str) -> pa.Schema:
     fields = []
@@ -157,7 +166,7 @@ def _schema(spec: str) -> pa.Schema:
     return pa.schema(fields)
 
 
-SCHEMAS: dict[str, pa.Schema] = {name: _schema(spec) for name, spec in _SPEC.items()}
+SCHEMAS: dict[str, pa.Schema] = {name: _schema(spec) for name, spec in (_SPEC | PERDURE_SPEC).items()}
 
 #: In-process services have no deployment; Restate's CLI wants a `dp_…` id all the same.
 IN_PROCESS_DEPLOYMENT_ID = ids.resource_id(
@@ -184,6 +193,7 @@ PUSHDOWN: dict[str, dict[str, str]] = {
         for t in _INVOCATIONS
     },
     "sys_journal": {"id": "invocation_id"},
+    "sys_dead_letter": {"id": "id"},
     "sys_journal_events": {"id": "invocation_id"},
     **{t: {"service_name": "service", "service_key": "key"} for t in _KEYED_TABLES},
 }
@@ -567,6 +577,38 @@ class Tables:
             }
             for s, k, i, seq, created in self.reader.rows(statement, params)
         ]
+
+    def _sys_dead_letter(self, filters: Filters) -> list[dict[str, Any]]:
+        """Parked records, and re-driven or discarded ones still within their retention. Only the
+        record says whether an invocation is one: every invocation is read (docs/admin.md)."""
+        where, params = _where("sys_dead_letter", filters)
+        rows = self.reader.rows(f"SELECT record FROM perdure_invocation{where}", params)
+        found = []
+        for (record,) in rows:
+            inv = _DECODE(bytes(record))
+            letter = inv.dead_letter
+            if letter is None:
+                continue
+            found.append(
+                {
+                    "id": inv.id,
+                    "subscription_id": letter.subscription,
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "record_key": None if letter.key is None else _utf8(letter.key),
+                    "record_value": None if letter.value is None else _utf8(letter.value),
+                    "error_code": letter.error.code,
+                    "error_message": letter.error.message,
+                    "attempts": letter.attempts,
+                    "policy": letter.policy,
+                    "state": letter.state if inv.status is Status.PARKED else "discarded",
+                    "redrive_of": letter.redrive_of,
+                    "parked_at": letter.parked_at or None,
+                    "target": f"{inv.service}/{inv.handler}",
+                }
+            )
+        return found
 
     # ---- the catalog
 
