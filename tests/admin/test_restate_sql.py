@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 import perdure
-from perdure.admin import restate_query, restate_tables
+from perdure.admin import restate_query, restate_schema, restate_tables
 from perdure.testing import Harness
 
 from .conftest import Env, OpenAdmin
@@ -56,7 +56,7 @@ async def test_the_schema_is_restate_1_7s(open_admin: OpenAdmin) -> None:
         "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
         " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
     )
-    ours = [r for r in ours if r["table_name"] not in restate_tables.PERDURE_SPEC]  # perdure's own
+    ours = [r for r in ours if r["table_name"] not in restate_schema.PERDURE_SPEC]  # perdure's own
     assert [(r["table_name"], r["column_name"]) for r in ours] == [
         (r["table_name"], r["column_name"]) for r in theirs
     ]

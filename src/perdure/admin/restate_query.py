@@ -29,13 +29,14 @@ import datafusion
 import pyarrow as pa
 
 from perdure.admin import restate_tables as rt
+from perdure.admin.restate_schema import SCHEMAS
 from perdure.storage import sql
 from perdure.storage.sql import QueryError
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 _READ_ONLY = datafusion.SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
-_LAYER = sql.Layer(views=(), functions={}, readable=frozenset(), describe=", ".join(sorted(rt.SCHEMAS)))
+_LAYER = sql.Layer(views=(), functions={}, readable=frozenset(), describe=", ".join(sorted(SCHEMAS)))
 _EQ_OPS = ("=", "!=")
 
 
@@ -48,7 +49,7 @@ class Answer:
 def _context() -> datafusion.SessionContext:
     config = datafusion.SessionConfig().with_information_schema(True).with_target_partitions(1)
     ctx = datafusion.SessionContext(config)
-    for name, schema in rt.SCHEMAS.items():
+    for name, schema in SCHEMAS.items():
         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
     return ctx
 
@@ -66,7 +67,7 @@ def run(
         raise QueryError(_message(e)) from None
     filters = pushdown(plan)
     columns = scanned_columns(plan)
-    mentioned = {t for t in rt.SCHEMAS if re.search(rf"\b{t}\b", statement, re.IGNORECASE)}
+    mentioned = {t for t in SCHEMAS if re.search(rf"\b{t}\b", statement, re.IGNORECASE)}
     reader = rt.Reader(base, timeout)
     tables = rt.Tables(reader, catalog)
     for name in sorted(mentioned):
@@ -147,7 +148,7 @@ def scanned_columns(plan: Any) -> dict[str, frozenset[str] | None]:
         variant = node.to_variant()
         if type(variant).__name__ == "TableScan":
             name = str(variant.table_name()).rsplit(".", 1)[-1]
-            if name in rt.SCHEMAS:
+            if name in SCHEMAS:
                 read: frozenset[str] | None
                 try:
                     read = frozenset(str(column) for _, column in variant.projection())
@@ -170,7 +171,7 @@ def _walk(plan: Any, parent: Any, found: dict[str, list[dict[str, frozenset[str]
     kind = type(variant).__name__
     if kind == "TableScan":
         name = str(variant.table_name()).rsplit(".", 1)[-1]
-        if name in rt.SCHEMAS:
+        if name in SCHEMAS:
             conditions: dict[str, frozenset[str]] = {}
             predicates = list(variant.filters())
             if parent is not None and type(parent).__name__ == "Filter":
