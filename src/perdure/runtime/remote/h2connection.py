@@ -5,6 +5,11 @@ The `h2` library is sans-I/O; this class feeds it the socket's bytes, routes its
 the peer's flow-control windows (and a bounded transport buffer) allow, split to the peer's
 frame size. After a GOAWAY no new stream is opened; streams the peer will not process fail as
 refused, the others finish, then the connection closes.
+
+A write that fails (EPIPE after the peer reset the connection) makes asyncio stop reading the
+socket at once; what the peer sent before its reset is still in the kernel and is read out
+before the connection is failed (`_Protocol`), so a response the deployment finished is reported
+as such rather than as a lost connection.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +39,7 @@ log = logging.getLogger("perdure.remote")
 _DEFAULT_WINDOW = 65_535
 _TRANSPORT_HIGH_WATER = 256 * 1024  # bytes handed to the socket but not yet written
 _LAST_STREAM_ID = 2**31 - 1
+_UNREAD_LIMIT = 16 * 1024 * 1024  # at most this much is read out of a broken socket
 
 
 class ConnectError(Exception):
@@ -49,10 +56,12 @@ class Connection:
         writer: asyncio.StreamWriter,
         options: RemoteOptions,
         on_closed: Callable[[Connection], None],
+        protocol: _Protocol | None = None,
     ) -> None:
         self.origin = origin
         self._reader = reader
         self._writer = writer
+        self._protocol = protocol
         self._options = options
         self._on_closed = on_closed
         self._h2 = h2.connection.H2Connection(
@@ -93,9 +102,7 @@ class Connection:
         """Connect and exchange SETTINGS; raises ConnectError."""
         try:
             async with asyncio.timeout(options.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
-                )
+                reader, writer, protocol = await _open(origin, tls)
         except TimeoutError as e:
             raise ConnectError(f"connection timed out after {options.connect_timeout:g} s") from e
         except OSError as e:
@@ -106,7 +113,7 @@ class Connection:
             if alpn != "h2":
                 writer.close()
                 raise ConnectError(f"TLS peer did not agree to HTTP/2 (ALPN: {alpn})")
-        connection = cls(origin, reader, writer, options, on_closed)
+        connection = cls(origin, reader, writer, options, on_closed, protocol)
         connection._start()
         try:
             async with asyncio.timeout(options.connect_timeout):
@@ -295,7 +302,8 @@ class Connection:
             while True:
                 data = await self._reader.read(65_536)
                 if not data:
-                    raise ConnectionError("the peer closed the connection")
+                    lost = self._protocol.lost if self._protocol is not None else None
+                    raise lost or ConnectionError("the peer closed the connection")
                 self._last_received = asyncio.get_running_loop().time()
                 for event in self._h2.receive_data(data):
                     self._handle(event)
@@ -398,6 +406,73 @@ class Connection:
                 await task
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol that, when the connection breaks, hands over what was received first.
+
+    asyncio ends a socket transport on the first failed write (EPIPE, ECONNRESET) and stops
+    reading it, and `StreamReader.read` raises a stored exception before returning buffered
+    bytes. A deployment that answers without reading the whole request body and closes (hypercorn
+    does) leaves its complete response in our socket, yet the next write fails. So on an error
+    the bytes still in the kernel are read out (plain TCP only: over TLS they are records the
+    SSL layer can no longer decrypt) and the reader ends like a close; the error is kept in
+    `lost` for the reader of the end of the stream to raise.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self._reader = reader
+        self._transport: asyncio.BaseTransport | None = None
+        self.lost: OSError | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, OSError):
+            self.lost = exc
+            rest = _unread(self._transport)
+            if rest:
+                self._reader.feed_data(rest)
+            exc = None  # the reader reads what arrived, then its end; `lost` says why
+        super().connection_lost(exc)
+
+
+def _unread(transport: asyncio.BaseTransport | None) -> bytes:
+    """What a plain TCP transport's socket (still open during `connection_lost`) holds unread."""
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return b""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with sock.dup() as raw:
+            while size < _UNREAD_LIMIT:
+                chunk = raw.recv(65_536, socket.MSG_DONTWAIT)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except OSError:  # nothing more (EAGAIN), or the reset itself once the data is read
+        pass
+    return b"".join(chunks)
+
+
+async def _open(
+    origin: Origin, tls: ssl.SSLContext | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, _Protocol]:
+    """`asyncio.open_connection` with `_Protocol`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = _Protocol(reader)
+    transport, _ = await loop.create_connection(
+        lambda: protocol, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol
 
 
 def _head(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, dict[str, str]]:

@@ -62,12 +62,15 @@ class Stream:
         return await asyncio.shield(self._head)
 
     async def read(self) -> bytes:
-        """The next chunk of the response body, b"" at its end; raises StreamError."""
+        """The next chunk of the response body, b"" at its end; raises StreamError.
+
+        A response the peer ended reads to its end even if the stream failed afterwards (the
+        connection broke while our request body was still being sent)."""
         while not self._chunks:
-            if self.error is not None:
-                raise self.error
             if self.remote_ended:
                 return b""
+            if self.error is not None:
+                raise self.error
             self._readable.clear()
             await self._readable.wait()
         data, size = self._chunks.popleft()
