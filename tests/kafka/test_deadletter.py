@@ -269,7 +269,7 @@ class _Catalog:
 
 def test_the_dead_letter_producer_connects_with_the_subscriptions_security_options() -> None:
     from perdure.kafka.deadletter import DeadLetterProducer
-    from perdure.kafka.egress import _Client
+    from perdure.kafka.egress import ProducerClient
 
     options = {
         "on.failure": "topic:dead",
@@ -281,7 +281,7 @@ def test_the_dead_letter_producer_connects_with_the_subscriptions_security_optio
     sub = Subscription("sub_1", "kafka://local/orders", "service://accounts/apply", options)
     properties = DeadLetterProducer(_Catalog(sub))._properties(sub)
     assert properties is not None
-    kwargs = _Client(properties).kwargs
+    kwargs = ProducerClient(properties).kwargs
     assert kwargs["security_protocol"] == "SASL_PLAINTEXT" and kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
     assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("dlq", "secret")
     assert kwargs["bootstrap_servers"] == "127.0.0.1:1"

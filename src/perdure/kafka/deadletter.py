@@ -26,22 +26,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from perdure.kafka.egress import _Client
+from perdure.engine.counters import Counters
+from perdure.kafka.egress import ProducerClient
 from perdure.kafka.options import parse_source, policy
 from perdure.storage.api import Invocation, Subscription
 
 log = logging.getLogger("perdure.kafka.deadletter")
 
 ID_HEADER = "perdure.dlq.id"
+#: A round reads every parked record; between rounds only a record parked here (`Counters.parked`)
+#: calls for another, and this interval for the rest (records of partitions taken over from a
+#: failed node, a subscription's cluster defined later).
+RESCAN_S = 30.0
 
 
 class DeadLetterEngine(Protocol):
+    counters: Counters
+
     def dead_letters(
         self,
         subscription: str | None = None,
@@ -78,7 +86,7 @@ class DeadLetterProducer:
         self._engine = engine
         self._poll = poll_interval
         self._task: asyncio.Task[None] | None = None
-        self._clients: dict[tuple[tuple[str, str], ...], _Client] = {}
+        self._clients: dict[tuple[tuple[str, str], ...], ProducerClient] = {}
         self.produced = 0  # records put in a dead-letter topic by this process
         self.deduplicated = 0  # records found there already (a crash after producing them)
         self.error: str | None = None
@@ -98,11 +106,16 @@ class DeadLetterProducer:
 
     async def _run(self) -> None:
         delay = 0.5
+        seen, last = -1, 0.0  # records parked here as of the last good round, and its time
         while True:
             await asyncio.sleep(self._poll)
+            parked, now = self._engine.counters.parked, time.monotonic()
+            if parked == seen and now - last < RESCAN_S:
+                continue  # nothing parked here since a round that succeeded
             try:
                 await self.round()
                 delay, self.error = 0.5, None
+                seen, last = parked, now
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -137,16 +150,16 @@ class DeadLetterProducer:
             return None
         return {**cluster, **sub.options}  # security options of the subscription win, as its consumer's
 
-    async def _client(self, properties: Mapping[str, str]) -> _Client:
+    async def _client(self, properties: Mapping[str, str]) -> ProducerClient:
         name = tuple(sorted(properties.items()))
         client = self._clients.get(name)
         if client is None:
-            client = _Client(properties)
+            client = ProducerClient(properties)
             await client.start()
             self._clients[name] = client
         return client
 
-    async def _produce(self, client: _Client, inv: Invocation, topic: str) -> int:
+    async def _produce(self, client: ProducerClient, inv: Invocation, topic: str) -> int:
         letter = inv.dead_letter
         assert letter is not None
         partitions = await client.partitions(topic)

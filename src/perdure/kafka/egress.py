@@ -123,7 +123,7 @@ def _quiet_probe(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Unexpected error during InitProducerIdRequest")
 
 
-class _Client:
+class ProducerClient:
     """A cluster's producer, and a consumer (no group) to look for records already produced."""
 
     def __init__(self, properties: Mapping[str, str]) -> None:
@@ -220,7 +220,7 @@ class Egress:
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[str, ProducerClient] = {}
         self._clean: dict[tuple[int, str], object] = {}  # streams whose last round committed whole
         self._idle: dict[int, object] = {}  # partitions whose outbox was empty, until woken
         self._dirty: set[int] = set()
@@ -292,13 +292,13 @@ class Egress:
             if not failed:
                 self.error = None
 
-    async def _client(self, cluster: str, properties: Mapping[str, str]) -> _Client:
+    async def _client(self, cluster: str, properties: Mapping[str, str]) -> ProducerClient:
         client = self._clients.get(cluster)
         if client is not None and client.properties != dict(properties):
             await client.stop()
             client = None
         if client is None:
-            client = _Client(properties)
+            client = ProducerClient(properties)
             try:
                 await client.start()
             except BaseException:
