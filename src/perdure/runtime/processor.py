@@ -2,9 +2,11 @@
 
 Group commit: while one batch is being made durable (fsync off the event loop), new commands
 queue up; the next batch takes all of them, up to `max_batch`. Commits are pipelined: batch N+1
-is applied while batch N is still committing (the store's transactions see earlier, not yet
-durable writes and commit strictly in order). Actions are released only after the commit that
-produced them returned — nothing is visible before it is durable.
+is applied and handed to the store's writer while batch N is still committing (the store's
+transactions see earlier, not yet durable writes and become durable strictly in order), so the
+writer finds it queued the moment N is done instead of one loop wake-up later. At most
+`IN_FLIGHT` batches commit at once. Actions are released only after the commit that produced
+them returned — nothing is visible before it is durable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from perdure.storage.api import LeaseLost, Store, StoreUnavailable, Transaction
 log = logging.getLogger("perdure.processor")
 
 _Waiter = asyncio.Future[list[Action]] | None
+
+#: Batches handed to the store and not yet released (the store allows three committing at begin()).
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -102,13 +107,12 @@ class Processor:
 
     async def _run(self) -> None:
         queue = self._queue
-        committing: _Commit | None = None
+        committing: deque[_Commit] = deque()  # handed to the store, oldest first
         try:
             while True:
                 if not queue:
-                    if committing is not None:
-                        await self._finish(committing)
-                        committing = None
+                    if committing:
+                        await self._finish(committing.popleft())
                         continue
                     self._busy = False
                     self._wakeup.clear()
@@ -128,18 +132,17 @@ class Processor:
                         # An engine bug on one command must not take the others down:
                         # redo them one by one, each in its own transaction.
                         self._store.rollback(txn)
-                        if committing is not None:
-                            await self._finish(committing)
-                            committing = None
+                        while committing:
+                            await self._finish(committing.popleft())
                         for item in batch:
                             await self._process_one(item)
                     else:
-                        if committing is not None:
-                            await self._finish(committing)
-                        committing = await self._start_commit(txn, batch, results)
+                        committing.append(self._start_commit(txn, batch, results))
+                        if len(committing) >= IN_FLIGHT:
+                            await self._finish(committing.popleft())
                 if stop:
-                    if committing is not None:
-                        await self._finish(committing)
+                    while committing:
+                        await self._finish(committing.popleft())
                     return
         except BaseException as e:
             if isinstance(e, LeaseLost | StoreUnavailable):  # expected in a cluster: no traceback
@@ -148,17 +151,19 @@ class Processor:
                 log.exception("partition processor failed; the engine stops accepting work")
             self.failure = e
             self._busy = False
-            failed = [w for _, w in queue] + ([w for _, w in committing.batch] if committing else [])
+            failed = [w for _, w in queue] + [w for c in committing for _, w in c.batch]
+            for commit in committing:  # they fail too (the store is fail-stop): nobody awaits them
+                commit.task.add_done_callback(_retrieve)
             for waiter in failed:
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(ProcessorStopped(f"the engine stopped: {e!r}"))
             raise
 
-    async def _start_commit(
+    def _start_commit(
         self, txn: Transaction, batch: list[tuple[Command, _Waiter]], results: list[list[Action]]
     ) -> _Commit:
+        # store.commit() hands the transaction to the writer now; the task only awaits durability
         task = asyncio.get_running_loop().create_task(self._store.commit(txn))
-        await asyncio.sleep(0)  # let the commit start: the next begin() may then overlap it
         return _Commit(task, batch, results, time.perf_counter())
 
     async def _finish(self, commit: _Commit) -> None:
@@ -214,3 +219,8 @@ class _Commit:
 
 
 _STOP = object()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
