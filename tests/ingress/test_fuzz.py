@@ -11,6 +11,7 @@ from datetime import timedelta
 import httpx
 import msgspec
 
+from perdure.runtime.http import parser
 from perdure.storage.api import Status
 
 from .conftest import Stack, StartStack
@@ -98,6 +99,11 @@ async def _raw(stack: Stack, rng: random.Random) -> None:
 
 def _check(method: str, response: httpx.Response) -> str:
     """Every answer is deliberate: never a 5xx from the ingress, errors always in Restate's shape."""
+    if method == "FOO" and parser() == "httptools":
+        # httptools (llhttp) knows the registered methods only: uvicorn refuses the request before
+        # the ingress sees it, with a plain-text 400 (h11 takes any token: the ingress says 405)
+        assert (response.status_code, response.text) == (400, "Invalid HTTP request received."), response
+        return "400"
     if response.status_code >= 400 and method != "HEAD":
         body = response.json()
         assert body["code"] == response.status_code or body["source"] == "invocation", body

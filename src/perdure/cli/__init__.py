@@ -155,6 +155,7 @@ def _configured(*, file: Path | None, flags: dict[str, Any], defaults: Settings)
 
 
 def _run_server(settings: Settings, title: str) -> None:
+    from perdure.runtime import http
     from perdure.runtime import loop as event_loop
 
     from .server import StartupError, run  # uvicorn and the engine: only for the server commands
@@ -168,13 +169,14 @@ def _run_server(settings: Settings, title: str) -> None:
     )
     try:
         loop = event_loop.choice()  # PERDURE_LOOP, checked before anything starts (workers inherit it)
+        http.parser()  # PERDURE_HTTP, likewise
         if settings.workers > 1:
             from .workers import run as run_workers
 
             code = run_workers(settings, console())
         else:
             code = event_loop.run(run(settings, app, title=title, console=console()), loop=loop)
-    except event_loop.LoopError as e:
+    except (event_loop.LoopError, http.ParserError) as e:
         raise CliError(str(e)) from None
     except StartupError as e:
         raise CliError(str(e), exit_code=e.exit_code) from None

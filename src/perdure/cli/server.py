@@ -33,7 +33,7 @@ from rich.markup import escape
 from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
 from perdure.errors import ConflictError, DatabaseInUse, InvalidInputError, UnknownTargetError
 from perdure.runtime import loop as event_loop
-from perdure.runtime.http import Served, serve
+from perdure.runtime.http import Served, parser, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceBase, ServiceKind
 from perdure.storage.api import SchemaError, StoreUnavailable
@@ -115,7 +115,7 @@ def print_banner(console: Console, settings: Settings, app: App, running: Runnin
     else:
         sync = f" [dim](sqlite, synchronous={settings.synchronous})[/]"
     lines = [
-        f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}, {event_loop.current()} loop[/]",
+        f"[bold green]{escape(title)}[/] [dim]pid {os.getpid()}, {event_loop.current()} loop, {parser()}[/]",
         f"  services  {escape(_describe_services(running.engine.services()))}",
         f"  ingress   [cyan]{running.ingress.url}[/]",
         f"  admin     [cyan]{running.admin.url}[/]",
