@@ -1,13 +1,14 @@
 """The app every node of the cluster tests serves (loaded as tests/cluster/app.py:app).
 
-`counter/{key}/add` takes a request id: its `ctx.run` step appends `"{rid} {token} {pid}\\n"` to the
-log file named by PERDURE_TEST_LOG (one O_APPEND write, shared by every node) and returns the
+`counter/{key}/add` takes a request id: its `ctx.run` step appends `"{rid} {token} {pid}\\n"` to
+the log file named by PERDURE_TEST_LOG (one O_APPEND write, shared by every node) and returns the
 token, so the journal says which execution's result was stored; then it appends the request id to
 the key's `seen` list and returns the count. `relay/{key}/add` calls `counter/{key}/add` (the
 callee's key lands in any partition, usually another node's) and returns what it answered.
-`counter/{key}/record` is the Kafka sink: the record's value is the request id. `counter/{key}/slow`
-counts like `add`, with a step of PERDURE_TEST_SLOW_MS (default 1500) that logs its start too.
-PERDURE_TEST_STEP_MS (default 2) delays both sides of the write, so kills land inside steps too.
+`echo/say` (a service) answers its input. `counter/{key}/record` is the Kafka sink: the record's
+value is the request id. `counter/{key}/slow` counts like `add`, with a step of
+PERDURE_TEST_SLOW_MS (default 1500) that logs its start too. PERDURE_TEST_STEP_MS (default 2)
+delays both sides of the write, so kills land inside steps too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import uuid
 
 import perdure
-from perdure import ObjectContext, VirtualObject
+from perdure import Context, ObjectContext, Service, VirtualObject
 
 LOG_FD = os.open(os.environ["PERDURE_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 STEP_MS = float(os.environ.get("PERDURE_TEST_STEP_MS", "2"))
@@ -26,6 +27,7 @@ SLOW_MS = float(os.environ.get("PERDURE_TEST_SLOW_MS", "1500"))
 
 counter = VirtualObject("counter")
 relay = VirtualObject("relay")
+echo = Service("echo")
 
 
 async def log_request(rid: str) -> str:
@@ -76,4 +78,9 @@ async def relay_add(ctx: ObjectContext, rid: str) -> dict[str, object]:
     return answer
 
 
-app = perdure.App([counter, relay])
+@echo.handler("say")
+async def echo_say(ctx: Context, text: str) -> str:
+    return text
+
+
+app = perdure.App([counter, relay, echo])

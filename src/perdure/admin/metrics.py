@@ -49,6 +49,12 @@ def render(engine: Engine) -> str:
         [('{result="ok"}', c.completed_ok), ('{result="failed"}', c.completed_failed)],
     )
     out.one("journal_entries_total", "counter", "Journal entries appended since start.", c.journal_entries)
+    out.one(
+        "ingress_forwarded_total",
+        "counter",
+        "Ingress calls passed to the node on this machine that runs their partition.",
+        c.calls_forwarded,
+    )
     s, queued = engine.processor_stats()
     out.one("processor_commands_total", "counter", "Commands applied by the processor.", s.commands)
     out.one("processor_batches_total", "counter", "Batches committed (one commit each).", s.batches)

@@ -25,6 +25,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -33,6 +34,7 @@ from rich.markup import escape
 from perdure.config import EMBEDDED_CLUSTER, Settings, flag_name
 from perdure.errors import ConflictError, DatabaseInUse, InvalidInputError, UnknownTargetError
 from perdure.runtime import loop as event_loop
+from perdure.runtime import peers
 from perdure.runtime.http import Served, parser, serve
 from perdure.runtime.node import Engine
 from perdure.sdk.service import App, ServiceBase, ServiceKind
@@ -76,6 +78,13 @@ def default_ingress(engine: Engine) -> Any:
     from perdure.ingress import Ingress
 
     return Ingress(engine)
+
+
+def peer_ingress(engine: Engine) -> Any:
+    """The ingress on the node's peer socket: calls its neighbours forward (`perdure.runtime.peers`)."""
+    from perdure.ingress import Ingress
+
+    return Ingress(engine, peer=True)
 
 
 def default_admin(engine: Engine, ingress_url: str, settings: Settings) -> Any:
@@ -395,6 +404,7 @@ async def _serve_engine(
     except (OSError, sqlite3.Error) as e:  # a bad path or a file that is not a database
         raise StartupError(f"cannot open the database {settings.db}: {e} — set --db / PERDURE_DB") from None
     servers: list[Served] = []
+    peer_socket: Path | None = None
     try:
         ingress = await _listen(
             ingress_factory(engine),
@@ -412,6 +422,10 @@ async def _serve_engine(
             flag_name("admin_port"),
         )
         servers.append(admin)
+        if engine.cluster is not None and peers.enabled():  # calls for its partitions, from its neighbours
+            sock = peers.listening_socket(engine.cluster.node)
+            peer_socket = peers.socket_path(engine.cluster.node)
+            servers.append(await serve(peer_ingress(engine), log_level=settings.log_level, sock=sock))
         running = Running(engine, ingress, admin, broker, kafka)
         if engine.cluster is not None:
             await engine.cluster.advertise(ingress_url=ingress.url, admin_url=admin.url)
@@ -437,6 +451,9 @@ async def _serve_engine(
             await _stop_server(served, 0)
         await engine.stop()
         raise
+    finally:
+        if peer_socket is not None:
+            peer_socket.unlink(missing_ok=True)
 
 
 async def _shutdown(

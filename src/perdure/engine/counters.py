@@ -18,3 +18,4 @@ class Counters:
     deliveries_sent: int = 0  # effects written for another partition
     deliveries_applied: int = 0  # effects of other partitions applied here
     parked: int = 0  # Kafka records parked in the dead-letter store
+    calls_forwarded: int = 0  # ingress calls answered by the node on this machine that runs them

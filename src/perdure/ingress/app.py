@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import MutableMapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from perdure import __version__
@@ -37,6 +38,7 @@ from perdure.ingress.responses import (
     rfc3339,
 )
 from perdure.protocol import ids
+from perdure.runtime import peers
 from perdure.runtime.node import Engine
 from perdure.runtime.processor import ProcessorStopped
 from perdure.sdk.service import Handler
@@ -68,10 +70,15 @@ class Ingress:
         *,
         max_body_bytes: int = 10 * 1024 * 1024,
         default_idempotency_retention: timedelta = RETENTION,
+        peer: bool = False,
     ) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.default_idempotency_retention = default_idempotency_retention
+        # `peer`: this app serves the node's peer socket (`perdure.runtime.peers`): it takes the
+        # invocation ids that forwarding nodes chose, and never forwards again
+        self.peer = peer
+        self._forwarder: peers.Forwarder | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -132,6 +139,12 @@ class Ingress:
                 "handler: the workflow key already makes it run once"
             )
         check_content_type(handler, body, header(headers, b"content-type"))
+        assigned = header(headers, peers.ASSIGNED_ID) if self.peer else None
+        neighbour = None if self.peer else self._neighbour(handler, target.key, idempotency_key)
+        if neighbour is not None:
+            peer, assigned = neighbour
+            if await self._forward(peer, assigned, scope, body, send):
+                return
         now = self.engine.clock.now_ms()
         try:
             invocation_id, previously, waiter = await self.engine.submit(
@@ -143,6 +156,8 @@ class Ingress:
                 headers=forwarded_headers(headers, ingress_path),
                 delay=delay,
                 wait=not target.send,
+                invocation_id=assigned,
+                new=self.peer,  # forwarded once: the peer socket sees a call's first submission
             )
         except ConflictError as e:
             if not handler.workflow_run:
@@ -168,6 +183,61 @@ class Ingress:
         outcome = await self._wait(invocation_id, receive, waiter)
         if outcome is not None:
             await self._respond_outcome(send, invocation_id, outcome, handler, idempotency_key is not None)
+
+    def _neighbour(
+        self, handler: Handler, key: str | None, idempotency_key: str | None
+    ) -> tuple[Path, str | None] | None:
+        """Where to forward this call — the peer socket of the node on this machine that runs its
+        partition — with the id to give it (None: the id follows from the request); None to take
+        it here (a partition of this node or of another machine, or a service call: it runs in a
+        partition of this node)."""
+        cluster = self.engine.cluster
+        if cluster is None or not peers.enabled():
+            return None
+        service = handler.service.name
+        if key is not None:
+            partition_key = ids.partition_key(service, key)
+        elif idempotency_key is not None:
+            partition_key = ids.partition_key_of(
+                ids.idempotent_id(service, handler.name, key, idempotency_key)
+            )
+        else:
+            return None
+        node = cluster.neighbour_for(partition_key % cluster.database.partitions)
+        if node is None:
+            return None
+        fresh = idempotency_key is None and not handler.workflow_run
+        return peers.socket_path(node), ids.random_id(service, key) if fresh else None
+
+    async def _forward(
+        self, peer: Path, invocation_id: str | None, scope: Scope, body: bytes, send: Send
+    ) -> bool:
+        """Pass the call on to `peer` and relay its answer; False when it must be taken here instead
+        (the peer could not be reached, or its answer was lost: then with the same id, so a call
+        the peer accepted is found, not made twice)."""
+        forwarder = self._forwarder
+        if forwarder is None:
+            cluster = self.engine.cluster
+            assert cluster is not None
+            forwarder = self._forwarder = peers.Forwarder(cluster.node)
+        target = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        try:
+            status, headers, answer = await forwarder.forward(
+                peer,
+                scope["method"],
+                target + b"?" + query if query else target,
+                scope["headers"],
+                body,
+                invocation_id=invocation_id,
+            )
+        except (peers.Unreachable, peers.Broken) as e:
+            log.info("forwarding a call to %s failed (%s): taking it here", peer.name, e)
+            return False
+        self.engine.counters.calls_forwarded += 1
+        await send({"type": "http.response.start", "status": status, "headers": peers.relayed(headers)})
+        await send({"type": "http.response.body", "body": answer})
+        return True
 
     def _delay(self, target: routing.Invoke, query: bytes) -> timedelta | None:
         values = query_values(query, "delay") if query else []

@@ -25,6 +25,8 @@ NOT_FORWARDED = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        "x-perdure-forwarded",
+        "x-perdure-invocation-id",
         "x-restate-ingress-path",
     }
 )

@@ -93,6 +93,8 @@ class Cluster:
         self._epochs: dict[int, int] = {}  # partitions taken by this node, with their epochs
         self._tasks: list[asyncio.Task[None]] = []
         self.urls = ("", "")
+        self._owners: dict[int, str] = {}  # partition -> node, as of the last balance
+        self._neighbours: set[str] = set()  # other live nodes on this host
         self.outage = Outage(self.node)
 
     async def start(self, *, ingress_url: str = "", admin_url: str = "") -> None:
@@ -136,6 +138,12 @@ class Cluster:
         with contextlib.suppress(StoreUnavailable):
             await self.database.membership.leave()
 
+    def neighbour_for(self, partition: int) -> str | None:
+        """The live node on this machine that ran `partition` at the last balancing round, if any
+        (`perdure.runtime.peers` forwards its calls there)."""
+        owner = self._owners.get(partition)
+        return owner if owner in self._neighbours else None
+
     @property
     def owned(self) -> dict[int, int]:
         """Partitions this node holds, with their lease epochs."""
@@ -173,7 +181,11 @@ class Cluster:
                 await self._stop_partition(number, False)
                 self._epochs.pop(number, None)
         leases = await membership.leases()
-        alive = set(await membership.alive()) | {self.node}
+        members = await membership.members()
+        alive = {m.node for m in members if m.alive} | {self.node}
+        here = socket.gethostname()
+        self._neighbours = {m.node for m in members if m.alive and m.host == here} - {self.node}
+        self._owners = {lease.partition: lease.node for lease in leases if lease.node is not None}
         for lease in leases:
             epoch = self._epochs.get(lease.partition)
             if epoch is not None and (lease.node != self.node or lease.epoch != epoch):

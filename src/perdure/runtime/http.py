@@ -68,7 +68,7 @@ class Served:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"unix:{self.host}" if self.port == 0 else f"http://{self.host}:{self.port}"
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -106,7 +106,10 @@ async def serve(
     `sock`: serve on this bound socket instead (shared with other worker processes)."""
     if sock is None:
         sock = listening_socket(host, port)
-    host, bound_port = sock.getsockname()[:2]
+    if sock.family == socket.AF_UNIX:
+        host, bound_port = sock.getsockname(), 0  # a Unix socket: its path
+    else:
+        host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app, http=parser(), log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=5
     )

@@ -168,6 +168,7 @@ class Node(Client):
             router.whole = partitions.whole
         else:
             partitions.join(cluster)
+            router.owned = lambda: list(partitions.running)
             parts.cluster = Cluster(
                 cluster,
                 start_partition=partitions.start_leased,
@@ -398,11 +399,14 @@ class Node(Client):
         headers: Mapping[str, str] | None = None,
         delay: timedelta | float | None = None,
         wait: bool = False,
+        invocation_id: str | None = None,
+        new: bool = False,
     ) -> tuple[str, bool, asyncio.Future[Outcome] | None]:
         """Create an invocation (validated first); returns (id, previously accepted, result waiter).
 
         The lowest-level entry point: ingress and Kafka use it too. Returns once the invocation
-        is durably accepted.
+        is durably accepted. `invocation_id` and `new` are for nodes that forward calls
+        (`Router.submit`).
         """
         return await self._started().router.submit(
             service,
@@ -413,6 +417,8 @@ class Node(Client):
             headers=headers,
             delay=delay,
             wait=wait,
+            invocation_id=invocation_id,
+            new=new,
         )
 
     # ---- results and controls

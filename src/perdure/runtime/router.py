@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
@@ -104,6 +106,7 @@ class Router:
         # the owner applied the delivery the id is not in the store, yet attaching to it is valid
         self._submitted_elsewhere: dict[str, None] = {}
         self._completion_listeners = completion_listeners  # the node's: kept across restarts
+        self.owned: Callable[[], Sequence[int]] | None = None  # the partitions this node runs
 
     # ---- submissions
 
@@ -131,11 +134,16 @@ class Router:
         headers: Mapping[str, str] | None = None,
         delay: timedelta | float | None = None,
         wait: bool = False,
+        invocation_id: str | None = None,
+        new: bool = False,
     ) -> tuple[str, bool, asyncio.Future[Outcome] | None]:
         """Create an invocation (validated first); returns (id, previously accepted, result waiter).
 
         The lowest-level entry point: ingress and Kafka use it too. Returns once the invocation
-        is durably accepted.
+        is durably accepted. `invocation_id`: the id of a call without an idempotency key, chosen
+        by the node that forwarded it (`perdure.runtime.peers`), so that repeating the call after a
+        lost answer finds it instead of making a second one; `new`: this is its first submission
+        (no lookup for an earlier one).
         """
         h = self.target(service, handler, key)
         check_text(key=key, idempotency_key=idempotency_key, headers=headers)
@@ -145,6 +153,8 @@ class Router:
             raise InvalidInputError(f"invalid input for {h.qualified_name}: {e}") from e
         if idempotency_key is not None and not idempotency_key:
             raise InvalidInputError("an idempotency key must not be empty")
+        assigned = invocation_id
+        fresh = False
         if h.workflow_run:
             if idempotency_key is not None:
                 raise InvalidInputError(
@@ -154,9 +164,18 @@ class Router:
             invocation_id = ids.workflow_id(service, key)
         elif idempotency_key is not None:
             invocation_id = ids.idempotent_id(service, handler, key, idempotency_key)
+        elif assigned is not None:
+            if not ids.is_valid(assigned) or (
+                key is not None and ids.partition_key_of(assigned) != ids.partition_key(service, key)
+            ):
+                raise InvalidInputError(f"{assigned!r} is not an invocation id of {h.qualified_name}")
+            invocation_id = assigned
+            # else maybe stored already: looked up like an idempotent call's (also when it goes on to
+            # another node: the forwarding node may send it there too after a lost answer)
+            fresh = new and self.partition_for(assigned) is not None
         else:
-            invocation_id = ids.random_id(service, key)
-        fresh = idempotency_key is None and not h.workflow_run  # a random id: nobody has it yet
+            invocation_id = self._random_id(service, key)
+            fresh = True  # a random id: nobody has it yet
         waiter: asyncio.Future[Outcome] | None = None
         if wait:
             waiter = asyncio.get_running_loop().create_future()
@@ -203,6 +222,17 @@ class Router:
                 f"the workflow method was already invoked for {service}/{key}: attach to it instead"
             )
         return invocation_id, previously, waiter
+
+    def _random_id(self, service: str, key: str | None) -> str:
+        """A new id. A service call (no key) may run in any partition: in a cluster, one this node
+        runs, so that it never waits for another node."""
+        if key is None and self._cluster is not None and self.owned is not None:
+            owned = self.owned()
+            if owned:
+                count = self._cluster.partitions
+                partition_key = random.randrange(2**64 // count) * count + random.choice(owned)
+                return ids.encode(partition_key, os.urandom(16))
+        return ids.random_id(service, key)
 
     # ---- waiting for results
 
