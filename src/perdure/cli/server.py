@@ -423,9 +423,13 @@ async def _serve_engine(
         )
         servers.append(admin)
         if engine.cluster is not None and peers.enabled():  # calls for its partitions, from its neighbours
-            sock = peers.listening_socket(engine.cluster.node)
-            peer_socket = peers.socket_path(engine.cluster.node)
-            servers.append(await serve(peer_ingress(engine), log_level=settings.log_level, sock=sock))
+            try:
+                sock = peers.listening_socket(engine.cluster.node)
+            except OSError as e:  # the others reach this node through the database
+                log.warning("no peer socket (%s): calls for this node go through the database", e)
+            else:
+                peer_socket = peers.socket_path(engine.cluster.node)
+                servers.append(await serve(peer_ingress(engine), log_level=settings.log_level, sock=sock))
         running = Running(engine, ingress, admin, broker, kafka)
         if engine.cluster is not None:
             await engine.cluster.advertise(ingress_url=ingress.url, admin_url=admin.url)

@@ -59,7 +59,8 @@ def enabled() -> bool:
 
 
 def socket_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "perdure-peers"
+    """The folder of this user's peer sockets (the temporary folder is shared by every user)."""
+    return Path(tempfile.gettempdir()) / f"perdure-peers-{os.getuid()}"
 
 
 def socket_path(node: str) -> Path:
