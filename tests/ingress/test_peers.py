@@ -67,6 +67,10 @@ async def test_a_request_goes_over_the_unix_socket_and_the_connection_is_kept(tm
         assert sent[peers.FORWARDED] == b"node-a" and peers.ASSIGNED_ID not in sent
         assert dict(second["headers"])[peers.ASSIGNED_ID] == b"inv_1"
         assert len(forwarder._idle[path]) == 1  # one connection, used twice
+        (kept,) = forwarder._idle[path]
+        kept.idle_since -= peers.IDLE_REUSED_S  # idle too long: uvicorn may be closing it now
+        await forwarder.forward(path, "POST", b"/x", [], b"3")
+        assert forwarder._idle[path] != [kept] and kept.writer.is_closing()
     finally:
         forwarder.close()
         await served.stop()

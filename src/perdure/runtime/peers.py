@@ -28,10 +28,9 @@ import contextlib
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import h11
 
 #: The request header that marks a forwarded call (its value: the forwarding node).
 FORWARDED = b"x-perdure-forwarded"
@@ -42,6 +41,9 @@ ENV = "PERDURE_FORWARD"
 
 _READ = 64 * 1024
 _IDLE_KEPT = 64  # idle connections kept per peer
+#: An idle connection is used again only this soon: uvicorn closes one idle for 5 s, and a request
+#: sent as it does would be lost with the connection (then taken here, by the durable path).
+IDLE_REUSED_S = 3.0
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -93,12 +95,12 @@ def listening_socket(node: str) -> socket.socket:
 
 
 class _Connection:
-    __slots__ = ("h11", "reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(our_role=h11.CLIENT)
+        self.idle_since = 0.0
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -106,7 +108,10 @@ class _Connection:
 
 
 class Forwarder:
-    """Keep-alive HTTP/1.1 connections to the peers' Unix sockets (a LIFO of idle ones per peer)."""
+    """Keep-alive HTTP/1.1 connections to the peers' Unix sockets (a LIFO of idle ones per peer).
+
+    The other end is always a perdure node's uvicorn, so the exchange is written and read here in
+    a few lines: the request's headers were already checked by this node's own HTTP parser."""
 
     def __init__(self, node: str) -> None:
         self.node = node.encode()
@@ -125,35 +130,37 @@ class Forwarder:
         """The peer's answer to the request: (status, headers, body). Raises `Unreachable` when
         nothing was sent, `Broken` when the answer was lost after the request was sent."""
         conn = await self._connection(peer)
-        outgoing = [(k, v) for k, v in headers if k.lower() not in _HOP]
-        outgoing += [(b"host", b"perdure-peer"), (b"content-length", str(len(body)).encode())]
-        outgoing.append((FORWARDED, self.node))
+        head = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: perdure-peer\r\n"]
+        for name, value in headers:
+            if name.lower() not in _HOP:
+                head += (name, b": ", value, b"\r\n")
+        head += (b"content-length: ", str(len(body)).encode(), b"\r\n", FORWARDED, b": ", self.node, b"\r\n")
         if invocation_id is not None:
-            outgoing.append((ASSIGNED_ID, invocation_id.encode()))
+            head += (ASSIGNED_ID, b": ", invocation_id.encode(), b"\r\n")
+        head += (b"\r\n", body)
         try:
-            data = conn.h11.send(h11.Request(method=method, target=target, headers=outgoing))
-            data = (data or b"") + (conn.h11.send(h11.Data(data=body)) or b"") if body else data
-            conn.writer.write((data or b"") + (conn.h11.send(h11.EndOfMessage()) or b""))
-            response = await self._next(conn)
-            assert isinstance(response, h11.Response)
-            chunks = []
-            while True:
-                event = await self._next(conn)
-                if isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-        except (OSError, h11.ProtocolError, AssertionError, EOFError) as e:
+            conn.writer.write(b"".join(head))
+            status, answer_headers, answer, keep = await _response(conn.reader)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
             conn.close()
             raise Broken(f"the connection to the node that runs the call's partition broke: {e!r}") from e
-        self._release(peer, conn)
-        return response.status_code, list(response.headers), b"".join(chunks)
+        if keep:
+            conn.idle_since = time.monotonic()
+            idle = self._idle.setdefault(peer, [])
+            if len(idle) < _IDLE_KEPT:
+                idle.append(conn)
+            else:
+                conn.close()
+        else:
+            conn.close()
+        return status, answer_headers, answer
 
     async def _connection(self, peer: Path) -> _Connection:
         idle = self._idle.get(peer)
         while idle:
             conn = idle.pop()
-            if not conn.writer.is_closing() and not conn.reader.at_eof():
+            fresh = time.monotonic() - conn.idle_since < IDLE_REUSED_S
+            if fresh and not conn.writer.is_closing() and not conn.reader.at_eof():
                 return conn
             conn.close()
         try:
@@ -162,30 +169,39 @@ class Forwarder:
             raise Unreachable(f"{peer}: {e}") from e
         return _Connection(reader, writer)
 
-    async def _next(self, conn: _Connection) -> object:
-        while True:
-            event = conn.h11.next_event()
-            if event is not h11.NEED_DATA:
-                if isinstance(event, h11.ConnectionClosed):
-                    raise EOFError("the peer closed the connection")
-                return event
-            data = await conn.reader.read(_READ)
-            conn.h11.receive_data(data)  # b"": the peer closed (h11 raises if mid-message)
-
-    def _release(self, peer: Path, conn: _Connection) -> None:
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
-            idle = self._idle.setdefault(peer, [])
-            if len(idle) < _IDLE_KEPT:
-                idle.append(conn)
-                return
-        conn.close()
-
     def close(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+    """One HTTP/1.1 response: status, headers (lower-case names), body, and whether the connection
+    stays open. Raises ValueError for what uvicorn would not send, IncompleteReadError on EOF."""
+    lines = (await reader.readuntil(b"\r\n\r\n"))[:-4].split(b"\r\n")
+    version, status, _ = lines[0].split(b" ", 2)
+    if version != b"HTTP/1.1":
+        raise ValueError(f"not an HTTP/1.1 response: {lines[0]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ValueError(f"a malformed header line: {line!r}")
+        headers.append((name.strip().lower(), value.strip()))
+    fields = dict(headers)
+    keep = fields.get(b"connection", b"").lower() != b"close"
+    if b"content-length" in fields:
+        return int(status), headers, await reader.readexactly(int(fields[b"content-length"])), keep
+    if fields.get(b"transfer-encoding", b"").lower() != b"chunked":
+        raise ValueError("a response without content-length or chunked encoding")
+    chunks: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # uvicorn sends no trailers: the empty line
+            return int(status), headers, b"".join(chunks), keep
+        chunks.append((await reader.readexactly(size + 2))[:-2])
 
 
 def relayed(headers: Headers) -> list[tuple[bytes, bytes]]:
