@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perdure.engine.actions import Action, Completed, Notify, StartAttempt
+from perdure.engine.actions import Action
 from perdure.engine.commands import (
     Cancel,
     Discard,
@@ -42,6 +42,7 @@ from perdure.runtime.cluster import Cluster, Timing
 from perdure.runtime.invoker import InProcessInvoker
 from perdure.runtime.partition import Partition
 from perdure.runtime.partitions import Partitions
+from perdure.runtime.parts import NodeEffects, Parts
 from perdure.runtime.processor import Stats
 from perdure.runtime.router import Router
 from perdure.runtime.sweeper import Sweeper
@@ -71,25 +72,6 @@ log = logging.getLogger("perdure.node")
 _NOT_STARTED = "the engine is not started: use `async with Engine(...)`"
 
 
-class _Parts:
-    """What a started node is made of (all of it, or nothing)."""
-
-    def __init__(
-        self,
-        store: Database | ClusterDatabase,
-        catalog: Catalog,
-        partitions: Partitions,
-        attempts: Attempts,
-        router: Router,
-    ) -> None:
-        self.store = store
-        self.catalog = catalog
-        self.partitions = partitions
-        self.attempts = attempts
-        self.router = router
-        self.cluster: Cluster | None = None
-
-
 class Node(Client):
     """perdure's engine in this process: an async context manager.
 
@@ -116,7 +98,7 @@ class Node(Client):
         self.sweep_interval = sweep_interval
         self.clock: Clock = clock or SystemClock()
         self._store_arg = store
-        self._parts: _Parts | None = None
+        self._parts: Parts | None = None
         self.counters = Counters()
         self.kafka: KafkaIntake | None = None
         self.egress: Egress | None = None  # produces what handlers emit (ctx.emit)
@@ -142,7 +124,7 @@ class Node(Client):
         self.counters = Counters()
         from perdure.runtime.remote import RemoteInvoker  # h2 and h11 load with a started engine only
 
-        effects = _Effects()
+        effects = NodeEffects()
         partitions = Partitions(
             catalog.registry, self.clock, effects, self.counters, busy=effects.busy, abort=effects.abort_where
         )
@@ -161,7 +143,7 @@ class Node(Client):
             cluster=cluster,
             completion_listeners=self._completion_listeners,
         )
-        parts = self._parts = effects.parts = _Parts(opened, catalog, partitions, attempts, router)
+        parts = self._parts = effects.parts = Parts(opened, catalog, partitions, attempts, router)
         if cluster is None:
             assert not isinstance(opened, ClusterDatabase)
             await partitions.start_whole(opened)
@@ -329,7 +311,7 @@ class Node(Client):
         await parts.store.close()
         parts.router.cancel_waiters()
 
-    def _started(self) -> _Parts:
+    def _started(self) -> Parts:
         if self._parts is None:
             raise PerdureError(_NOT_STARTED)
         return self._parts
@@ -602,48 +584,6 @@ def _letter_order(inv: Invocation) -> tuple[str, str, int, int, int]:
     letter = inv.dead_letter
     assert letter is not None
     return (letter.subscription, letter.topic, letter.partition, letter.offset, inv.created_at)
-
-
-class _Effects:
-    """A partition's actions for the rest of the node: attempts run, completions answered."""
-
-    __slots__ = ("on_egress", "parts")
-
-    def __init__(self) -> None:
-        self.parts: _Parts | None = None  # set once the node's parts are built
-        self.on_egress: Callable[[int], None] | None = None  # the Kafka egress, once started
-
-    def _parts(self) -> _Parts:
-        assert self.parts is not None
-        return self.parts
-
-    def start(self, action: StartAttempt) -> None:
-        self._parts().attempts.start(action)
-
-    def notify(self, action: Notify) -> None:
-        self._parts().attempts.notify(action)
-
-    def abort(self, invocation_id: str) -> None:
-        self._parts().attempts.abort(invocation_id)
-
-    def abort_where(self, which: Callable[[str], bool]) -> None:
-        self._parts().attempts.abort_where(which)
-
-    def busy(self, which: Callable[[str], bool]) -> bool:
-        return self._parts().attempts.busy(which)
-
-    def completed(self, action: Completed) -> None:
-        self._parts().router.completed(action)
-
-    def delivered(self, partition: int) -> None:
-        """Wake the partition at once when it runs here (others hear it by NOTIFY)."""
-        running = self._parts().partitions.running.get(partition)
-        if running is not None:
-            running.poke()
-
-    def egress_pending(self, partition: int) -> None:
-        if self.on_egress is not None:
-            self.on_egress(partition)
 
 
 #: The public name (`perdure.Engine`): a node running every partition of its own database.
