@@ -14,7 +14,8 @@ Failover: three nodes; ten times, a node running a partition is SIGKILLed while 
 key of that partition through another node; the time from the kill to the first such call that
 completes — its partition running on a survivor — then the node is started again.
 
-Each configuration runs on a fresh database (created and dropped on 127.0.0.1:5432).
+Each configuration runs on a fresh database of its own (named with this process's pid, so concurrent
+runs do not drop each other's; created and dropped on 127.0.0.1:5432).
 
     .venv/bin/python bench/cluster.py
     .venv/bin/python bench/cluster.py --count 20000 --skip failover
@@ -188,7 +189,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def throughput(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    db = Database(f"perdure_bench_cluster_{workers}")
+    db = Database(f"perdure_bench_cluster_{workers}_{os.getpid()}")
     server = Serve(db.url, workers, tmp / f"serve{workers}.log")
     try:
         host, port = server.ingress
@@ -227,7 +228,7 @@ def key_in(partitions: list[int]) -> str:
 
 
 def failover(rounds: int, tmp: Path) -> list[float]:
-    db = Database("perdure_bench_failover")
+    db = Database(f"perdure_bench_failover_{os.getpid()}")
     nodes = [Serve(db.url, 1, tmp / f"node{n}.log") for n in range(3)]
     times: list[float] = []
     try:
