@@ -347,6 +347,11 @@ class Reader(Protocol):
     """Read-only access to committed data (tools, tests, the admin API)."""
 
     def get_invocation(self, invocation_id: str) -> Invocation | None: ...
+    def get_invocations(self, invocation_ids: Sequence[str]) -> dict[str, Invocation]:
+        """The stored invocations among `invocation_ids`, by id (an unknown id is left out), read in
+        one query: a node told of many completions at once looks them up together."""
+        ...
+
     def read_journal(self, invocation_id: str) -> list[Entry]: ...
     def get_all_state(self, service: str, key: str) -> dict[bytes, bytes]: ...
     def list_invocations(
@@ -507,8 +512,9 @@ class ClusterDatabase(CatalogStore, Protocol):
         """The store of a partition this node holds `lease` of: its commits check the lease."""
         ...
 
-    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[Delivery]:
-        """Deliveries waiting for `partition`, oldest first, past id `after`."""
+    def deliveries(self, partitions: Sequence[int], *, limit: int = 1000) -> dict[int, list[Delivery]]:
+        """The oldest `limit` deliveries waiting for each of `partitions`, oldest first, by partition
+        (one with none is left out), read in one query."""
         ...
 
     async def send(self, deliveries: Sequence[tuple[int, str, bytes]]) -> None:

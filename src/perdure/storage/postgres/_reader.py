@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -14,6 +14,7 @@ _decode = msgspec.msgpack.Decoder(Invocation).decode
 Execute = Callable[[str, Any], list[tuple[Any, ...]]]
 
 _GET_INVOCATION = "SELECT record FROM invocations WHERE id = %s"
+_GET_INVOCATIONS = "SELECT id, record FROM invocations WHERE id = ANY(%s)"
 _READ_JOURNAL = (
     "SELECT type, payload FROM journal WHERE seq ="
     " (SELECT seq FROM invocations WHERE id = %(id)s UNION ALL SELECT seq FROM journal_ids WHERE id = %(id)s"
@@ -27,8 +28,11 @@ _COMPLETED_BEFORE = (
 _COUNT = "SELECT status, count(*) FROM invocations GROUP BY status"
 _OFFSETS = "SELECT topic, kafka_partition, next_offset, epoch FROM kafka_offsets WHERE subscription = %s"
 _TIMERS = "SELECT id, fire_at, kind, invocation_id, completion_id FROM timers{} ORDER BY fire_at, id"
+# Per partition, an index scan of (partition, id) that stops after `limit` rows.
 _DELIVERIES = (
-    "SELECT id, partition, body FROM deliveries WHERE partition = %s AND id > %s ORDER BY id LIMIT %s"
+    "SELECT d.id, d.partition, d.body FROM unnest(%s::int[]) AS p (partition), LATERAL"
+    " (SELECT id, partition, body FROM deliveries WHERE partition = p.partition ORDER BY id LIMIT %s) AS d"
+    " ORDER BY d.partition, d.id"
 )
 
 
@@ -41,6 +45,9 @@ class Reader:
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         rows = self._execute(_GET_INVOCATION, (invocation_id,))
         return _decode(rows[0][0]) if rows else None
+
+    def get_invocations(self, invocation_ids: Sequence[str]) -> dict[str, Invocation]:
+        return {i: _decode(r) for i, r in self._execute(_GET_INVOCATIONS, (list(invocation_ids),))}
 
     def read_journal(self, invocation_id: str) -> list[Entry]:
         return [Entry(t, bytes(p)) for t, p in self._execute(_READ_JOURNAL, {"id": invocation_id})]
@@ -88,6 +95,9 @@ class Reader:
         rows = self._execute(_OFFSETS, (subscription_id,))
         return {(topic, p): Position(n, epoch) for topic, p, n, epoch in rows}
 
-    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[Delivery]:
-        """Deliveries waiting for `partition`, oldest first, past id `after`."""
-        return [Delivery(i, p, bytes(b)) for i, p, b in self._execute(_DELIVERIES, (partition, after, limit))]
+    def deliveries(self, partitions: Sequence[int], *, limit: int = 1000) -> dict[int, list[Delivery]]:
+        """The oldest `limit` deliveries waiting for each of `partitions`, oldest first, by partition."""
+        found: dict[int, list[Delivery]] = {}
+        for i, p, b in self._execute(_DELIVERIES, (list(partitions), limit)):
+            found.setdefault(p, []).append(Delivery(i, p, bytes(b)))
+        return found
