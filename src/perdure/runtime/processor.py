@@ -53,7 +53,7 @@ class Processor:
         machine: StateMachine,
         dispatch: Callable[[list[Action]], None],
         *,
-        max_batch: int = int(__import__("os").environ.get("X_MB", "2048")),
+        max_batch: int = 2048,
     ) -> None:
         self._store = store
         self._machine = machine
