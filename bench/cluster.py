@@ -7,7 +7,8 @@ bench/ingress.py's raw client in a separate process:
 
 - saturation: COUNT calls at concurrency 64 — calls/s, p50/p99, and CPU per invocation of the
   perdure processes and of PostgreSQL (every `postgres` process on the machine, so other load on it
-  counts too: run it on a quiet machine);
+  counts too: run it on a quiet machine), and PostgreSQL transactions per invocation (of the
+  bench's database only: each read outside a transaction counts as one, whatever else runs);
 - paced: 500 calls/s for PACED_S seconds, open loop, latency from each call's planned send time.
 
 Failover: three nodes; ten times, a node running a partition is SIGKILLed while a client calls a
@@ -47,6 +48,7 @@ PARTITIONS = 24
 TARGET_RATE, TARGET_P99_MS, TARGET_SCALE, TARGET_FAILOVER_S = 2_000, 30.0, 1.5, 5.0
 RESTATE_RATE = 245  # restate-server 1.7 + its Python SDK, same handler, c=64 (docs/performance.md)
 TICK = os.sysconf("SC_CLK_TCK")
+STATS_S = 2.0  # PostgreSQL's backends report their transaction counts within about a second
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -96,6 +98,15 @@ class Database:
     def drop(self) -> None:
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+    def transactions(self) -> int:
+        """Transactions run in this database so far, once its backends reported them (they do within
+        a second of their last statement while busy: wait that long after a load first)."""
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (self.name,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
 
 class Serve(Server):
@@ -194,13 +205,16 @@ def throughput(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, f
     try:
         host, port = server.ingress
         in_load_process(load_process, ("saturate", host, port, args.keys, 0, args.keys, 120), 120)  # warm-up
+        time.sleep(STATS_S)
         pg, engine = postgres_pids(), children(server.proc.pid)
-        cpu_pg, cpu_engine = cpu_of(pg), cpu_of(engine)
+        cpu_pg, cpu_engine, xacts = cpu_of(pg), cpu_of(engine), db.transactions()
         high = in_load_process(
             load_process, ("saturate", host, port, args.count, args.keys, args.keys, 180), 180
         )
         done = max(len(high["latencies"]), 1)
         cpu_pg, cpu_engine = cpu_of(pg) - cpu_pg, cpu_of(children(server.proc.pid)) - cpu_engine
+        time.sleep(STATS_S)
+        xacts = db.transactions() - xacts
         low = in_load_process(
             load_process, ("paced", host, port, 500, args.paced_s, args.keys + args.count, args.keys), 120
         )
@@ -211,6 +225,7 @@ def throughput(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, f
             "failed": high["failed"] + low["failed"],
             "engine_us": cpu_engine / done * 1e6,
             "pg_us": cpu_pg / done * 1e6,
+            "xacts": xacts / done,
             "paced_p50": pct(low["latencies"], 0.5),
             "paced_p99": pct(low["latencies"], 0.99),
         }
@@ -290,6 +305,7 @@ def main() -> None:
                  f"p99 <= {TARGET_P99_MS:g}" if workers == 1 else ""),
                 (label, "CPU us per invocation: perdure / PostgreSQL",
                  f"{r['engine_us']:.0f} / {r['pg_us']:.0f}", ""),
+                (label, "PostgreSQL transactions per invocation", f"{r['xacts']:.2f}", ""),
                 (label, "failed calls", f"{r['failed']:.0f}", ""),
             ]  # fmt: skip
         if "one" in results and "two" in results:
