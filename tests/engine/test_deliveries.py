@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from perdure.engine import bodies
 from perdure.engine.actions import Accepted, Completed, Delivered, StartAttempt
 from perdure.engine.commands import AttemptOutput, Cancel, Deliver, Invoke, Kill
@@ -149,3 +151,48 @@ async def test_a_kill_cascades_to_calls_in_another_partition() -> None:
     inv = c.store.reader().get_invocation(child)
     assert inv is not None and inv.outcome is not None and inv.outcome.failure is not None
     assert inv.outcome.failure.code == 409
+
+
+class LookupsCounted:
+    """A transaction that records which invocations were looked up in it."""
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+        self.looked_up: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.txn, name)
+
+    def get_invocation(self, invocation_id: str) -> Any:
+        self.looked_up.append(invocation_id)
+        return self.txn.get_invocation(invocation_id)
+
+
+async def test_a_fresh_submission_is_created_without_looking_its_id_up() -> None:
+    c = Cluster()
+    fresh, other = id_in(1), id_in(1)
+    txn = c.store.begin()
+    for invocation_id in (fresh, other):
+        body = bodies.Invoked(
+            invocation_id=invocation_id, service="svc", handler="go", key=None, input=b"{}",
+            fresh=invocation_id == fresh,
+        )  # fmt: skip
+        txn.put_delivery(1, bodies.encode(body))
+    await c.store.commit(txn)
+
+    txn = LookupsCounted(c.store.begin())
+    actions = c.machines[1].apply(txn, Deliver(c.waiting(1)))  # type: ignore[arg-type]
+    await c.store.commit(txn.txn)
+    assert [a.invocation_id for a in actions if type(a) is Accepted] == [fresh, other]
+    assert fresh not in txn.looked_up and other in txn.looked_up
+    assert c.status(fresh) is Status.RUNNING and c.status(other) is Status.RUNNING
+
+
+def test_an_invoked_body_stored_before_fresh_existed_decodes_as_not_fresh() -> None:
+    old = msgspec.msgpack.encode(
+        {"kind": "invoke", "invocation_id": "inv_1", "service": "svc", "handler": "go", "key": None,
+         "input": b"{}"}
+    )  # fmt: skip
+    body = bodies.decode(old)
+    assert isinstance(body, bodies.Invoked) and body.invocation_id == "inv_1"
+    assert body.fresh is False

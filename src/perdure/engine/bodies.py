@@ -32,6 +32,9 @@ class Invoked(_Body, tag="invoke", kw_only=True):
     failure: Failure | None = None
     on_failure: str | None = None
     queue_key: str | None = None
+    # A random id the sender just generated (an ingress submission): the owner need not look it
+    # up. Absent from bodies stored before the field existed, which then decode as not fresh.
+    fresh: bool = False
 
 
 class Notified(_Body, tag="notify"):

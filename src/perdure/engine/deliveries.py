@@ -39,6 +39,7 @@ def _effect(step: Step, body: bodies.Body) -> None:
                     failure=body.failure,
                     on_failure=body.on_failure,
                     queue_key=body.queue_key,
+                    fresh=body.fresh,  # a delivery applies once, so a fresh id is still unused
                 ),
             )
         case bodies.Notified():

@@ -181,7 +181,7 @@ class Router:
                     await self._send(bodies.Invoked(
                         invocation_id=invocation_id, service=service, handler=handler, key=key,
                         input=payload, headers=list(command.headers), idempotency_key=idempotency_key,
-                        execute_at=command.execute_at,
+                        execute_at=command.execute_at, fresh=fresh,
                     ))  # fmt: skip
                     self._remember_submitted(invocation_id)
                     return invocation_id, False, waiter
