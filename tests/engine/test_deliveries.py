@@ -181,7 +181,7 @@ async def test_a_fresh_submission_is_created_without_looking_its_id_up() -> None
     await c.store.commit(txn)
 
     txn = LookupsCounted(c.store.begin())
-    actions = c.machines[1].apply(txn, Deliver(c.waiting(1)))  # type: ignore[arg-type]
+    actions = c.machines[1].apply(txn, Deliver(c.waiting(1)))
     await c.store.commit(txn.txn)
     assert [a.invocation_id for a in actions if type(a) is Accepted] == [fresh, other]
     assert fresh not in txn.looked_up and other in txn.looked_up

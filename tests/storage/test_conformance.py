@@ -330,6 +330,18 @@ async def test_list_invocations_filters_order_and_limit(store: Store) -> None:
     assert ids(status=Status.SCHEDULED) == []
 
 
+async def test_get_invocations_reads_the_stored_ones_of_many_ids(store: Store) -> None:
+    records = [full_invocation("x1"), inv("x2", status=Status.COMPLETED), inv('x\'3, "q"')]
+    async with committed(store) as t:
+        for r in records:
+            t.put_invocation(r)
+    reader = store.reader()
+    wanted = ['x\'3, "q"', "missing", "x1", "x2", "x1"]  # an unknown id, a repeat, quotes and a comma
+    assert reader.get_invocations(wanted) == {r.id: r for r in records}
+    assert reader.get_invocations(["x2"]) == {"x2": records[1]}
+    assert reader.get_invocations(["missing"]) == reader.get_invocations([]) == {}
+
+
 async def test_count_invocations_lists_every_status(store: Store) -> None:
     assert store.reader().count_invocations() == dict.fromkeys(Status, 0)
     statuses = [Status.RUNNING, Status.RUNNING, Status.SUSPENDED, Status.COMPLETED]

@@ -254,14 +254,15 @@ class Router:
         return set(self._waiters)
 
     def completed_elsewhere(self, invocation_ids: Sequence[str]) -> None:
-        """Another node announced completions: answer the waiters here, tell the listeners."""
-        reader = None
-        for invocation_id in invocation_ids:
-            if self.partition_for(invocation_id) is not None:
-                continue  # completed here: answered already
-            if invocation_id in self._waiters:
-                reader = reader or self.reader()
-                inv = reader.get_invocation(invocation_id)
+        """Another node announced completions: answer the waiters here, tell the listeners.
+
+        The awaited ones are read in one query, however many one announcement names."""
+        elsewhere = [i for i in invocation_ids if self.partition_for(i) is None]  # else answered already
+        awaited = {i for i in elsewhere if i in self._waiters}
+        stored = self.reader().get_invocations(list(awaited)) if awaited else {}
+        for invocation_id in elsewhere:
+            if invocation_id in awaited:
+                inv = stored.get(invocation_id)
                 if inv is None or inv.outcome is None or inv.status not in (Status.COMPLETED, Status.PARKED):
                     continue
                 for waiter in self._waiters.pop(invocation_id, ()):

@@ -209,6 +209,10 @@ class _Reader:
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         return self._t.get_invocation(invocation_id)
 
+    def get_invocations(self, invocation_ids: Sequence[str]) -> dict[str, Invocation]:
+        records = self._t.invocations
+        return {i: _DECODE_INVOCATION(records[i]) for i in invocation_ids if i in records}
+
     def read_journal(self, invocation_id: str) -> list[Entry]:
         return self._t.read_journal(invocation_id)
 

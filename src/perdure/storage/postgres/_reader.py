@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -14,6 +14,7 @@ _decode = msgspec.msgpack.Decoder(Invocation).decode
 Execute = Callable[[str, Any], list[tuple[Any, ...]]]
 
 _GET_INVOCATION = "SELECT record FROM invocations WHERE id = %s"
+_GET_INVOCATIONS = "SELECT id, record FROM invocations WHERE id = ANY(%s)"
 _READ_JOURNAL = (
     "SELECT type, payload FROM journal WHERE seq ="
     " (SELECT seq FROM invocations WHERE id = %(id)s UNION ALL SELECT seq FROM journal_ids WHERE id = %(id)s"
@@ -41,6 +42,9 @@ class Reader:
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         rows = self._execute(_GET_INVOCATION, (invocation_id,))
         return _decode(rows[0][0]) if rows else None
+
+    def get_invocations(self, invocation_ids: Sequence[str]) -> dict[str, Invocation]:
+        return {i: _decode(r) for i, r in self._execute(_GET_INVOCATIONS, (list(invocation_ids),))}
 
     def read_journal(self, invocation_id: str) -> list[Entry]:
         return [Entry(t, bytes(p)) for t, p in self._execute(_READ_JOURNAL, {"id": invocation_id})]

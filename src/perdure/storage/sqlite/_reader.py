@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 
 import msgspec
 
@@ -11,6 +13,8 @@ from perdure.storage.api import Entry, Invocation, Position, Status, Timer
 _decode = msgspec.msgpack.Decoder(Invocation).decode
 
 _GET_INVOCATION = "SELECT record FROM invocations WHERE id = ?"
+# The ids as one JSON array: one statement whatever their number (no limit on bound parameters).
+_GET_INVOCATIONS = "SELECT id, record FROM invocations WHERE id IN (SELECT value FROM json_each(?))"
 _READ_JOURNAL = (
     "SELECT type, payload FROM journal WHERE seq ="
     " (SELECT seq FROM invocations WHERE id = ?1 UNION ALL SELECT seq FROM journal_ids WHERE id = ?1)"
@@ -45,6 +49,10 @@ class Reader:
     def get_invocation(self, invocation_id: str) -> Invocation | None:
         rows = self._execute(_GET_INVOCATION, (invocation_id,)).fetchall()
         return _decode(rows[0][0]) if rows else None
+
+    def get_invocations(self, invocation_ids: Sequence[str]) -> dict[str, Invocation]:
+        rows = self._execute(_GET_INVOCATIONS, (json.dumps(list(invocation_ids)),)).fetchall()
+        return {i: _decode(r) for i, r in rows}
 
     def read_journal(self, invocation_id: str) -> list[Entry]:
         return [Entry(t, p) for t, p in self._execute(_READ_JOURNAL, (invocation_id,)).fetchall()]
