@@ -120,6 +120,21 @@ async def test_a_lost_connection_is_retried_and_nothing_is_lost(postgres: Postgr
         await database.close()
 
 
+async def test_deliveries_of_several_partitions_are_read_oldest_first_up_to_a_limit_each(
+    postgres: Postgres,
+) -> None:
+    database = Database(postgres(), partitions=4, node="inbox")
+    try:
+        sent = [(2, "s:1", b"a"), (0, "s:2", b"b"), (2, "s:3", b"c"), (2, "s:4", b"d"), (3, "s:5", b"e")]
+        await database.send(sent)
+        found = database.deliveries([0, 1, 2], limit=2)  # partition 3 not asked, 1 has none
+        assert {p: [d.body for d in rows] for p, rows in found.items()} == {0: [b"b"], 2: [b"a", b"c"]}
+        assert all(d.partition == p for p, rows in found.items() for d in rows)
+        assert [d.body for d in database.deliveries([2, 3])[2]] == [b"a", b"c", b"d"]
+    finally:
+        await database.close()
+
+
 async def test_the_partition_count_is_fixed_when_the_database_is_created(postgres: Postgres) -> None:
     url = postgres()
     created = Database(url, partitions=6)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from perdure.engine.actions import (
@@ -38,8 +38,6 @@ log = logging.getLogger("perdure.partition")
 
 #: A partition looks for deliveries this often even when nobody pokes it (a lost notification).
 DELIVERY_POLL_S = 1.0
-#: Deliveries applied per command.
-DELIVERY_BATCH = 500
 
 
 class Effects(Protocol):
@@ -57,8 +55,8 @@ class Partition:
     """The engine of partition `number` (see the module docstring).
 
     `partitioning` says which invocations it owns (by default: every one, the one partition of an
-    engine alone on its database); `deliveries(number, limit)` reads what others delivered to it
-    (None: nothing can be, there are no others).
+    engine alone on its database); `deliveries(number)` reads what others delivered to it, oldest
+    first (None: nothing can be, there are no others).
     """
 
     def __init__(
@@ -71,7 +69,7 @@ class Partition:
         counters: Counters,
         number: int = 0,
         partitioning: Partitioning = EVERYTHING,
-        deliveries: Callable[[int, int], Sequence[Delivery]] | None = None,
+        deliveries: Callable[[int], Awaitable[Sequence[Delivery]]] | None = None,
     ) -> None:
         self.store = store
         self.number = number
@@ -81,6 +79,7 @@ class Partition:
         self.timers = TimerService(clock, self.processor.submit)
         self._deliveries = deliveries
         self._poked = asyncio.Event()
+        self._reading = False  # a read of deliveries is under way: what it finds is work to come
         self._inbox: asyncio.Task[None] | None = None
 
     async def start(self, timers: Sequence[Timer]) -> None:
@@ -98,11 +97,17 @@ class Partition:
 
     async def _apply_deliveries(self) -> None:
         """One `Deliver` at a time: what it applies is deleted when it commits, before the next read
-        (so a delivery committed late, below ids already seen, is never passed over)."""
+        (so a delivery committed late, below ids already seen, is never passed over). The read may
+        be made together with other partitions' (`perdure.runtime.delivery_reads`): it still begins
+        after this partition's previous `Deliver` committed."""
         assert self._deliveries is not None
         while True:
             self._poked.clear()
-            found = self._deliveries(self.number, DELIVERY_BATCH)
+            self._reading = True
+            try:
+                found = await self._deliveries(self.number)
+            finally:
+                self._reading = False
             if found:
                 await self.processor.submit_and_wait(Deliver(found))
                 continue
@@ -137,8 +142,8 @@ class Partition:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued or committing, and no delivery known to wait for it."""
-        return self.processor.idle and not self._poked.is_set()
+        """Nothing queued or committing, and no delivery known to wait for it or being looked for."""
+        return self.processor.idle and not self._poked.is_set() and not self._reading
 
     @property
     def failure(self) -> BaseException | None:

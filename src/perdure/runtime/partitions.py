@@ -18,6 +18,7 @@ from perdure.engine.registry import Registry
 from perdure.engine.step import Partitioning
 from perdure.protocol import ids
 from perdure.runtime.clock import Clock
+from perdure.runtime.delivery_reads import DeliveryReads
 from perdure.runtime.partition import Effects, Partition
 from perdure.storage.api import ClusterDatabase, Database, Lease
 
@@ -48,6 +49,7 @@ class Partitions:
         self.running: dict[int, Partition] = {}
         self.count = 1
         self._cluster: ClusterDatabase | None = None
+        self._delivery_reads: DeliveryReads | None = None
         self.handover_s = HANDOVER_S
 
     def all(self) -> list[Partition]:
@@ -82,11 +84,12 @@ class Partitions:
     def join(self, database: ClusterDatabase) -> None:
         self._cluster = database
         self.count = database.partitions
+        self._delivery_reads = DeliveryReads(lambda numbers, limit: database.deliveries(numbers, limit=limit))
 
     async def start_leased(self, lease: Lease) -> None:
         """Run partition `lease.partition`, whose lease this node just took."""
-        database = self._cluster
-        assert database is not None
+        database, reads = self._cluster, self._delivery_reads
+        assert database is not None and reads is not None
         number = lease.partition
         partition = Partition(
             database.partition_store(lease),
@@ -96,7 +99,7 @@ class Partitions:
             counters=self._counters,
             number=number,
             partitioning=Partitioning(self.count, owns=number.__eq__),
-            deliveries=lambda p, limit: database.deliveries(p, limit=limit),
+            deliveries=reads.read,
         )
         timers = database.reader().all_timers(number)
         self.running[number] = partition

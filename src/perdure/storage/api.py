@@ -512,8 +512,9 @@ class ClusterDatabase(CatalogStore, Protocol):
         """The store of a partition this node holds `lease` of: its commits check the lease."""
         ...
 
-    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[Delivery]:
-        """Deliveries waiting for `partition`, oldest first, past id `after`."""
+    def deliveries(self, partitions: Sequence[int], *, limit: int = 1000) -> dict[int, list[Delivery]]:
+        """The oldest `limit` deliveries waiting for each of `partitions`, oldest first, by partition
+        (one with none is left out), read in one query."""
         ...
 
     async def send(self, deliveries: Sequence[tuple[int, str, bytes]]) -> None:

@@ -218,8 +218,8 @@ class Database:
         self.writer.submit(Call(fn, report))
         return await result
 
-    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[api.Delivery]:
-        return self.reader().deliveries(partition, after=after, limit=limit)
+    def deliveries(self, partitions: Sequence[int], *, limit: int = 1000) -> dict[int, list[api.Delivery]]:
+        return self.reader().deliveries(partitions, limit=limit)
 
     async def send(self, deliveries: Sequence[tuple[int, str, bytes]]) -> None:
         rows = Rows(None, None, {"delivery_in": list(deliveries)})

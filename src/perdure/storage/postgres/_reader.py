@@ -28,8 +28,11 @@ _COMPLETED_BEFORE = (
 _COUNT = "SELECT status, count(*) FROM invocations GROUP BY status"
 _OFFSETS = "SELECT topic, kafka_partition, next_offset, epoch FROM kafka_offsets WHERE subscription = %s"
 _TIMERS = "SELECT id, fire_at, kind, invocation_id, completion_id FROM timers{} ORDER BY fire_at, id"
+# Per partition, an index scan of (partition, id) that stops after `limit` rows.
 _DELIVERIES = (
-    "SELECT id, partition, body FROM deliveries WHERE partition = %s AND id > %s ORDER BY id LIMIT %s"
+    "SELECT d.id, d.partition, d.body FROM unnest(%s::int[]) AS p (partition), LATERAL"
+    " (SELECT id, partition, body FROM deliveries WHERE partition = p.partition ORDER BY id LIMIT %s) AS d"
+    " ORDER BY d.partition, d.id"
 )
 
 
@@ -92,6 +95,9 @@ class Reader:
         rows = self._execute(_OFFSETS, (subscription_id,))
         return {(topic, p): Position(n, epoch) for topic, p, n, epoch in rows}
 
-    def deliveries(self, partition: int, *, after: int = 0, limit: int = 1000) -> list[Delivery]:
-        """Deliveries waiting for `partition`, oldest first, past id `after`."""
-        return [Delivery(i, p, bytes(b)) for i, p, b in self._execute(_DELIVERIES, (partition, after, limit))]
+    def deliveries(self, partitions: Sequence[int], *, limit: int = 1000) -> dict[int, list[Delivery]]:
+        """The oldest `limit` deliveries waiting for each of `partitions`, oldest first, by partition."""
+        found: dict[int, list[Delivery]] = {}
+        for i, p, b in self._execute(_DELIVERIES, (list(partitions), limit)):
+            found.setdefault(p, []).append(Delivery(i, p, bytes(b)))
+        return found
