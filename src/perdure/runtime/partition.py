@@ -30,6 +30,7 @@ from perdure.engine.registry import Registry
 from perdure.engine.state_machine import StateMachine
 from perdure.engine.step import EVERYTHING, Partitioning
 from perdure.runtime.clock import Clock
+from perdure.runtime.delivery_reads import DELIVERY_BATCH
 from perdure.runtime.processor import Processor, Stats
 from perdure.runtime.timers import TimerService
 from perdure.storage.api import Delivery, Store, Timer
@@ -99,7 +100,8 @@ class Partition:
         """One `Deliver` at a time: what it applies is deleted when it commits, before the next read
         (so a delivery committed late, below ids already seen, is never passed over). The read may
         be made together with other partitions' (`perdure.runtime.delivery_reads`): it still begins
-        after this partition's previous `Deliver` committed."""
+        after this partition's previous `Deliver` committed. After a read of fewer than a full
+        batch the next one waits for a poke: everything committed before the read began was in it."""
         assert self._deliveries is not None
         while True:
             self._poked.clear()
@@ -110,9 +112,13 @@ class Partition:
                 self._reading = False
             if found:
                 await self.processor.submit_and_wait(Deliver(found))
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), DELIVERY_POLL_S)
+                if len(found) == DELIVERY_BATCH:
+                    continue  # more may be waiting
+            # What commits after the read began pokes (`d <partition>`, or `delivered` from this
+            # node) once committed, setting `_poked` again: waiting for it passes nothing over.
+            if not self._poked.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poked.wait(), DELIVERY_POLL_S)
 
     async def quiesce(self) -> None:
         """Take no more work in: stop applying deliveries and firing timers (the next owner will).
