@@ -263,6 +263,23 @@ async def _stop_server(served: Served, grace: float) -> None:
 
 #: Set by `perdure serve --workers N` for its member processes: the listening sockets they share.
 SHARED_FDS = {"ingress": "PERDURE_WORKER_INGRESS_FD", "admin API": "PERDURE_WORKER_ADMIN_FD"}
+#: Set likewise: the supervisor's pid.
+SUPERVISOR_PID = "PERDURE_WORKER_SUPERVISOR"
+
+
+def _stop_with_supervisor() -> None:
+    """A worker of `perdure serve --workers N` gets SIGTERM — drains, hands its partitions over and
+    stops — when its supervisor dies, even by SIGKILL (Linux: the parent-death signal), instead of
+    running on with nobody to stop it."""
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(supervisor):  # it died before that: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _listen(app: Any, settings: Settings, port: int, what: str, option: str) -> Served:
@@ -323,6 +340,8 @@ async def run(
                 signal.signal(sig, lambda signum, frame: loop.call_soon_threadsafe(on_signal, signum))
                 continue
             installed.append(sig)
+    if install_signals:
+        _stop_with_supervisor()
     try:
         return await _serve_until_stopped(
             settings, app, title, console, ingress_factory, admin_factory, stop, on_ready, children

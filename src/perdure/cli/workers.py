@@ -28,7 +28,7 @@ from rich.markup import escape
 from perdure.config import ENV_PREFIX, Settings, flag_name
 from perdure.runtime.http import listening_socket
 
-from .server import SHARED_FDS, StartupError
+from .server import SHARED_FDS, SUPERVISOR_PID, StartupError
 
 #: A worker that dies within this many seconds of its start counts as failing to start.
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
@@ -71,7 +71,7 @@ class _Supervisor:
         self.ports = {what: sock.getsockname()[1] for what, sock in sockets.items()}
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, f"{ENV_PREFIX}WORKERS": "1"}
+        env = {**os.environ, f"{ENV_PREFIX}WORKERS": "1", SUPERVISOR_PID: str(os.getpid())}
         for what, sock in self.sockets.items():
             env[SHARED_FDS[what]] = str(sock.fileno())
         return env
