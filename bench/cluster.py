@@ -62,6 +62,18 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds the `postgres` processes used since `before` (pid -> seconds, `postgres_cpu()`):
+    backends started since count whole, those that exited meanwhile are not counted (never
+    negative: other runs' backends come and go)."""
+    now = postgres_cpu()
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in now.items())
+
+
+def postgres_cpu() -> dict[int, float]:
+    return {pid: cpu_of([pid]) for pid in postgres_pids()}
+
+
 def postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -206,13 +218,13 @@ def throughput(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, f
         host, port = server.ingress
         in_load_process(load_process, ("saturate", host, port, args.keys, 0, args.keys, 120), 120)  # warm-up
         time.sleep(STATS_S)
-        pg, engine = postgres_pids(), children(server.proc.pid)
-        cpu_pg, cpu_engine, xacts = cpu_of(pg), cpu_of(engine), db.transactions()
+        engine = children(server.proc.pid)
+        pg_before, cpu_engine, xacts = postgres_cpu(), cpu_of(engine), db.transactions()
         high = in_load_process(
             load_process, ("saturate", host, port, args.count, args.keys, args.keys, 180), 180
         )
         done = max(len(high["latencies"]), 1)
-        cpu_pg, cpu_engine = cpu_of(pg) - cpu_pg, cpu_of(children(server.proc.pid)) - cpu_engine
+        cpu_pg, cpu_engine = cpu_since(pg_before), cpu_of(children(server.proc.pid)) - cpu_engine
         time.sleep(STATS_S)
         xacts = db.transactions() - xacts
         low = in_load_process(
