@@ -126,3 +126,41 @@ class DevServer(Server):
         super().__init__(
             ["dev", app, "--db", str(db), "--ingress-port", "0", "--admin-port", "0", *args], stderr=stderr
         )
+
+
+SEED_EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "user_updates.py") + ":app"
+
+
+def seed_example_through_dev(tmp_path: Path, env: dict[str, str]) -> str:
+    """Run examples/user_updates.py through `perdure dev` with `env`: two calls, then SIGTERM and a
+    clean exit. Returns the banner's first line (it names the loop and the HTTP parser)."""
+    server = DevServer(SEED_EXAMPLE, tmp_path / "dev.db", stderr=tmp_path / "err").start(env)
+    try:
+        for key in ("alice", "bob"):
+            response = httpx.post(
+                f"{server.ingress}/userUpdates/{key}/updateUserEvent",
+                json={"profile": {"name": key}, "permissions": ["read"], "resources": ["disk"]},
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == "role-read"
+        code, _ = server.stop(signal.SIGTERM)
+    finally:
+        server.kill()
+    assert code == 0, server.stderr
+    assert "Traceback" not in server.stderr
+    return server.lines[0]
+
+
+def refused_without(module: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`perdure dev` of the seed example with `module` hidden (importing it fails), under `env`."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / f"{module}.py").write_text("raise ImportError('hidden by the test')\n")
+    return subprocess.run(
+        [sys.executable, "-m", "perdure.cli", "dev", SEED_EXAMPLE, "--db", str(tmp_path / "x.db")],
+        env={"PYTHONPATH": str(shadow), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

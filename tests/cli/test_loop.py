@@ -8,42 +8,20 @@ covers both with one process start each."""
 from __future__ import annotations
 
 import gc
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from perdure.runtime import loop
 
-from .procs import DevServer
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = str(ROOT / "examples" / "user_updates.py") + ":app"
+from .procs import refused_without, seed_example_through_dev
 
 uvloop = pytest.importorskip("uvloop", reason="the dev extras install uvloop (perdure[fast])")
 
 
 @pytest.mark.parametrize("name", ["asyncio", "uvloop"])
 def test_dev_runs_the_seed_example_on_each_loop(tmp_path: Path, name: str) -> None:
-    server = DevServer(EXAMPLE, tmp_path / "dev.db", stderr=tmp_path / "err").start({loop.ENV: name})
-    try:
-        assert f"{name} loop" in server.lines[0]
-        for key in ("alice", "bob"):
-            response = httpx.post(
-                f"{server.ingress}/userUpdates/{key}/updateUserEvent",
-                json={"profile": {"name": key}, "permissions": ["read"], "resources": ["disk"]},
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-            assert response.json() == "role-read"
-        code, _ = server.stop(signal.SIGTERM)
-    finally:
-        server.kill()
-    assert code == 0, server.stderr
-    assert "Traceback" not in server.stderr
+    assert f"{name} loop" in seed_example_through_dev(tmp_path, {loop.ENV: name})
 
 
 def test_the_default_is_uvloop_when_installed_and_the_env_can_force_either() -> None:
@@ -70,17 +48,7 @@ def test_run_uses_the_chosen_loop_and_settles_the_collector() -> None:
 
 
 def test_an_unusable_loop_is_one_line_before_anything_starts(tmp_path: Path) -> None:
-    # uvloop hidden from the child: PERDURE_LOOP=uvloop must say how to install it, not start
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    (shadow / "uvloop.py").write_text("raise ImportError('hidden by the test')\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "perdure.cli", "dev", EXAMPLE, "--db", str(tmp_path / "x.db")],
-        env={"PYTHONPATH": str(shadow), loop.ENV: "uvloop", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = refused_without("uvloop", tmp_path, {loop.ENV: "uvloop"})
     assert proc.returncode != 0
     assert "uvloop is not installed: pip install 'perdure[fast]'" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
