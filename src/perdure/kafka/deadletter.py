@@ -27,14 +27,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import Protocol
 
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from perdure.engine.counters import Counters
-from perdure.kafka.egress import ProducerClient
+from perdure.kafka.egress import ProducerClient, ProducerPool
 from perdure.kafka.options import parse_source, policy
 from perdure.storage.api import Invocation, Subscription
 
@@ -86,7 +85,7 @@ class DeadLetterProducer:
         self._engine = engine
         self._poll = poll_interval
         self._task: asyncio.Task[None] | None = None
-        self._clients: dict[tuple[tuple[str, str], ...], ProducerClient] = {}
+        self._producers = ProducerPool()  # by properties: a subscription's options may differ
         self.produced = 0  # records put in a dead-letter topic by this process
         self.deduplicated = 0  # records found there already (a crash after producing them)
         self.error: str | None = None
@@ -100,9 +99,7 @@ class DeadLetterProducer:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
-        for client in self._clients.values():
-            await client.stop()
-        self._clients.clear()
+        await self._producers.close()
 
     async def _run(self) -> None:
         delay = 0.5
@@ -121,9 +118,7 @@ class DeadLetterProducer:
             except Exception as e:
                 self.error = f"{type(e).__name__}: {e}"
                 log.warning("dead-letter producer: %s; retrying in %.1f s", self.error, delay)
-                for client in self._clients.values():
-                    await client.stop()
-                self._clients.clear()
+                await self._producers.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -141,7 +136,8 @@ class DeadLetterProducer:
             properties = self._properties(sub) if sub is not None else None
             if properties is None:
                 continue  # its subscription or cluster is gone: it stays parked, unproduced
-            done += await self._produce(await self._client(properties), inv, letter.policy[6:])
+            client = await self._producers.get(tuple(sorted(properties.items())), properties)
+            done += await self._produce(client, inv, letter.policy[6:])
         return done
 
     def _properties(self, sub: Subscription) -> dict[str, str] | None:
@@ -149,15 +145,6 @@ class DeadLetterProducer:
         if cluster is None:
             return None
         return {**cluster, **sub.options}  # security options of the subscription win, as its consumer's
-
-    async def _client(self, properties: Mapping[str, str]) -> ProducerClient:
-        name = tuple(sorted(properties.items()))
-        client = self._clients.get(name)
-        if client is None:
-            client = ProducerClient(properties)
-            await client.start()
-            self._clients[name] = client
-        return client
 
     async def _produce(self, client: ProducerClient, inv: Invocation, topic: str) -> int:
         letter = inv.dead_letter

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
@@ -212,6 +212,39 @@ class ProducerClient:
         return found
 
 
+class ProducerPool:
+    """Started `ProducerClient`s by key (a cluster's name, or its properties); a key asked for with
+    other properties gets a new client. A client that fails to start is stopped, never kept."""
+
+    def __init__(self) -> None:
+        self._clients: dict[Hashable, ProducerClient] = {}
+
+    async def get(self, key: Hashable, properties: Mapping[str, str]) -> ProducerClient:
+        client = self._clients.get(key)
+        if client is not None and client.properties != dict(properties):
+            await self.drop(key)
+            client = None
+        if client is None:
+            client = ProducerClient(properties)
+            try:
+                await client.start()
+            except BaseException:
+                await client.stop()
+                raise
+            self._clients[key] = client
+        return client
+
+    async def drop(self, key: Hashable) -> None:
+        client = self._clients.pop(key, None)
+        if client is not None:
+            await client.stop()
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.stop()
+
+
 class Egress:
     """The node's egress producer (see the module docstring); `wake(partition)` after a commit."""
 
@@ -220,7 +253,7 @@ class Egress:
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._clients: dict[str, ProducerClient] = {}
+        self._producers = ProducerPool()  # by cluster name
         self._clean: dict[tuple[int, str], object] = {}  # streams whose last round committed whole
         self._idle: dict[int, object] = {}  # partitions whose outbox was empty, until woken
         self._dirty: set[int] = set()
@@ -245,9 +278,7 @@ class Egress:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
-        for client in self._clients.values():
-            await client.stop()
-        self._clients.clear()
+        await self._producers.close()
 
     def wake(self, partition: int) -> None:
         """Records of `partition` were committed to its outbox."""
@@ -292,21 +323,6 @@ class Egress:
             if not failed:
                 self.error = None
 
-    async def _client(self, cluster: str, properties: Mapping[str, str]) -> ProducerClient:
-        client = self._clients.get(cluster)
-        if client is not None and client.properties != dict(properties):
-            await client.stop()
-            client = None
-        if client is None:
-            client = ProducerClient(properties)
-            try:
-                await client.start()
-            except BaseException:
-                await client.stop()
-                raise
-            self._clients[cluster] = client
-        return client
-
     async def _drain(self, partition: EgressPartition) -> bool:
         """One round for one partition; True when more records wait."""
         rows = partition.store.reader().get_all_state(wire.SERVICE, outbox.stream(partition.number))
@@ -335,7 +351,7 @@ class Egress:
         properties: Mapping[str, str],
         records: list[tuple[bytes, outbox.Record]],
     ) -> None:
-        client = await self._client(cluster, properties)
+        client = await self._producers.get(cluster, properties)
         number = partition.number
         stored = partition.store.reader().offsets(outbox.checkpoint_id(number, cluster))
         counts: dict[str, int] = {}
@@ -397,7 +413,6 @@ class Egress:
         if error is not None:
             # Drop the clients: nothing of this round may still be on its way when the next
             # round reads back what reached Kafka.
-            await client.stop()
-            self._clients.pop(cluster, None)
+            await self._producers.drop(cluster)
             raise EgressError(f"producing to Kafka failed: {type(error).__name__}: {error}")
         self._clean[stream] = partition
