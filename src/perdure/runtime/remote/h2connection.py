@@ -89,6 +89,7 @@ class Connection:
         self.opened_streams = 0  # the connection is recycled after options.recycle_after_streams
         self._pump_soon = False
         self._flush_scheduled = False
+        self._unflushed = 0  # DATA bytes handed to h2 since the last write to the socket
         self.close_reason = ""
 
     @classmethod
@@ -193,7 +194,8 @@ class Connection:
         self.pump()
 
     def pump(self) -> None:
-        """Send what the streams have queued, as far as windows and the transport buffer allow."""
+        """Send what the streams have queued, as far as windows and the transport buffer allow: the
+        frames of every stream in one write (one segment for the deployment to read, not one each)."""
         if self.closed:
             return
         for stream in list(self._sending):
@@ -224,7 +226,7 @@ class Connection:
                 self._h2.send_data(stream.id, chunk)
                 stream.outbox.popleft()
                 sent += len(chunk)
-            self._flush()  # into the transport, whose buffer size bounds what one pump sends
+        self._unflushed += sent
         if sent:
             stream.unsent -= sent
             stream.on_sent()
@@ -266,6 +268,7 @@ class Connection:
     # ---- I/O
 
     def _flush(self) -> None:
+        self._unflushed = 0
         data = self._h2.data_to_send()
         if data and not self._writer.is_closing():
             self._writer.write(data)
@@ -278,11 +281,12 @@ class Connection:
 
     def _deferred_flush(self) -> None:
         self._flush_scheduled = False
-        if not self.closed:
+        if not self.closed and not self._pump_soon:  # else the pump writes it with its DATA
             self._flush()
 
     def _transport_full(self) -> bool:
-        return self._writer.transport.get_write_buffer_size() >= _TRANSPORT_HIGH_WATER
+        """What the socket has not taken yet, and what h2 holds for the next write, reach the bound."""
+        return self._unflushed + self._writer.transport.get_write_buffer_size() >= _TRANSPORT_HIGH_WATER
 
     def _drain_then_pump(self) -> None:
         if self._drainer is None or self._drainer.done():
