@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -326,3 +327,42 @@ async def test_migration_4_moves_the_catalog_out_of_system_state(
         assert reader.get_all_state("__perdure", "promises/wf/k") == {b"p": b"kept"}
     finally:
         await store.close()
+
+
+async def test_a_batch_runs_only_the_statements_it_has_rows_for(
+    open_sqlite: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perdure.storage.sqlite import _batch
+
+    store = open_sqlite()
+    executed: list[str] = []
+    store._conn.set_trace_callback(executed.append)
+    async with committed(store) as t:
+        t.put_invocation(inv("a"))
+        t.append_entries("a", 0, E[:2])
+    async with committed(store) as t:
+        got = t.get_invocation("a")
+        assert got is not None
+        t.put_invocation(got)
+        t.append_entries("a", 2, E[2:3])
+    async with committed(store):
+        pass  # writes nothing: no statement at all
+    # Every shape beyond MAX_SHAPES runs the statement with every part (and still applies right).
+    monkeypatch.setattr(_batch, "_SHAPES", {_batch.EVERY: _batch.shape(_batch.EVERY)})
+    monkeypatch.setattr(_batch, "MAX_SHAPES", 1)
+    async with committed(store) as t:
+        t.set_state("S", "k", b"n", b"v")
+    store._conn.set_trace_callback(None)
+
+    # The trace repeats a statement once per statement of its trigger that runs.
+    runs = Counter(sql.split(" VALUES")[0] for sql in executed if sql.startswith("INSERT INTO perdure_batch"))
+    views = [view.split()[-1] for view in runs]  # one per commit that writes: the third wrote nothing
+    assert len(views) == 3 and views[2] == f"perdure_batch_{_batch.EVERY:x}"
+    assert runs[f"INSERT INTO {views[0]}"] < runs[f"INSERT INTO {views[2]}"] // 4
+    created = [sql for sql in executed if sql.startswith("CREATE TEMP TRIGGER")]
+    triggers = {sql.split(" ON ")[1].split()[0]: sql for sql in created}
+    assert "INSERT INTO invocations" in triggers[views[0]] and "state" not in triggers[views[0]]
+    assert "UPDATE invocations" in triggers[views[1]] and "INSERT INTO invocations" not in triggers[views[1]]
+    reader = store.reader()
+    assert reader.read_journal("a") == E[:3]
+    assert reader.get_all_state("S", "k") == {b"n": b"v"}

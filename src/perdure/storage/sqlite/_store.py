@@ -13,7 +13,7 @@ from perdure.storage.layered.store import MAX_COMMITTING, Done, StoreFailed, on_
 from perdure.storage.layered.view import View
 from perdure.storage.layered.writes import Writes
 from perdure.storage.sqlite import _catalog, _schema
-from perdure.storage.sqlite._batch import batch
+from perdure.storage.sqlite._batch import Batch, batch
 from perdure.storage.sqlite._lock import FileLock
 from perdure.storage.sqlite._reader import Reader
 from perdure.storage.sqlite._reads import Reads
@@ -46,7 +46,7 @@ class _Sink:
         return batch(writes)
 
     def submit(self, prepared: object, done: Done) -> None:
-        assert isinstance(prepared, tuple)
+        assert isinstance(prepared, Batch)
         self._writer.submit(Job(prepared, done))
 
 

@@ -15,18 +15,18 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from perdure.storage.sqlite._batch import APPLY, SCHEMA
+from perdure.storage.sqlite._batch import Batch, shape
 
 Done = Callable[[BaseException | None], None]
 
 
 class Job:
-    """One committed transaction: its `batch()` values, and what to call once durable (or not)."""
+    """One committed transaction: its `batch()`, and what to call once durable (or not)."""
 
-    __slots__ = ("done", "values")
+    __slots__ = ("batch", "done")
 
-    def __init__(self, values: tuple[object, ...], done: Done) -> None:
-        self.values = values
+    def __init__(self, batch: Batch, done: Done) -> None:
+        self.batch = batch
         self.done = done
 
 
@@ -53,8 +53,7 @@ class _Stop:
 class Writer:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        for sql in SCHEMA:
-            conn.execute(sql)
+        self._shapes: set[int] = set()  # batch shapes whose view and trigger this connection has
         self._queue: queue.SimpleQueue[Job | Call | _Stop] = queue.SimpleQueue()
         # A daemon: an event loop that exits without closing its store must not hang the process.
         self._thread = threading.Thread(target=self._run, name="perdure-sqlite-writer", daemon=True)
@@ -101,6 +100,12 @@ class Writer:
                             rest.done(closed)
                     return
 
+    def _create(self, mask: int) -> None:
+        if mask and mask not in self._shapes:
+            for sql in shape(mask).create:
+                self._conn.execute(sql)
+            self._shapes.add(mask)
+
     def _call(self, call: Call, failure: BaseException | None) -> None:
         if failure is not None:
             call.done(None, failure)
@@ -121,12 +126,18 @@ class Writer:
     def _apply(self, jobs: list[Job]) -> BaseException | None:
         conn = self._conn
         try:
+            for job in jobs:  # before BEGIN: a rollback would take a new view and trigger with it
+                self._create(job.batch.mask)
             if len(jobs) == 1:
-                conn.execute(APPLY, jobs[0].values)
+                mask, values = jobs[0].batch
+                if mask:
+                    conn.execute(shape(mask).insert, values)
             else:
                 conn.execute("BEGIN")
                 for job in jobs:
-                    conn.execute(APPLY, job.values)
+                    mask, values = job.batch
+                    if mask:
+                        conn.execute(shape(mask).insert, values)
                 conn.execute("COMMIT")
         except Exception as e:
             if conn.in_transaction:
