@@ -293,8 +293,20 @@ async def test_per_handler_timeouts(serve: Serve) -> None:
     assert 0.05 < closed_after[0] < 1.0
 
 
-async def test_huge_windows_are_bounded_by_the_transport_buffer(serve: Serve) -> None:
-    """With windows of 1 GiB a 24 MB journal is paced by the socket, not buffered whole."""
+async def test_huge_windows_are_bounded_by_the_transport_buffer(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With windows of 1 GiB a 24 MB journal is paced by the socket, not buffered whole: no write
+    hands the socket much more than the 256 KiB bound."""
+    writes: list[int] = []
+    data_to_send = h2.connection.H2Connection.data_to_send
+
+    def recorded(self: h2.connection.H2Connection, amount: int | None = None) -> bytes:
+        data = data_to_send(self, amount)
+        writes.append(len(data))
+        return data
+
+    monkeypatch.setattr(h2.connection.H2Connection, "data_to_send", recorded)
 
     async def handler(stream: ServerStream) -> None:
         _, input_command = await opening(stream)
@@ -306,3 +318,4 @@ async def test_huge_windows_are_bounded_by_the_transport_buffer(serve: Serve) ->
     inv = driver.call("Svc", "h", "z" * 24_000_000)
     assert isinstance(await driver.ended(inv), pm.EndMessage)
     assert output_of(driver.messages(inv)) == 24_000_002
+    assert sum(writes) > 24_000_000 and max(writes) < 256 * 1024 + 20_000  # + at most one frame

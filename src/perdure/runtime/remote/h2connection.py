@@ -196,20 +196,24 @@ class Connection:
     def pump(self) -> None:
         """Send what the streams have queued, as far as windows and the transport buffer allow: the
         frames of every stream in one write (one segment for the deployment to read, not one each)."""
+        if self._send() and self._sending:
+            self._drain_then_pump()
+
+    def _send(self) -> bool:
+        """One pump; True when it stopped at the bound (what is left waits for the socket)."""
         if self.closed:
-            return
+            return False
         for stream in list(self._sending):
             if self._transport_full():
-                self._drain_then_pump()
                 break
             try:
                 self._send_from(stream)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
                 stream.fail(StreamError(f"cannot send on the stream: {describe(e)}"))
                 self._forget(stream)
+        full = self._transport_full()  # before the write: what this pump queued counts
         self._flush()
-        if self._sending and self._transport_full():
-            self._drain_then_pump()
+        return full
 
     def _send_from(self, stream: Stream) -> None:
         sent = 0
@@ -221,12 +225,13 @@ class Connection:
             if len(chunk) > room:
                 self._h2.send_data(stream.id, chunk[:room])
                 stream.outbox[0] = chunk[room:]
-                sent += room
+                size = room
             else:
                 self._h2.send_data(stream.id, chunk)
                 stream.outbox.popleft()
-                sent += len(chunk)
-        self._unflushed += sent
+                size = len(chunk)
+            sent += size
+            self._unflushed += size
         if sent:
             stream.unsent -= sent
             stream.on_sent()
@@ -297,8 +302,7 @@ class Connection:
         while not self.closed:
             with contextlib.suppress(OSError):
                 await self._writer.drain()
-            self.pump()
-            if not (self._sending and self._transport_full()):
+            if not (self._send() and self._sending):
                 return
 
     async def _read_loop(self) -> None:
