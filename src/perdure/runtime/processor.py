@@ -162,9 +162,9 @@ class Processor:
     def _start_commit(
         self, txn: Transaction, batch: list[tuple[Command, _Waiter]], results: list[list[Action]]
     ) -> _Commit:
-        # store.commit() hands the transaction to the writer now; the task only awaits durability
-        task = asyncio.get_running_loop().create_task(self._store.commit(txn))
-        return _Commit(task, batch, results, time.perf_counter())
+        # store.commit() hands the transaction to the writer now; what it returns only awaits
+        # durability (a layered store's future as it is; another store's coroutine in a task)
+        return _Commit(asyncio.ensure_future(self._store.commit(txn)), batch, results, time.perf_counter())
 
     async def _finish(self, commit: _Commit) -> None:
         await commit.task
@@ -212,7 +212,7 @@ class Processor:
 class _Commit:
     """A batch whose transaction is being committed; its actions wait for the commit."""
 
-    task: asyncio.Task[None]
+    task: asyncio.Future[None]
     batch: list[tuple[Command, _Waiter]]
     results: list[list[Action]]
     started: float
@@ -221,6 +221,6 @@ class _Commit:
 _STOP = object()
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
+def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: no "exception was never retrieved" at exit

@@ -11,7 +11,7 @@ Every backend (`memory`, `sqlite`, later `postgres`) passes the same conformance
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -412,11 +412,12 @@ class Store(Protocol):
     """
 
     def begin(self) -> Transaction: ...
-    async def commit(self, txn: Transaction) -> None:
+    def commit(self, txn: Transaction) -> Awaitable[None]:
         """Make the transaction durable. Must not block the event loop on fsync.
 
-        The hand-off happens in the call itself (see the class docstring), so a backend typically
-        implements this as a plain method that returns a coroutine.
+        The hand-off happens in the call itself (see the class docstring), so a backend implements
+        this as a plain method that returns something to await: a future the writer settles (no
+        task needed to wait for it) or a coroutine.
         """
         ...
 

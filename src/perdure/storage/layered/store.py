@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from perdure.storage import api
 from perdure.storage.layered.transaction import Transaction
@@ -78,11 +78,11 @@ class Store:
         txn = self._open = Transaction(self._view, Writes(self._view.last_seq))
         return txn
 
-    def commit(self, txn: api.Transaction) -> Coroutine[Any, Any, None]:
-        """Hand the transaction to the writer now; awaiting the result waits until it is durable.
+    def commit(self, txn: api.Transaction) -> asyncio.Future[None]:
+        """Hand the transaction to the writer now; the future is settled once it is durable.
 
         The hand-off happens in this call, before anything is awaited, so `begin()` may follow at
-        once. The result raises the commit's error, or `StoreFailed` if an earlier commit failed.
+        once. The future raises the commit's error, or `StoreFailed` if an earlier commit failed.
         """
         open_ = self._check_open(txn)
         self._open = None
@@ -99,7 +99,7 @@ class Store:
         self._view.layers.append(writes)
         self._committing.append(done)
         self._sink.submit(prepared, on_loop(loop, lambda error: self._durable(done, error)))
-        return _wait(done)
+        return done
 
     def rollback(self, txn: api.Transaction) -> None:
         """Discard the open transaction's writes (committing ones are not affected)."""
@@ -138,10 +138,6 @@ class Store:
         if self._open is None or txn is not self._open:
             raise RuntimeError("not this store's open transaction (already committed or rolled back?)")
         return self._open
-
-
-async def _wait(done: asyncio.Future[None]) -> None:
-    await done
 
 
 def on_loop(
