@@ -394,6 +394,8 @@ def batch(w: Writes) -> Batch:
     for i, at in enumerate(_ROWS_AT):
         if out[at] is not None:
             mask |= 1 << i
+    if not mask:
+        return Batch(0, ())
     if mask not in _SHAPES and len(_SHAPES) >= MAX_SHAPES:
         mask = EVERY
     return Batch(mask, tuple(out[i] for i in shape(mask).columns))
