@@ -29,6 +29,12 @@ class Node(Server):
         """The partitions this node runs now (from its own admin API)."""
         return sorted(lease["partition"] for lease in self.cluster()["leases"] if lease["running_here"])
 
+    def forwarded(self) -> int:
+        """Calls this node's ingress passed to a neighbour since it started (its metrics)."""
+        metrics = httpx.get(self.admin + "/metrics", timeout=5).text.splitlines()
+        line = next(line for line in metrics if line.startswith("perdure_ingress_forwarded_total "))
+        return int(line.split()[1])
+
 
 def start(
     url: str, count: int, folder: Path, *, env: dict[str, str], args: tuple[str, ...] = ()

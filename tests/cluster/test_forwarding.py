@@ -23,13 +23,6 @@ PARTITIONS = 6
 KEYS = 24
 
 
-def forwarded(node: Node) -> int:
-    metrics = httpx.get(node.admin + "/metrics", timeout=5).text.splitlines()
-    return int(
-        next(line for line in metrics if line.startswith("perdure_ingress_forwarded_total ")).split()[1]
-    )
-
-
 def seen_by(node: Node, key: str, *, count: int) -> list[str]:
     """The request ids counter/`key` has seen, once it has seen `count` (sends run on their own)."""
     deadline = time.monotonic() + 10
@@ -87,8 +80,8 @@ def test_calls_for_a_neighbours_partitions_are_forwarded_to_it(
         asyncio.run(load())
         k0 = owners[ids.partition_key("counter", "k0") % PARTITIONS]  # the sends of "once"
         on = forward == "on"
-        assert forwarded(entry) == (elsewhere + 2 * (k0 == 1) if on else 0)
-        assert forwarded(nodes[1]) == (int(k0 == 0) if on else 0)
+        assert entry.forwarded() == (elsewhere + 2 * (k0 == 1) if on else 0)
+        assert nodes[1].forwarded() == (int(k0 == 0) if on else 0)
         assert sorted(seen_by(nodes[1], "k0", count=2)) == ["once", "r0"]  # the send ran once
         seen = {line.split()[0] for line in (tmp_path / "steps.log").read_text().splitlines()}
         assert seen == {f"r{i}" for i in range(KEYS)} | {"once"}
