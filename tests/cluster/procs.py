@@ -45,6 +45,13 @@ def start(
     return nodes
 
 
+def stop_all(nodes: list[Node]) -> None:
+    """SIGTERM every node and wait for it to drain and exit (killed if it does not)."""
+    for node in nodes:
+        node.stop()
+        node.kill()
+
+
 def wait_balanced(nodes: list[Node], partitions: int, timeout: float = 20.0) -> dict[int, int]:
     """Until every partition runs on exactly one of `nodes`, each holding its share; partition -> node."""
     share = -(-partitions // len(nodes))

@@ -17,7 +17,7 @@ import pytest
 from perdure.protocol import ids
 from perdure.runtime import peers
 
-from .procs import Node, start, wait_balanced
+from .procs import Node, start, stop_all, wait_balanced
 
 PARTITIONS = 6
 KEYS = 24
@@ -86,8 +86,6 @@ def test_calls_for_a_neighbours_partitions_are_forwarded_to_it(
         seen = {line.split()[0] for line in (tmp_path / "steps.log").read_text().splitlines()}
         assert seen == {f"r{i}" for i in range(KEYS)} | {"once"}
     finally:
-        for node in nodes:
-            node.stop()
-            node.kill()
+        stop_all(nodes)
     for node in nodes:
         assert "Traceback" not in node.stderr, node.stderr

@@ -18,7 +18,7 @@ import pytest
 from perdure.storage import open_store
 from perdure.storage.api import Status
 
-from .procs import start, wait_balanced
+from .procs import start, stop_all, wait_balanced
 
 PARTITIONS = 6
 KEYS = 30
@@ -83,9 +83,7 @@ def test_three_nodes_share_the_partitions_and_serve_every_call(
         assert shown.returncode == 0, shown.stderr
         assert f"cluster — {PARTITIONS} partitions" in shown.stdout and shown.stdout.count(" yes ") == 3
     finally:
-        for node in nodes:
-            node.stop()
-            node.kill()
+        stop_all(nodes)
     for node in nodes:
         assert "Traceback" not in node.stderr, node.stderr
 
